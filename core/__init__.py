@@ -1,0 +1,1 @@
+"""Relay's engine: sagas, the durable step protocol, and the ports adapters implement."""

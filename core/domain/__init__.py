@@ -1,0 +1,1 @@
+"""Value objects and status machines of Relay: runs, steps, messages. No I/O here."""

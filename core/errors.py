@@ -1,0 +1,160 @@
+"""The exception hierarchy of the Relay engine.
+
+Every error the engine raises derives from :class:`EngineError`; retryability is a
+class attribute so callers (``functions/``) map errors to platform outcomes without
+parsing messages::
+
+    EngineError
+    ├── ConfigurationError
+    ├── DefinitionError
+    ├── InputValidationError
+    ├── UnknownSagaError
+    ├── RunNotFoundError
+    ├── InvalidRunStateError
+    ├── IdempotencyKeyReusedError
+    ├── ConcurrencyConflict
+    ├── InfrastructureError            (retryable)
+    │   ├── StoreUnavailable           (retryable)
+    │   └── QueueUnavailable           (retryable)
+    ├── StepFailed
+    │   └── StepTimedOut
+    ├── NonRetryableStepError
+    └── CompensationFailed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+
+class EngineError(Exception):
+    """Raised for any failure the engine itself detects; the root of the hierarchy."""
+
+    retryable: ClassVar[bool] = False
+
+
+class ConfigurationError(EngineError):
+    """Raised when settings are missing or inconsistent (backend name, data dir, keys)."""
+
+
+class DefinitionError(EngineError):
+    """Raised when a saga or DAG definition is invalid (duplicate step, unknown dependency)."""
+
+
+class InputValidationError(EngineError):
+    """Raised when a run's input does not match the saga's input model.
+
+    ``errors`` holds one entry per bad field: ``{"loc": [...], "msg": ..., "type": ...}``.
+    """
+
+    def __init__(self, *, saga: str, errors: Sequence[Mapping[str, Any]]) -> None:
+        self.saga = saga
+        self.errors = [dict(e) for e in errors]
+        fields = ", ".join(".".join(str(p) for p in e.get("loc", ())) or "<root>" for e in errors)
+        super().__init__(f"input for saga {saga!r} is invalid: {fields}")
+
+
+class UnknownSagaError(EngineError):
+    """Raised when a saga name is not registered in the bundle."""
+
+    def __init__(self, *, saga: str, known: Sequence[str]) -> None:
+        self.saga = saga
+        self.known = list(known)
+        names = ", ".join(sorted(known)) or "none"
+        super().__init__(f"unknown saga {saga!r}; this bundle serves: {names}")
+
+
+class RunNotFoundError(EngineError):
+    """Raised when a run id does not exist in the state store."""
+
+    def __init__(self, *, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} not found")
+
+
+class InvalidRunStateError(EngineError):
+    """Raised when an operation is not allowed in the run's current status."""
+
+    def __init__(self, *, run_id: str, status: str, operation: str, allowed: Sequence[str]) -> None:
+        self.run_id = run_id
+        self.status = status
+        self.operation = operation
+        super().__init__(
+            f"cannot {operation} run {run_id!r} in status {status}; "
+            f"allowed from: {', '.join(allowed)}"
+        )
+
+
+class IdempotencyKeyReusedError(EngineError):
+    """Raised when an idempotency key is reused with a different input."""
+
+    def __init__(self, *, run_id: str, saga: str) -> None:
+        self.run_id = run_id
+        self.saga = saga
+        super().__init__(
+            f"idempotency key already started run {run_id!r} of saga {saga!r} "
+            "with a different input; use a new key for a new run"
+        )
+
+
+class ConcurrencyConflict(EngineError):
+    """Raised when a conditional write finds a record changed since it was read."""
+
+    def __init__(self, *, run_id: str, detail: str) -> None:
+        self.run_id = run_id
+        self.detail = detail
+        super().__init__(f"concurrent update of run {run_id!r}: {detail}")
+
+
+class InfrastructureError(EngineError):
+    """Raised when a backing service fails; worth retrying later."""
+
+    retryable: ClassVar[bool] = True
+
+
+class StoreUnavailable(InfrastructureError):
+    """Raised when the state store cannot be reached or throttles."""
+
+
+class QueueUnavailable(InfrastructureError):
+    """Raised when the task queue cannot be reached or throttles."""
+
+
+class StepFailed(EngineError):
+    """Raised when a step's function fails on one attempt (retryable by its policy)."""
+
+    retryable: ClassVar[bool] = True
+
+    def __init__(self, *, run_id: str, step: str, attempt: int, reason: str) -> None:
+        self.run_id = run_id
+        self.step = step
+        self.attempt = attempt
+        self.reason = reason
+        super().__init__(f"step {step!r} of run {run_id} failed on attempt {attempt}: {reason}")
+
+
+class StepTimedOut(StepFailed):
+    """Raised when a step's function runs past its timeout."""
+
+
+class NonRetryableStepError(EngineError):
+    """Raised by step code to fail the step at once, skipping remaining retries.
+
+    Use it for business rejections (card declined, out of stock) where another attempt
+    cannot succeed.
+    """
+
+
+class CompensationFailed(EngineError):
+    """Raised when a compensation exhausts its retries; the run is left FAILED."""
+
+    def __init__(self, *, run_id: str, step: str, attempt: int, reason: str) -> None:
+        self.run_id = run_id
+        self.step = step
+        self.attempt = attempt
+        self.reason = reason
+        super().__init__(
+            f"compensation of step {step!r} of run {run_id} failed on attempt {attempt}: {reason}; "
+            f"fix the cause and run `relay runs retry {run_id}`"
+        )
