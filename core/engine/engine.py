@@ -1,0 +1,82 @@
+"""The engine of one warm container: the runner and the run service over the same ports."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from core.domain.records import Message
+from core.engine.executor import StepExecutor
+from core.engine.outputs import OutputStorage
+from core.engine.runs import RunService
+from core.engine.saga_runner import HandleResult, RunnerSettings, SagaRunner
+from core.faults import FaultPlan
+from core.ports.clock import Clock, SystemClock
+from core.ports.io_manager import IOManager
+from core.ports.metrics import MetricsSink, NullMetrics
+from core.ports.state_store import StateStore
+from core.ports.task_queue import TaskQueue
+from core.registry import SagaRegistry
+
+
+@dataclass
+class Engine:
+    """Everything a function needs to start runs and process step messages.
+
+    Built once per warm container by the composition root (``functions/_wiring.py``) and
+    shared by every request; it holds no per-request state.
+    """
+
+    registry: SagaRegistry
+    store: StateStore
+    queue: TaskQueue
+    io_manager: IOManager | None = None
+    clock: Clock = field(default_factory=SystemClock)
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    metrics: MetricsSink = field(default_factory=NullMetrics)
+    settings: RunnerSettings = field(default_factory=RunnerSettings)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self.executor = StepExecutor()
+        self.outputs = OutputStorage(
+            io_manager=self.io_manager, inline_limit_bytes=self.settings.inline_output_limit_bytes
+        )
+        self.runner = SagaRunner(
+            registry=self.registry,
+            store=self.store,
+            queue=self.queue,
+            clock=self.clock,
+            outputs=self.outputs,
+            executor=self.executor,
+            faults=self.faults,
+            metrics=self.metrics,
+            settings=self.settings,
+            rng=self.rng,
+        )
+        self.runs = RunService(
+            registry=self.registry,
+            store=self.store,
+            queue=self.queue,
+            clock=self.clock,
+            conflict_retries=self.settings.conflict_retries,
+        )
+
+    def handle(self, message: Message) -> HandleResult:
+        """Process one step message (see ``SagaRunner.handle``)."""
+        return self.runner.handle(message)
+
+    def describe(self) -> Mapping[str, object]:
+        """Where the engine's ports point, for startup logs and ``relay dev``."""
+        return {
+            "store": dict(self.store.describe()),
+            "queue": dict(self.queue.describe()),
+            "io": dict(self.io_manager.describe()) if self.io_manager else None,
+            "faults": self.faults.describe(),
+            "sagas": self.registry.names(),
+        }
+
+    def close(self) -> None:
+        """Release threads held by the executor."""
+        self.executor.close()

@@ -1,0 +1,103 @@
+"""Runs one step or compensation function with a timeout and classifies the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from core.domain.context import StepContext
+from core.domain.retry_policy import RetryPolicy
+from core.domain.saga import StepFunction
+from core.errors import NonRetryableStepError
+from core.result import Failure, Success
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """What one attempt produced: a value, or an error and whether to retry it."""
+
+    is_success: bool
+    value: Any = None
+    error: str | None = None
+    is_retryable: bool = True
+
+
+class StepExecutor:
+    """Calls user functions; sync ones in a thread so a timeout can abandon them.
+
+    Python cannot kill a thread, so a sync function that overruns keeps running in the
+    background while its attempt is recorded as timed out. That is why steps receive an
+    idempotency key: the late call and the retry must be the same operation to the
+    outside world. Cloud hosts bound this by killing the instance at its own timeout.
+    """
+
+    def __init__(self, *, max_threads: int = 64) -> None:
+        self._max_threads = max_threads
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self._max_threads, thread_name_prefix="relay-step"
+                )
+            return self._pool
+
+    def run(
+        self, fn: StepFunction, ctx: StepContext, *, timeout_seconds: float, retry: RetryPolicy
+    ) -> AttemptOutcome:
+        """Call ``fn(ctx)`` and turn its return value or exception into an outcome."""
+        try:
+            if inspect.iscoroutinefunction(fn):
+                returned = asyncio.run(asyncio.wait_for(fn(ctx), timeout_seconds))
+            else:
+                future = self._executor().submit(fn, ctx)
+                returned = future.result(timeout=timeout_seconds)
+                if inspect.isawaitable(returned):
+                    returned = asyncio.run(asyncio.wait_for(_await(returned), timeout_seconds))
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            return AttemptOutcome(
+                is_success=False, error=f"timed out after {timeout_seconds:g}s", is_retryable=True
+            )
+        except NonRetryableStepError as exc:
+            return AttemptOutcome(is_success=False, error=_describe(exc), is_retryable=False)
+        except Exception as exc:
+            return AttemptOutcome(
+                is_success=False, error=_describe(exc), is_retryable=retry.is_retryable_type(exc)
+            )
+        return _classify(returned, retry)
+
+    def close(self) -> None:
+        """Stop the thread pool (tests and graceful shutdown)."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _classify(returned: Any, retry: RetryPolicy) -> AttemptOutcome:
+    if isinstance(returned, Success):
+        return AttemptOutcome(is_success=True, value=returned.value)
+    if isinstance(returned, Failure):
+        error = returned.error
+        if isinstance(error, BaseException):
+            retryable = not isinstance(error, NonRetryableStepError) and retry.is_retryable_type(error)
+            return AttemptOutcome(is_success=False, error=_describe(error), is_retryable=retryable)
+        # A Failure carrying a plain value is a deliberate business outcome (declined,
+        # out of stock): the same input would fail again, so it is not retried.
+        return AttemptOutcome(is_success=False, error=str(error), is_retryable=False)
+    return AttemptOutcome(is_success=True, value=returned)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

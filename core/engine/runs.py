@@ -1,0 +1,259 @@
+"""The caller side of runs: start, read, list, retry by hand, cancel, and sweep."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.domain.records import (
+    Message,
+    RunId,
+    RunRecord,
+    RunSnapshot,
+    StateChange,
+    StepName,
+    StepRecord,
+)
+from core.domain.saga import Saga
+from core.domain.status import Action, RunStatus, StepStatus
+from core.engine import planner
+from core.errors import (
+    ConcurrencyConflict,
+    IdempotencyKeyReusedError,
+    InvalidRunStateError,
+    RunNotFoundError,
+)
+from core.ports.clock import Clock
+from core.ports.state_store import StateStore
+from core.ports.task_queue import TaskQueue
+from core.registry import SagaRegistry
+
+log = logging.getLogger("relay.runs")
+
+_ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.COMPENSATING)
+
+
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    """The run a start request refers to, and whether this request created it."""
+
+    run: RunRecord
+    is_created: bool
+
+
+def new_run_id(now: float) -> RunId:
+    """A fresh, time-ordered run id (sorts by creation time as text)."""
+    return RunId(f"r-{int(now * 1000):012x}{secrets.token_hex(8)}")
+
+
+def run_id_for_key(saga: str, key: str) -> RunId:
+    """The run id an idempotency key maps to: the same key always names the same run.
+
+    Deriving the id (instead of indexing keys) makes "create if absent" one conditional
+    write on every backend, and a retried scheduled start the same run.
+    """
+    digest = hashlib.sha256(f"{saga}\x00{key}".encode()).hexdigest()
+    return RunId(f"k-{digest[:32]}")
+
+
+class RunService:
+    """Operations on runs as a whole; the worker side is ``SagaRunner``."""
+
+    def __init__(
+        self,
+        *,
+        registry: SagaRegistry,
+        store: StateStore,
+        queue: TaskQueue,
+        clock: Clock,
+        conflict_retries: int = 10,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._queue = queue
+        self._clock = clock
+        self._conflict_retries = conflict_retries
+
+    def start(self, saga_name: str, raw_input: object, *, idempotency_key: str | None = None) -> StartResult:
+        """Validate the input and create the run with its first messages.
+
+        Raises:
+            UnknownSagaError: no saga of that name (nothing written).
+            InputValidationError: the input does not match the model (nothing written).
+            IdempotencyKeyReusedError: the key already started a run with other input.
+        """
+        saga = self._registry.get(saga_name)
+        normalized = saga.validate_input(raw_input)
+        now = self._clock.now()
+        run_id = run_id_for_key(saga.name, idempotency_key) if idempotency_key else new_run_id(now)
+        run = RunRecord(
+            run_id=run_id,
+            saga=saga.name,
+            status=RunStatus.PENDING,
+            input=normalized,
+            definition_hash=saga.definition_hash,
+            created_at=now,
+            updated_at=now,
+            idempotency_key=idempotency_key,
+        )
+        steps = [StepRecord(run_id, StepName(name), updated_at=now) for name in saga.steps]
+        outbox = [
+            Message(run_id, StepName(s.name), Action.EXECUTE, 1) for s in saga.steps.values() if not s.after
+        ]
+        stored, is_created = self._store.create_run(run=run, steps=steps, outbox=outbox)
+        if not is_created:
+            if stored.saga != saga.name or stored.input != normalized:
+                raise IdempotencyKeyReusedError(run_id=stored.run_id, saga=stored.saga)
+            if stored.status is not RunStatus.PENDING:
+                return StartResult(stored, False)
+        if not self._store.delivers_outbox:
+            # Also heals a crash between an earlier create and its enqueue.
+            self._queue.enqueue(messages=outbox)
+        return StartResult(stored, is_created)
+
+    def get(self, run_id: str) -> RunSnapshot:
+        """The run with its steps.
+
+        Raises:
+            RunNotFoundError: no such run.
+        """
+        snapshot = self._store.load_run(run_id=RunId(run_id))
+        if snapshot is None:
+            raise RunNotFoundError(run_id=run_id)
+        return snapshot
+
+    def list(
+        self, *, saga: str | None = None, statuses: Sequence[RunStatus] | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        """Run headers, newest first."""
+        return self._store.list_runs(saga=saga, statuses=statuses, limit=limit)
+
+    def retry(self, run_id: str) -> RunRecord:
+        """Resume a FAILED run where it stopped, with fresh retry budgets.
+
+        A run that failed while compensating resumes compensating; one that failed
+        before (definition drift, a saga the worker did not serve) resumes running.
+
+        Raises:
+            RunNotFoundError: no such run.
+            InvalidRunStateError: the run is not FAILED.
+        """
+        for _ in range(self._conflict_retries):
+            snapshot = self.get(run_id)
+            run = snapshot.run
+            if run.status is not RunStatus.FAILED:
+                raise InvalidRunStateError(
+                    run_id=run_id, status=run.status, operation="retry", allowed=[RunStatus.FAILED]
+                )
+            saga = self._registry.get(run.saga)
+            now = self._clock.now()
+            was_compensating = run.is_cancel_requested or any(
+                r.status in _COMPENSATION_PHASE for r in snapshot.steps.values()
+            )
+            refreshed = {
+                name: r.evolve(now=now, budget_start=r.attempt, retry_at=None)
+                for name, r in snapshot.steps.items()
+                if r.status in (StepStatus.FAILED, StepStatus.COMPENSATING, StepStatus.PENDING)
+                and r.attempt > r.budget_start
+            }
+            status = RunStatus.COMPENSATING if was_compensating else RunStatus.RUNNING
+            error = run.error if was_compensating else None
+            new_run = run.evolve(now=now, status=status, error=error, definition_hash=saga.definition_hash)
+            view = RunSnapshot(new_run, {**snapshot.steps, **refreshed})
+            change = StateChange(
+                new_run.run_id,
+                run=new_run,
+                steps=tuple(refreshed.values()),
+                outbox=tuple(planner.expected_messages(saga, view, now=now)),
+            )
+            try:
+                self._apply(change)
+            except ConcurrencyConflict:
+                continue
+            log.info("run retried by hand", extra={"run_id": run_id, "status": status.value})
+            return new_run
+        raise ConcurrencyConflict(run_id=run_id, detail="run kept changing during retry")
+
+    def cancel(self, run_id: str) -> RunRecord:
+        """Stop a run: undo finished steps in reverse order, then end CANCELLED.
+
+        Raises:
+            RunNotFoundError: no such run.
+            InvalidRunStateError: the run already ended.
+        """
+        for _ in range(self._conflict_retries):
+            snapshot = self.get(run_id)
+            run = snapshot.run
+            if run.status.is_terminal:
+                raise InvalidRunStateError(
+                    run_id=run_id, status=run.status, operation="cancel", allowed=[s.value for s in _ACTIVE]
+                )
+            now = self._clock.now()
+            if run.status is RunStatus.COMPENSATING:
+                change = StateChange(run.run_id, run=run.evolve(now=now, is_cancel_requested=True))
+            else:
+                saga = self._registry.get(run.saga)
+                new_run, changed, outbox = planner.begin_compensation(
+                    saga, run, snapshot.steps, now=now, error="cancelled by request", is_cancel=True
+                )
+                change = StateChange(run.run_id, run=new_run, steps=tuple(changed), outbox=tuple(outbox))
+            try:
+                self._apply(change)
+            except ConcurrencyConflict:
+                continue
+            assert change.run is not None
+            return change.run
+        raise ConcurrencyConflict(run_id=run_id, detail="run kept changing during cancel")
+
+    def sweep(self, *, stale_after_seconds: float, limit: int = 500) -> int:
+        """Re-drive active runs that made no progress for ``stale_after_seconds``.
+
+        This is the backstop for messages lost outside the protocol's own healing (a
+        queue purged by hand, a crash between a non-atomic commit and its enqueue that
+        no redelivery will revisit). Returns how many runs were re-driven.
+        """
+        now = self._clock.now()
+        redriven = 0
+        for header in self._store.list_runs(statuses=_ACTIVE, limit=limit):
+            snapshot = self._store.load_run(run_id=header.run_id)
+            if snapshot is None:
+                continue
+            last_progress = max([snapshot.run.updated_at, *(s.updated_at for s in snapshot.steps.values())])
+            if now - last_progress < stale_after_seconds:
+                continue
+            if any(s.has_live_lease(now) for s in snapshot.steps.values()):
+                continue
+            try:
+                saga = self._registry.get(snapshot.run.saga)
+            except Exception:  # a saga this process does not serve: another worker's job
+                continue
+            messages = _sweep_messages(saga, snapshot, now)
+            if messages:
+                self._queue.enqueue(messages=messages)
+                redriven += 1
+                log.info("sweeper re-drove run", extra={"run_id": header.run_id, "messages": len(messages)})
+        return redriven
+
+    def _apply(self, change: StateChange) -> None:
+        self._store.apply(change=change)
+        if change.outbox and not self._store.delivers_outbox:
+            self._queue.enqueue(messages=change.outbox)
+
+
+def _sweep_messages(saga: Saga, snapshot: RunSnapshot, now: float) -> list[Message]:
+    messages = planner.expected_messages(saga, snapshot, now=now)
+    if snapshot.run.status is RunStatus.COMPENSATING and not messages:
+        # Nothing left to undo but the run was not closed: any compensate message
+        # lets a worker close it.
+        last = planner.ordered_names(saga, snapshot.steps)[-1]
+        record = snapshot.steps[last]
+        messages = [Message(record.run_id, last, Action.COMPENSATE, record.attempt + 1)]
+    return messages
+
+
+_COMPENSATION_PHASE = frozenset(
+    {StepStatus.FAILED, StepStatus.COMPENSATING, StepStatus.COMPENSATED, StepStatus.SKIPPED}
+)
