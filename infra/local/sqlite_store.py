@@ -1,0 +1,345 @@
+"""The embedded backend's state store: run headers and step records in SQLite.
+
+Every mutation is one durable ``BEGIN IMMEDIATE`` transaction whose ``UPDATE ... WHERE
+version = ?`` statements are the compare-and-set; the outbox is inserted into the queue
+table of the same file in that same transaction, so ``delivers_outbox`` is True.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from core.domain.records import (
+    Message,
+    RunId,
+    RunRecord,
+    RunSnapshot,
+    StateChange,
+    StepName,
+    StepRecord,
+)
+from core.domain.status import RunStatus, StepStatus
+from core.errors import ConcurrencyConflict
+from infra.local.sqlite_db import INSERT_MESSAGE_SQL, SQLiteDatabase, message_row
+
+_RUN_COLUMNS: Final = (
+    "run_id, saga, status, input, output, error, definition_hash, idempotency_key,"
+    " created_at, updated_at, is_cancel_requested, version"
+)
+_STEP_COLUMNS: Final = (
+    "run_id, name, status, attempt, budget_start, lease_until, retry_at, output, error,"
+    " started_at, finished_at, updated_at, version"
+)
+
+_INSERT_RUN: Final = (
+    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (run_id) DO NOTHING"
+)
+# The set list omits run_id, saga and created_at: they never change after creation.
+_UPDATE_RUN: Final = (
+    "UPDATE runs SET status = ?, input = ?, output = ?, error = ?, definition_hash = ?,"
+    " idempotency_key = ?, updated_at = ?, is_cancel_requested = ?, version = ?"
+    " WHERE run_id = ? AND version = ?"
+)
+_SELECT_RUN: Final = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"
+_SELECT_RUN_VERSION: Final = "SELECT version FROM runs WHERE run_id = ?"
+
+_INSERT_STEP: Final = (
+    f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_STEP: Final = (
+    "UPDATE steps SET status = ?, attempt = ?, budget_start = ?, lease_until = ?,"
+    " retry_at = ?, output = ?, error = ?, started_at = ?, finished_at = ?, updated_at = ?,"
+    " version = ? WHERE run_id = ? AND name = ? AND version = ?"
+)
+_SELECT_STEPS: Final = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY name"
+_SELECT_STEP_VERSION: Final = "SELECT version FROM steps WHERE run_id = ? AND name = ?"
+
+_COUNT_BY_STATUS: Final = "SELECT status, COUNT(*) FROM runs GROUP BY status"
+_COUNT_BY_STATUS_FOR_SAGA: Final = (
+    "SELECT status, COUNT(*) FROM runs WHERE saga = ? GROUP BY status"
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class SQLiteStateStore:
+    """A ``StateStore`` in a local SQLite file, sharing the file with ``SQLiteTaskQueue``.
+
+    Args:
+        database: The open database (see ``SQLiteDatabase``); its queue table receives
+            the outbox.
+        clock: Epoch seconds, stamped on outbox messages as their enqueue time.
+    """
+
+    def __init__(self, database: SQLiteDatabase, *, clock: Callable[[], float] = time.time) -> None:
+        self._db = database
+        self._clock = clock
+
+    @classmethod
+    def from_settings(cls, data_dir: Path) -> SQLiteStateStore:
+        """A store on ``<data_dir>/relay.db``, created if missing."""
+        return cls(SQLiteDatabase.from_settings(data_dir))
+
+    @property
+    def database(self) -> SQLiteDatabase:
+        """The database this store writes to; share it with the task queue, close it last."""
+        return self._db
+
+    @property
+    def delivers_outbox(self) -> bool:
+        """True: outbox messages are inserted into the queue table in the same transaction."""
+        return True
+
+    def describe(self) -> Mapping[str, str]:
+        """The database file, for logs and errors."""
+        return self._db.describe()
+
+    def create_run(
+        self, *, run: RunRecord, steps: Sequence[StepRecord], outbox: Sequence[Message]
+    ) -> tuple[RunRecord, bool]:
+        """Create a run with its step records and first messages, unless it exists.
+
+        Returns:
+            The stored header and whether this call created it.
+
+        Raises:
+            ConcurrencyConflict: a step record of this run id exists without its header.
+            StoreUnavailable: the database is locked or failing; nothing was written.
+        """
+        _check_run_ids(run.run_id, [run], steps)
+        run_row = _run_row(run)
+        step_rows = [_step_row(step) for step in steps]
+        now = self._clock()
+        message_rows = [message_row(message, now) for message in outbox]
+        with self._db.write_transaction(durable=True) as conn:
+            if conn.execute(_INSERT_RUN, run_row).rowcount == 0:
+                stored = conn.execute(_SELECT_RUN, (run.run_id,)).fetchone()
+                return _run_from_row(stored), False
+            try:
+                conn.executemany(_INSERT_STEP, step_rows)
+            except sqlite3.IntegrityError as exc:
+                raise ConcurrencyConflict(
+                    run_id=run.run_id, detail=f"step records exist without a run header ({exc})"
+                ) from exc
+            if message_rows:
+                conn.executemany(INSERT_MESSAGE_SQL, message_rows)
+        return run, True
+
+    def load_run(self, *, run_id: RunId) -> RunSnapshot | None:
+        """Read a run header and all its step records (ordered by name) in one snapshot."""
+        with self._db.read_transaction() as conn:
+            row = conn.execute(_SELECT_RUN, (run_id,)).fetchone()
+            if row is None:
+                return None
+            step_rows = conn.execute(_SELECT_STEPS, (run_id,)).fetchall()
+        steps = {StepName(r[1]): _step_from_row(r) for r in step_rows}
+        return RunSnapshot(run=_run_from_row(row), steps=steps)
+
+    def apply(self, *, change: StateChange) -> None:
+        """Write ``change`` atomically if every version precondition holds.
+
+        Raises:
+            ConcurrencyConflict: a record or check no longer matches; nothing was written.
+            StoreUnavailable: the database is locked or failing; nothing was written.
+        """
+        run_id = change.run_id
+        _check_run_ids(run_id, [change.run] if change.run is not None else [], change.steps)
+        # Serialise before taking the write lock: JSON encoding is the slow part.
+        run_params = _run_update_params(change.run) if change.run is not None else None
+        step_params = [
+            (step, _step_row(step) if step.version == 1 else _step_update_params(step))
+            for step in change.steps
+        ]
+        now = self._clock()
+        message_rows = [message_row(message, now) for message in change.outbox]
+        with self._db.write_transaction(durable=True) as conn:
+            if run_params is not None and conn.execute(_UPDATE_RUN, run_params).rowcount != 1:
+                found = conn.execute(_SELECT_RUN_VERSION, (run_id,)).fetchone()
+                raise _conflict(run_id, "run header", run_params[-1], found)
+            for step, params in step_params:
+                if step.version == 1:
+                    try:
+                        conn.execute(_INSERT_STEP, params)
+                    except sqlite3.IntegrityError:
+                        found = conn.execute(_SELECT_STEP_VERSION, (run_id, step.name)).fetchone()
+                        raise _conflict(run_id, f"step {step.name!r}", 0, found) from None
+                elif conn.execute(_UPDATE_STEP, params).rowcount != 1:
+                    found = conn.execute(_SELECT_STEP_VERSION, (run_id, step.name)).fetchone()
+                    raise _conflict(run_id, f"step {step.name!r}", step.version - 1, found)
+            for check in change.checks:
+                row = conn.execute(_SELECT_STEP_VERSION, (run_id, check.step)).fetchone()
+                if row is None or row[0] != check.version:
+                    raise _conflict(run_id, f"checked step {check.step!r}", check.version, row)
+            if message_rows:
+                conn.executemany(INSERT_MESSAGE_SQL, message_rows)
+
+    def list_runs(
+        self,
+        *,
+        saga: str | None = None,
+        statuses: Sequence[RunStatus] | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """Run headers, newest first (ties by run id, descending), filtered by saga/status."""
+        if limit <= 0 or (statuses is not None and not statuses):
+            return []
+        where: list[str] = []
+        params: list[Any] = []
+        if saga is not None:
+            where.append("saga = ?")
+            params.append(saga)
+        if statuses is not None:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(str(s) for s in statuses)
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, run_id DESC LIMIT ?"
+        params.append(limit)
+        with self._db.read_transaction() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [_run_from_row(row) for row in rows]
+
+    def count_runs_by_status(self, *, saga: str | None = None) -> Mapping[RunStatus, int]:
+        """How many runs are in each status; every status is present, zero when unused."""
+        with self._db.read_transaction() as conn:
+            if saga is None:
+                rows = conn.execute(_COUNT_BY_STATUS).fetchall()
+            else:
+                rows = conn.execute(_COUNT_BY_STATUS_FOR_SAGA, (saga,)).fetchall()
+        counts = dict.fromkeys(RunStatus, 0)
+        for status, count in rows:
+            counts[RunStatus(status)] = count
+        return counts
+
+
+def _check_run_ids(run_id: str, runs: Sequence[RunRecord], steps: Sequence[StepRecord]) -> None:
+    """Reject records of another run: a change is one atomic write to one run."""
+    records: list[RunRecord | StepRecord] = [*runs, *steps]
+    for record in records:
+        if record.run_id != run_id:
+            raise ValueError(f"record of run {record.run_id!r} in a change to run {run_id!r}")
+
+
+def _conflict(
+    run_id: str, what: str, expected: int, found: tuple[Any, ...] | None
+) -> ConcurrencyConflict:
+    found_text = "no record" if found is None else f"version {found[0]}"
+    expected_text = "no record" if expected == 0 else f"version {expected}"
+    return ConcurrencyConflict(
+        run_id=run_id, detail=f"{what}: expected {expected_text}, found {found_text}"
+    )
+
+
+def _run_row(run: RunRecord) -> tuple[Any, ...]:
+    return (
+        run.run_id,
+        run.saga,
+        run.status.value,
+        _dumps(run.input),
+        _dumps(run.output),
+        run.error,
+        run.definition_hash,
+        run.idempotency_key,
+        run.created_at,
+        run.updated_at,
+        int(run.is_cancel_requested),
+        run.version,
+    )
+
+
+def _run_update_params(run: RunRecord) -> tuple[Any, ...]:
+    """``_UPDATE_RUN`` parameters; the last one is the version the update is fenced by."""
+    return (
+        run.status.value,
+        _dumps(run.input),
+        _dumps(run.output),
+        run.error,
+        run.definition_hash,
+        run.idempotency_key,
+        run.updated_at,
+        int(run.is_cancel_requested),
+        run.version,
+        run.run_id,
+        run.version - 1,
+    )
+
+
+def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(
+        run_id=RunId(row[0]),
+        saga=row[1],
+        status=RunStatus(row[2]),
+        input=json.loads(row[3]),
+        output=json.loads(row[4]),
+        error=row[5],
+        definition_hash=row[6],
+        idempotency_key=row[7],
+        created_at=row[8],
+        updated_at=row[9],
+        is_cancel_requested=bool(row[10]),
+        version=row[11],
+    )
+
+
+def _step_row(step: StepRecord) -> tuple[Any, ...]:
+    return (
+        step.run_id,
+        step.name,
+        step.status.value,
+        step.attempt,
+        step.budget_start,
+        step.lease_until,
+        step.retry_at,
+        _dumps(step.output),
+        step.error,
+        step.started_at,
+        step.finished_at,
+        step.updated_at,
+        step.version,
+    )
+
+
+def _step_update_params(step: StepRecord) -> tuple[Any, ...]:
+    return (
+        step.status.value,
+        step.attempt,
+        step.budget_start,
+        step.lease_until,
+        step.retry_at,
+        _dumps(step.output),
+        step.error,
+        step.started_at,
+        step.finished_at,
+        step.updated_at,
+        step.version,
+        step.run_id,
+        step.name,
+        step.version - 1,
+    )
+
+
+def _step_from_row(row: tuple[Any, ...]) -> StepRecord:
+    return StepRecord(
+        run_id=RunId(row[0]),
+        name=StepName(row[1]),
+        status=StepStatus(row[2]),
+        attempt=row[3],
+        budget_start=row[4],
+        lease_until=row[5],
+        retry_at=row[6],
+        output=json.loads(row[7]),
+        error=row[8],
+        started_at=row[9],
+        finished_at=row[10],
+        updated_at=row[11],
+        version=row[12],
+    )

@@ -1,0 +1,164 @@
+"""Adapter fixtures for the contract suites: every suite runs once per registered adapter.
+
+To add an adapter (Firestore, DynamoDB, Cloud Tasks, SQS, GCS, S3...), write one fixture
+function below and decorate it with the registrar of its port. The parametrised fixtures
+at the bottom of this file pick up every registered fixture by name.
+
+* ``@state_store_backend`` fixtures return a :class:`StoreAndQueue`: the store, and the
+  queue its outbox lands on when the store delivers its own outbox (else None).
+* ``@pull_queue_backend`` fixtures return a ``PullQueue``.
+* ``@io_manager_backend`` fixtures return an ``IOManager``.
+
+Every fixture takes the shared ``clock`` so that "now" in a test and the enqueue time an
+adapter stamps agree, and cleans up after itself (``filterwarnings = error`` turns an
+unclosed resource into a failure).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from core.ports.clock import FixedClock
+from core.ports.io_manager import IOManager
+from core.ports.state_store import StateStore
+from core.ports.task_queue import PullQueue
+from infra.local.fs_io_manager import FilesystemIOManager
+from infra.local.sqlite_db import SQLiteDatabase
+from infra.local.sqlite_queue import SQLiteTaskQueue
+from infra.local.sqlite_store import SQLiteStateStore
+from infra.memory.io_manager import MemoryIOManager
+from infra.memory.state_store import MemoryStateStore
+from infra.memory.task_queue import MemoryTaskQueue
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_STATE_STORE_BACKENDS: list[str] = []
+_PULL_QUEUE_BACKENDS: list[str] = []
+_IO_MANAGER_BACKENDS: list[str] = []
+
+
+def _registrar(registry: list[str]) -> Callable[[F], F]:
+    def register(fixture_function: F) -> F:
+        registry.append(fixture_function.__name__)
+        return pytest.fixture(fixture_function)  # type: ignore[no-any-return]
+
+    return register
+
+
+state_store_backend = _registrar(_STATE_STORE_BACKENDS)
+pull_queue_backend = _registrar(_PULL_QUEUE_BACKENDS)
+io_manager_backend = _registrar(_IO_MANAGER_BACKENDS)
+
+
+@dataclass(frozen=True)
+class StoreAndQueue:
+    """A state store and, when it delivers its own outbox, the queue it delivers to."""
+
+    store: StateStore
+    outbox_queue: PullQueue | None
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    """The one clock every adapter in a test reads."""
+    return FixedClock()
+
+
+@pytest.fixture
+def sqlite_database(tmp_path: Path) -> Iterator[SQLiteDatabase]:
+    """A fresh SQLite file, closed (all thread connections) after the test."""
+    database = SQLiteDatabase(tmp_path / "relay.db")
+    yield database
+    database.close()
+
+
+# --- state stores ----------------------------------------------------------------------
+
+
+@state_store_backend
+def memory_store(clock: FixedClock) -> StoreAndQueue:
+    return StoreAndQueue(store=MemoryStateStore(), outbox_queue=None)
+
+
+@state_store_backend
+def sqlite_store(sqlite_database: SQLiteDatabase, clock: FixedClock) -> StoreAndQueue:
+    return StoreAndQueue(
+        store=SQLiteStateStore(sqlite_database, clock=clock.now),
+        outbox_queue=SQLiteTaskQueue(sqlite_database, clock=clock.now),
+    )
+
+
+# --- pull queues -----------------------------------------------------------------------
+
+
+@pull_queue_backend
+def memory_queue(clock: FixedClock) -> PullQueue:
+    return MemoryTaskQueue(clock=clock.now)
+
+
+@pull_queue_backend
+def sqlite_queue(sqlite_database: SQLiteDatabase, clock: FixedClock) -> PullQueue:
+    return SQLiteTaskQueue(sqlite_database, clock=clock.now)
+
+
+# --- I/O managers ----------------------------------------------------------------------
+
+
+@io_manager_backend
+def memory_io(clock: FixedClock) -> IOManager:
+    return MemoryIOManager()
+
+
+@io_manager_backend
+def filesystem_io(tmp_path: Path) -> IOManager:
+    return FilesystemIOManager(tmp_path / "results")
+
+
+# --- the parametrised fixtures the suites use (keep these last) -------------------------
+
+
+def _backend_id(fixture_name: str) -> str:
+    return fixture_name.rsplit("_", 1)[0]
+
+
+@pytest.fixture(params=_STATE_STORE_BACKENDS, ids=_backend_id)
+def store_and_queue(request: pytest.FixtureRequest) -> StoreAndQueue:
+    """Each registered state store, with the queue its outbox lands on (if any)."""
+    result: StoreAndQueue = request.getfixturevalue(request.param)
+    return result
+
+
+@pytest.fixture
+def state_store(store_and_queue: StoreAndQueue) -> StateStore:
+    """Each registered state store."""
+    return store_and_queue.store
+
+
+@pytest.fixture
+def outbox_queue(store_and_queue: StoreAndQueue) -> PullQueue:
+    """The queue a store delivers its own outbox to; skips stores that leave it to the engine."""
+    if store_and_queue.outbox_queue is None:
+        pytest.skip(
+            f"{type(store_and_queue.store).__name__} has delivers_outbox False: the engine "
+            "enqueues the outbox after apply() returns (tests/engine covers that path)"
+        )
+    return store_and_queue.outbox_queue
+
+
+@pytest.fixture(params=_PULL_QUEUE_BACKENDS, ids=_backend_id)
+def pull_queue(request: pytest.FixtureRequest) -> PullQueue:
+    """Each registered pull queue."""
+    result: PullQueue = request.getfixturevalue(request.param)
+    return result
+
+
+@pytest.fixture(params=_IO_MANAGER_BACKENDS, ids=_backend_id)
+def io_manager(request: pytest.FixtureRequest) -> IOManager:
+    """Each registered I/O manager."""
+    result: IOManager = request.getfixturevalue(request.param)
+    return result
