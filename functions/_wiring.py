@@ -1,0 +1,110 @@
+"""The composition root: settings in, an ``Engine`` with the configured adapters out.
+
+Adapter modules are imported inside their backend's branch, so the local bundle never
+imports a cloud SDK and a cloud function imports only its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass
+
+from core.engine.engine import Engine
+from core.engine.saga_runner import RunnerSettings
+from core.errors import ConfigurationError
+from core.faults import FaultPlan
+from core.ports.io_manager import IOManager
+from core.ports.state_store import StateStore
+from core.ports.task_queue import TaskQueue
+from core.registry import SagaRegistry
+from functions._settings import Settings
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The adapters of one backend, built together because they may share a connection."""
+
+    store: StateStore
+    queue: TaskQueue
+    io_manager: IOManager | None
+
+
+def build_registry(settings: Settings) -> SagaRegistry:
+    """The sagas this process serves: ``RELAY_SAGAS`` or every saga of the bundle."""
+    registry = SagaRegistry(dict(settings.saga_modules))
+    return registry.restricted_to(settings.sagas) if settings.sagas else registry
+
+
+def build_backend(settings: Settings) -> Backend:
+    """Adapters for ``settings.backend``.
+
+    Raises:
+        ConfigurationError: the backend is unknown or not available in this build.
+    """
+    if settings.backend == "local":
+        from infra.local.fs_io_manager import FilesystemIOManager
+        from infra.local.sqlite_db import SQLiteDatabase
+        from infra.local.sqlite_queue import SQLiteTaskQueue
+        from infra.local.sqlite_store import SQLiteStateStore
+
+        database = SQLiteDatabase.from_settings(settings.data_dir)
+        return Backend(
+            store=SQLiteStateStore(database),
+            queue=SQLiteTaskQueue(database),
+            io_manager=FilesystemIOManager(settings.data_dir / "outputs"),
+        )
+    if settings.backend == "memory":
+        from infra.memory.io_manager import MemoryIOManager
+        from infra.memory.state_store import MemoryStateStore
+        from infra.memory.task_queue import MemoryTaskQueue
+
+        return Backend(store=MemoryStateStore(), queue=MemoryTaskQueue(), io_manager=MemoryIOManager())
+    raise ConfigurationError(
+        f"RELAY_BACKEND={settings.backend!r}: this build ships the local and memory backends; "
+        "the gcp and aws adapters are installed with the 'gcp' and 'aws' extras"
+    )
+
+
+def build_engine(settings: Settings) -> Engine:
+    """A new engine for ``settings`` (tests build their own; functions use ``get_engine``)."""
+    backend = build_backend(settings)
+    return Engine(
+        registry=build_registry(settings),
+        store=backend.store,
+        queue=backend.queue,
+        io_manager=backend.io_manager,
+        faults=FaultPlan.parse(settings.faults),
+        settings=RunnerSettings(inline_output_limit_bytes=settings.inline_output_limit_bytes),
+    )
+
+
+_lock = threading.Lock()
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Settings of this process, read once per warm container."""
+    return Settings.from_env()
+
+
+_engine: Engine | None = None
+
+
+def get_engine() -> Engine:
+    """The engine of this warm container, built on first use (not at import)."""
+    global _engine
+    with _lock:
+        if _engine is None:
+            _engine = build_engine(get_settings())
+        return _engine
+
+
+def reset_engine() -> None:
+    """Drop the cached settings and engine (tests that change the environment)."""
+    global _engine
+    with _lock:
+        if _engine is not None:
+            _engine.close()
+        _engine = None
+        get_settings.cache_clear()
