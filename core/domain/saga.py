@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from core.domain.context import StepContext
+from core.domain.triggers import EventTrigger, Schedule
 from core.domain.retry_policy import (
     DEFAULT_COMPENSATION_RETRY,
     DEFAULT_STEP_RETRY,
@@ -151,6 +152,8 @@ class Saga:
     queue: str = "relay-steps"
     _steps: dict[str, StepDefinition] = field(default_factory=dict, repr=False)
     _invariants: list[Invariant] = field(default_factory=list, repr=False)
+    _events: list[EventTrigger] = field(default_factory=list, repr=False)
+    _schedules: list[Schedule] = field(default_factory=list, repr=False)
     _is_frozen: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -214,6 +217,32 @@ class Saga:
         """Declare a check that every finished run must pass (used by ``relay chaos``)."""
         self._invariants.append(fn)
         return fn
+
+    def on_event(
+        self, pattern: str, *, input_from: Callable[[dict[str, Any]], Any] | None = None
+    ) -> EventTrigger:
+        """Start a run for every event whose topic matches ``pattern`` (``*``, ``**``)."""
+        trigger = EventTrigger(pattern, input_from)
+        self._events.append(trigger)
+        return trigger
+
+    def schedule(
+        self, name: str, cron: str, *, input: Any = None, timezone: str = "UTC", description: str = ""
+    ) -> Schedule:
+        """Start a run on a cron schedule; one run per scheduled time, however often fired."""
+        item = Schedule(name, cron, {} if input is None else input, timezone, description)
+        self._schedules.append(item)
+        return item
+
+    @property
+    def event_triggers(self) -> Sequence[EventTrigger]:
+        """Event subscriptions declared with ``on_event``."""
+        return tuple(self._events)
+
+    @property
+    def schedules(self) -> Sequence[Schedule]:
+        """Schedules declared with ``schedule``."""
+        return tuple(self._schedules)
 
     def _add_step(
         self,

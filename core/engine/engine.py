@@ -11,6 +11,7 @@ from core.engine.executor import StepExecutor
 from core.engine.outputs import OutputStorage
 from core.engine.runs import RunService
 from core.engine.saga_runner import HandleResult, RunnerSettings, SagaRunner
+from core.engine.triggers import TriggerService
 from core.faults import FaultPlan
 from core.ports.clock import Clock, SystemClock
 from core.ports.io_manager import IOManager
@@ -62,6 +63,7 @@ class Engine:
             clock=self.clock,
             conflict_retries=self.settings.conflict_retries,
         )
+        self.triggers = TriggerService(registry=self.registry, runs=self.runs)
 
     def handle(self, message: Message) -> HandleResult:
         """Process one step message (see ``SagaRunner.handle``)."""
