@@ -10,95 +10,14 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, TypeVar, cast
 
-from core.domain.records import Message
-from core.errors import ConfigurationError, InfrastructureError, StoreUnavailable
-
-SCHEMA_VERSION: Final = 1
-"""Bumped, with a migration step in ``_create_schema``, whenever a table or index changes."""
-
-DB_FILE_NAME: Final = "relay.db"
-
-_SCHEMA_V1: Final = (
-    """CREATE TABLE IF NOT EXISTS runs (
-        run_id TEXT PRIMARY KEY,
-        saga TEXT NOT NULL,
-        status TEXT NOT NULL,
-        input TEXT NOT NULL,
-        output TEXT NOT NULL,
-        error TEXT,
-        definition_hash TEXT NOT NULL,
-        idempotency_key TEXT,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        is_cancel_requested INTEGER NOT NULL,
-        version INTEGER NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at DESC, run_id DESC)",
-    "CREATE INDEX IF NOT EXISTS runs_by_saga ON runs (saga, created_at DESC, run_id DESC)",
-    "CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at DESC, run_id DESC)",
-    # WITHOUT ROWID clusters a run's steps together, so load_run reads one b-tree range.
-    """CREATE TABLE IF NOT EXISTS steps (
-        run_id TEXT NOT NULL,
-        name TEXT NOT NULL,
-        status TEXT NOT NULL,
-        attempt INTEGER NOT NULL,
-        budget_start INTEGER NOT NULL,
-        lease_until REAL,
-        retry_at REAL,
-        output TEXT NOT NULL,
-        error TEXT,
-        started_at REAL,
-        finished_at REAL,
-        updated_at REAL NOT NULL,
-        version INTEGER NOT NULL,
-        PRIMARY KEY (run_id, name)
-    ) WITHOUT ROWID""",
-    # A rowid table on purpose: the rowid is the enqueue order that breaks visible_at ties,
-    # and the (visible_at) index carries it, so lease_due is one index range scan.
-    """CREATE TABLE IF NOT EXISTS queue (
-        message_id TEXT PRIMARY KEY,
-        run_id TEXT NOT NULL,
-        step TEXT NOT NULL,
-        action TEXT NOT NULL,
-        attempt INTEGER NOT NULL,
-        not_before REAL,
-        visible_at REAL NOT NULL,
-        delivery_count INTEGER NOT NULL DEFAULT 0,
-        enqueued_at REAL NOT NULL,
-        receipt TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS queue_by_visible_at ON queue (visible_at)",
-)
-
-INSERT_MESSAGE_SQL: Final = (
-    "INSERT OR IGNORE INTO queue"
-    " (message_id, run_id, step, action, attempt, not_before, visible_at, enqueued_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-"""Enqueue one message unless a row with its id is still queued or leased (dedup)."""
-
-MessageRow = tuple[str, str, str, str, int, float | None, float, float]
-
-
-def message_row(message: Message, now: float) -> MessageRow:
-    """The ``INSERT_MESSAGE_SQL`` parameters for ``message`` enqueued at ``now``."""
-    visible_at = now if message.not_before is None else message.not_before
-    return (
-        message.message_id,
-        message.run_id,
-        message.step,
-        message.action.value,
-        message.attempt,
-        message.not_before,
-        visible_at,
-        now,
-    )
-
+from core.errors import InfrastructureError, StoreUnavailable
+from infra.local.sqlite_schema import DB_FILE_NAME, create_schema_txn
 
 # One lock per database file for the whole process: threads queue on it instead of on
 # SQLite's busy handler, which sleeps and polls and so wastes most of a commit's time
@@ -110,6 +29,21 @@ _FILE_LOCKS_GUARD = threading.Lock()
 def _lock_for(path: str) -> threading.Lock:
     with _FILE_LOCKS_GUARD:
         return _FILE_LOCKS.setdefault(path, threading.Lock())
+
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True, eq=False)
+class _Write:
+    """One caller's unit of work waiting for (or done by) a group commit."""
+
+    work: Callable[[sqlite3.Connection], Any]
+    durable: bool
+    unavailable: type[InfrastructureError]
+    is_done: bool = False
+    result: Any = None
+    error: BaseException | None = None
 
 
 class _ThreadConnection(threading.local):
@@ -124,9 +58,14 @@ class SQLiteDatabase:
 
     Write transactions are ``BEGIN IMMEDIATE`` (the write lock is taken up front, so a
     transaction never fails half-way on a lock upgrade) and are serialised within the
-    process by a per-file lock. Connections are opened with ``check_same_thread=False``
-    only so that :meth:`close` can close every thread's connection; each connection is
-    still used by the one thread that opened it.
+    process by a per-file lock. :meth:`run_write` also *group-commits*: units of work
+    that arrive while a commit is in progress are run together in the next transaction,
+    each inside its own savepoint, and share its one fsync. Each unit still commits or
+    rolls back on its own, so callers see exactly the atomicity of a transaction per call.
+
+    Connections are opened with ``check_same_thread=False`` so that :meth:`close` can
+    close every thread's connection and a group-commit leader can run other threads' work
+    on its own connection; a connection is never used by two threads at once.
 
     Args:
         path: The database file; created, with its schema, if missing.
@@ -142,6 +81,9 @@ class SQLiteDatabase:
         self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._connections_guard = threading.Lock()
         self._closed = False
+        self._group = threading.Condition()
+        self._pending: list[_Write] = []
+        self._has_leader = False
         try:
             self._create_schema()
         except BaseException:
@@ -189,12 +131,9 @@ class SQLiteDatabase:
                 busy timeout or failed with an I/O error; nothing was written.
         """
         conn = self.connection()
-        wanted = "FULL" if durable else "NORMAL"
         with self._write_lock:
             try:
-                if self._local.synchronous != wanted:
-                    conn.execute("PRAGMA synchronous=" + wanted)
-                    self._local.synchronous = wanted
+                self._set_synchronous_txn(conn, durable=durable)
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise self._unavailable(exc, unavailable) from exc
@@ -206,6 +145,54 @@ class SQLiteDatabase:
                 if _is_unavailable(exc):
                     raise self._unavailable(exc, unavailable) from exc
                 raise
+
+    def run_write(
+        self,
+        work: Callable[[sqlite3.Connection], T],
+        *,
+        durable: bool,
+        unavailable: type[InfrastructureError] = StoreUnavailable,
+    ) -> T:
+        """Run ``work`` in a write transaction, group-committed with concurrent callers.
+
+        ``work`` runs inside a savepoint of a ``BEGIN IMMEDIATE`` transaction, possibly
+        on another thread's connection; if it raises, its writes are rolled back and the
+        exception is re-raised here, while the rest of the group commits. It must only
+        issue SQL on the connection it is given (never call back into this database).
+        Returns once the transaction holding the work has committed.
+
+        Args:
+            work: The statements to run; its return value is returned.
+            durable: As for :meth:`write_transaction`; a group containing one durable
+                unit commits with an fsync.
+            unavailable: The error raised when SQLite is locked or failing.
+
+        Raises:
+            StoreUnavailable: (or ``unavailable``) the database stayed locked past the
+                busy timeout or failed with an I/O error; nothing was written.
+        """
+        item = _Write(work, durable, unavailable)
+        with self._group:
+            self._pending.append(item)
+            while self._has_leader and not item.is_done:
+                self._group.wait()
+            is_leader = not item.is_done
+            if is_leader:
+                self._has_leader = True
+                batch, self._pending = self._pending, []
+        # The leader's commit takes an fsync; meanwhile new callers queue up in _pending
+        # and the next leader commits all of them at once. One fsync per group instead of
+        # one per call is what lets 32 workers outrun a single-row commit loop.
+        if is_leader:
+            try:
+                self._commit_group(batch)
+            finally:
+                with self._group:
+                    self._has_leader = False
+                    self._group.notify_all()
+        if item.error is not None:
+            raise item.error
+        return cast(T, item.result)
 
     @contextmanager
     def read_transaction(
@@ -272,18 +259,42 @@ class SQLiteDatabase:
         except sqlite3.Error as exc:
             raise self._unavailable(exc, StoreUnavailable) from exc
         with self.write_transaction(durable=True) as txn:
-            txn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = txn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            found = row[0] if row is not None else None
-            if found is None:
-                for statement in _SCHEMA_V1:
-                    txn.execute(statement)
-                txn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif found > SCHEMA_VERSION:
-                raise ConfigurationError(
-                    f"{self._path} has schema version {found}, newer than this Relay's "
-                    f"{SCHEMA_VERSION}; upgrade Relay or point RELAY_DATA_DIR elsewhere"
-                )
+            create_schema_txn(txn, self._path)
+
+    def _commit_group(self, batch: list[_Write]) -> None:
+        """Run every unit of ``batch`` in one transaction, each in its own savepoint."""
+        try:
+            conn = self.connection()
+            with self._write_lock:
+                self._set_synchronous_txn(conn, durable=any(w.durable for w in batch))
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for item in batch:
+                        _run_in_savepoint_txn(conn, item)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback(conn)
+                    raise
+        except BaseException as exc:
+            # The transaction is gone: every unit that had not failed on its own fails now.
+            for item in batch:
+                if item.error is None:
+                    item.error = exc
+                    if _is_unavailable(exc):
+                        item.error = self._unavailable(exc, item.unavailable)
+                        item.error.__cause__ = exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for item in batch:
+                item.is_done = True
+
+    def _set_synchronous_txn(self, conn: sqlite3.Connection, *, durable: bool) -> None:
+        """Set ``synchronous`` for the next commit of this thread's connection, if needed."""
+        wanted = "FULL" if durable else "NORMAL"
+        if self._local.synchronous != wanted:
+            conn.execute("PRAGMA synchronous=" + wanted)
+            self._local.synchronous = wanted
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         # SQLite rolls back by itself after some errors (SQLITE_FULL, SQLITE_IOERR).
@@ -300,6 +311,19 @@ class SQLiteDatabase:
             f"SQLite database {self._path} is unavailable ({exc}); check that no other "
             "process holds a long write lock, and that the disk is writable and not full"
         )
+
+
+def _run_in_savepoint_txn(conn: sqlite3.Connection, item: _Write) -> None:
+    """Run one unit of work; roll back just its writes if it raises an ordinary error."""
+    conn.execute("SAVEPOINT unit")
+    try:
+        item.result = item.work(conn)
+    except Exception as exc:
+        if _is_unavailable(exc):
+            raise  # SQLite may have rolled back the whole transaction: fail the group.
+        item.error = exc
+        conn.execute("ROLLBACK TO unit")
+    conn.execute("RELEASE unit")
 
 
 def _is_unavailable(exc: BaseException) -> bool:

@@ -12,6 +12,7 @@ future, so an unacknowledged message comes back by itself when its lease runs ou
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,8 @@ from core.domain.records import Message, RunId, StepName
 from core.domain.status import Action
 from core.errors import QueueUnavailable
 from core.ports.task_queue import Delivery
-from infra.local.sqlite_db import INSERT_MESSAGE_SQL, SQLiteDatabase, message_row
+from infra.local.sqlite_db import SQLiteDatabase
+from infra.local.sqlite_schema import INSERT_MESSAGE_SQL, message_row
 
 _SELECT_DUE: Final = (
     "SELECT rowid, message_id, run_id, step, action, attempt, not_before, delivery_count"
@@ -79,8 +81,11 @@ class SQLiteTaskQueue:
             return
         now = self._clock()
         rows = [message_row(message, now) for message in messages]
-        with self._db.write_transaction(durable=True, unavailable=QueueUnavailable) as conn:
-            conn.executemany(INSERT_MESSAGE_SQL, rows)
+        self._db.run_write(
+            lambda conn: conn.executemany(INSERT_MESSAGE_SQL, rows),
+            durable=True,
+            unavailable=QueueUnavailable,
+        )
 
     def lease_due(self, *, now: float, limit: int, lease_seconds: float) -> list[Delivery]:
         """Take up to ``limit`` messages due at ``now``, oldest first, hidden for a lease.
@@ -91,8 +96,9 @@ class SQLiteTaskQueue:
         if limit <= 0:
             return []
         visible_at = now + lease_seconds
-        deliveries: list[Delivery] = []
-        with self._db.write_transaction(durable=False, unavailable=QueueUnavailable) as conn:
+
+        def lease_txn(conn: sqlite3.Connection) -> list[Delivery]:
+            deliveries: list[Delivery] = []
             rows = conn.execute(_SELECT_DUE, (now, limit)).fetchall()
             if not rows:
                 return deliveries
@@ -108,7 +114,9 @@ class SQLiteTaskQueue:
                 )
                 deliveries.append(Delivery(message=message, delivery_count=count, receipt=receipt))
             conn.executemany(_MARK_LEASED, updates)
-        return deliveries
+            return deliveries
+
+        return self._db.run_write(lease_txn, durable=False, unavailable=QueueUnavailable)
 
     def ack(self, *, receipts: Sequence[str]) -> None:
         """Delete the delivered messages in one transaction; stale receipts are ignored.
@@ -119,8 +127,11 @@ class SQLiteTaskQueue:
         keys = [key for key in map(_receipt_key, receipts) if key is not None]
         if not keys:
             return
-        with self._db.write_transaction(durable=False, unavailable=QueueUnavailable) as conn:
-            conn.executemany(_DELETE_BY_RECEIPT, keys)
+        self._db.run_write(
+            lambda conn: conn.executemany(_DELETE_BY_RECEIPT, keys),
+            durable=False,
+            unavailable=QueueUnavailable,
+        )
 
     def release(self, *, receipt: str, delay_seconds: float) -> None:
         """Make a leased message due again ``delay_seconds`` from now; stale receipts no-op.
@@ -132,8 +143,11 @@ class SQLiteTaskQueue:
         if key is None:
             return
         visible_at = self._clock() + delay_seconds
-        with self._db.write_transaction(durable=False, unavailable=QueueUnavailable) as conn:
-            conn.execute(_RELEASE_BY_RECEIPT, (visible_at, *key))
+        self._db.run_write(
+            lambda conn: conn.execute(_RELEASE_BY_RECEIPT, (visible_at, *key)),
+            durable=False,
+            unavailable=QueueUnavailable,
+        )
 
     def pending_count(self) -> int:
         """Messages queued or leased."""

@@ -25,7 +25,8 @@ from core.domain.records import (
 )
 from core.domain.status import RunStatus, StepStatus
 from core.errors import ConcurrencyConflict
-from infra.local.sqlite_db import INSERT_MESSAGE_SQL, SQLiteDatabase, message_row
+from infra.local.sqlite_db import SQLiteDatabase
+from infra.local.sqlite_schema import INSERT_MESSAGE_SQL, message_row
 
 _RUN_COLUMNS: Final = (
     "run_id, saga, status, input, output, error, definition_hash, idempotency_key,"
@@ -119,7 +120,8 @@ class SQLiteStateStore:
         step_rows = [_step_row(step) for step in steps]
         now = self._clock()
         message_rows = [message_row(message, now) for message in outbox]
-        with self._db.write_transaction(durable=True) as conn:
+
+        def create_run_txn(conn: sqlite3.Connection) -> tuple[RunRecord, bool]:
             if conn.execute(_INSERT_RUN, run_row).rowcount == 0:
                 stored = conn.execute(_SELECT_RUN, (run.run_id,)).fetchone()
                 return _run_from_row(stored), False
@@ -131,7 +133,9 @@ class SQLiteStateStore:
                 ) from exc
             if message_rows:
                 conn.executemany(INSERT_MESSAGE_SQL, message_rows)
-        return run, True
+            return run, True
+
+        return self._db.run_write(create_run_txn, durable=True)
 
     def load_run(self, *, run_id: RunId) -> RunSnapshot | None:
         """Read a run header and all its step records (ordered by name) in one snapshot."""
@@ -160,7 +164,8 @@ class SQLiteStateStore:
         ]
         now = self._clock()
         message_rows = [message_row(message, now) for message in change.outbox]
-        with self._db.write_transaction(durable=True) as conn:
+
+        def apply_txn(conn: sqlite3.Connection) -> None:
             if run_params is not None and conn.execute(_UPDATE_RUN, run_params).rowcount != 1:
                 found = conn.execute(_SELECT_RUN_VERSION, (run_id,)).fetchone()
                 raise _conflict(run_id, "run header", run_params[-1], found)
@@ -180,6 +185,8 @@ class SQLiteStateStore:
                     raise _conflict(run_id, f"checked step {check.step!r}", check.version, row)
             if message_rows:
                 conn.executemany(INSERT_MESSAGE_SQL, message_rows)
+
+        self._db.run_write(apply_txn, durable=True)
 
     def list_runs(
         self,
