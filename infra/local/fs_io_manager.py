@@ -19,6 +19,7 @@ from core.ports.io_manager import Serializer
 
 _SUFFIXES: Final[Mapping[Serializer, str]] = {"json": ".json", "pickle": ".pkl"}
 _ORDER_FILE: Final = "_order"
+RESULTS_DIR_NAME: Final = "results"
 
 
 def _check_component(kind: str, value: str) -> str:
@@ -78,6 +79,11 @@ class FilesystemIOManager:
     def __init__(self, base_path: Path | str) -> None:
         self._base = Path(base_path).resolve()
         self._base.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_settings(cls, data_dir: Path) -> FilesystemIOManager:
+        """A manager keeping results under ``<data_dir>/results``."""
+        return cls(data_dir / RESULTS_DIR_NAME)
 
     def describe(self) -> Mapping[str, str]:
         """The base directory, for logs and errors."""
