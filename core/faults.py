@@ -58,9 +58,7 @@ class FaultRule:
     def matches(self, *, saga: str, step: str, action: str) -> bool:
         """True when this rule targets the given saga, step and action."""
         return (
-            self.saga in ("*", saga)
-            and self.step in ("*", step)
-            and self.action in ("*", action)
+            self.saga in ("*", saga) and self.step in ("*", step) and self.action in ("*", action)
         )
 
 
@@ -100,7 +98,9 @@ class FaultPlan:
                 try:
                     seed = int(item[5:])
                 except ValueError:
-                    raise ConfigurationError(f"{FAULTS_ENV}: seed must be an integer in {item!r}") from None
+                    raise ConfigurationError(
+                        f"{FAULTS_ENV}: seed must be an integer in {item!r}"
+                    ) from None
                 continue
             rules.append(_parse_rule(item))
         return cls(tuple(rules), seed=seed)
@@ -112,18 +112,20 @@ class FaultPlan:
     def should(self, kind: FaultKind, *, saga: str, step: str, action: str) -> bool:
         """Decide, at random per the matching rules, whether to inject ``kind`` now."""
         for rule in self.rules:
-            if rule.kind is kind and rule.matches(saga=saga, step=step, action=action):
-                if self._roll(rule.probability):
-                    return True
+            matches = rule.kind is kind and rule.matches(saga=saga, step=step, action=action)
+            if matches and self._roll(rule.probability):
+                return True
         return False
 
     def delay_seconds(self, *, saga: str, step: str, action: str) -> float:
         """Total injected delay for this attempt (zero when no delay rule fires)."""
         total = 0.0
         for rule in self.rules:
-            if rule.kind is FaultKind.DELAY and rule.matches(saga=saga, step=step, action=action):
-                if self._roll(rule.probability):
-                    total += rule.delay_seconds
+            matches = rule.kind is FaultKind.DELAY and rule.matches(
+                saga=saga, step=step, action=action
+            )
+            if matches and self._roll(rule.probability):
+                total += rule.delay_seconds
         return total
 
     def describe(self) -> str:
@@ -142,7 +144,9 @@ class FaultPlan:
 def _parse_rule(item: str) -> FaultRule:
     target, sep, rest = item.rpartition(":")
     if not sep or not target:
-        raise ConfigurationError(f"{FAULTS_ENV}: rule {item!r} must look like TARGET:KIND@PROBABILITY")
+        raise ConfigurationError(
+            f"{FAULTS_ENV}: rule {item!r} must look like TARGET:KIND@PROBABILITY"
+        )
     kind_part, at, probability_part = rest.partition("@")
     if not at:
         raise ConfigurationError(f"{FAULTS_ENV}: rule {item!r} lacks '@PROBABILITY'")
@@ -157,13 +161,17 @@ def _parse_rule(item: str) -> FaultRule:
         kind = FaultKind(kind_name)
     except ValueError:
         known = ", ".join(k.value for k in FaultKind)
-        raise ConfigurationError(f"{FAULTS_ENV}: unknown fault {kind_name!r} in {item!r}; known: {known}") from None
+        raise ConfigurationError(
+            f"{FAULTS_ENV}: unknown fault {kind_name!r} in {item!r}; known: {known}"
+        ) from None
     delay = 0.0
     if kind is FaultKind.DELAY:
         try:
             delay = float(seconds.removesuffix("s"))
         except ValueError:
-            raise ConfigurationError(f"{FAULTS_ENV}: delay needs seconds, as in '*:delay=0.5@0.1'; got {item!r}") from None
+            raise ConfigurationError(
+                f"{FAULTS_ENV}: delay needs seconds, as in '*:delay=0.5@0.1'; got {item!r}"
+            ) from None
     elif eq:
         raise ConfigurationError(f"{FAULTS_ENV}: only 'delay' takes a value; got {item!r}")
     step_part, slash, action = target.partition("/")

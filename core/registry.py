@@ -76,7 +76,9 @@ class SagaRegistry:
 def _import_saga(reference: str) -> Saga:
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
-        raise ConfigurationError(f"saga reference {reference!r} must look like 'package.module:name'")
+        raise ConfigurationError(
+            f"saga reference {reference!r} must look like 'package.module:name'"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

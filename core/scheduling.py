@@ -20,7 +20,9 @@ def check_cron(expression: str, timezone: str, *, where: str) -> None:
         raise DefinitionError(f"{where}: unknown time zone {timezone!r}") from None
 
 
-def fire_times_between(expression: str, timezone: str, *, after: float, until: float) -> list[float]:
+def fire_times_between(
+    expression: str, timezone: str, *, after: float, until: float
+) -> list[float]:
     """Scheduled times in ``(after, until]`` as epoch seconds, oldest first."""
     from croniter import croniter
 

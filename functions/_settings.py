@@ -50,20 +50,25 @@ class Settings:
         env = os.environ if environ is None else environ
         backend = env.get("RELAY_BACKEND", "local").strip() or "local"
         if backend not in BACKENDS:
-            raise ConfigurationError(f"RELAY_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}")
+            raise ConfigurationError(
+                f"RELAY_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}"
+            )
         modules = dict(SAGA_MODULES)
         for item in _split(env.get("RELAY_SAGA_MODULES", "")):
             name, eq, reference = item.partition("=")
             if not eq or ":" not in reference:
                 raise ConfigurationError(
-                    f"RELAY_SAGA_MODULES entry {item!r} must look like name=package.module:attribute"
+                    f"RELAY_SAGA_MODULES entry {item!r} must look like "
+                    "name=package.module:attribute"
                 )
             modules[name.strip()] = reference.strip()
         limit_text = env.get("RELAY_INLINE_OUTPUT_LIMIT", str(64 * 1024))
         try:
             limit = int(limit_text)
         except ValueError:
-            raise ConfigurationError(f"RELAY_INLINE_OUTPUT_LIMIT={limit_text!r} is not an integer") from None
+            raise ConfigurationError(
+                f"RELAY_INLINE_OUTPUT_LIMIT={limit_text!r} is not an integer"
+            ) from None
         return cls(
             backend=backend,
             data_dir=Path(env.get("RELAY_DATA_DIR", ".relay")),

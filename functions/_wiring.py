@@ -59,7 +59,9 @@ def build_backend(settings: Settings) -> Backend:
         from infra.memory.state_store import MemoryStateStore
         from infra.memory.task_queue import MemoryTaskQueue
 
-        return Backend(store=MemoryStateStore(), queue=MemoryTaskQueue(), io_manager=MemoryIOManager())
+        return Backend(
+            store=MemoryStateStore(), queue=MemoryTaskQueue(), io_manager=MemoryIOManager()
+        )
     raise ConfigurationError(
         f"RELAY_BACKEND={settings.backend!r}: this build ships the local and memory backends; "
         "the gcp and aws adapters are installed with the 'gcp' and 'aws' extras"

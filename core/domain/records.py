@@ -128,7 +128,9 @@ class Message:
         except KeyError as exc:
             raise ValueError(f"message is missing field {exc.args[0]!r}") from None
         except ValueError:
-            raise ValueError(f"message field 'action' has unknown value {body['action']!r}") from None
+            raise ValueError(
+                f"message field 'action' has unknown value {body['action']!r}"
+            ) from None
         if not isinstance(run_id, str) or not run_id:
             raise ValueError("message field 'run_id' must be a non-empty string")
         if not isinstance(step, str) or not step:

@@ -32,12 +32,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from core.domain.context import StepContext
-from core.domain.triggers import EventTrigger, Schedule
 from core.domain.retry_policy import (
     DEFAULT_COMPENSATION_RETRY,
     DEFAULT_STEP_RETRY,
     RetryPolicy,
 )
+from core.domain.triggers import EventTrigger, Schedule
 from core.errors import DefinitionError, InputValidationError
 
 StepFunction = Callable[[StepContext], Any]
@@ -108,6 +108,7 @@ class StepHandle:
         self.__name__ = name
 
     def __call__(self, ctx: StepContext) -> Any:
+        """Call the step function directly (unit tests of step code)."""
         return self.fn(ctx)
 
     def compensation(
@@ -227,7 +228,13 @@ class Saga:
         return trigger
 
     def schedule(
-        self, name: str, cron: str, *, input: Any = None, timezone: str = "UTC", description: str = ""
+        self,
+        name: str,
+        cron: str,
+        *,
+        input: Any = None,
+        timezone: str = "UTC",
+        description: str = "",
     ) -> Schedule:
         """Start a run on a cron schedule; one run per scheduled time, however often fired."""
         item = Schedule(name, cron, {} if input is None else input, timezone, description)
@@ -390,5 +397,7 @@ def _fingerprint_code(code: CodeType) -> bytes:
     # they are fingerprinted recursively to keep the hash stable across processes.
     parts = [code.co_code, repr(code.co_names).encode()]
     for const in code.co_consts:
-        parts.append(_fingerprint_code(const) if isinstance(const, CodeType) else repr(const).encode())
+        parts.append(
+            _fingerprint_code(const) if isinstance(const, CodeType) else repr(const).encode()
+        )
     return b"\x00".join(parts)

@@ -1,0 +1,1 @@
+"""The engine: the step protocol, runs, triggers and planning, over ports only."""

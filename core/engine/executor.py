@@ -90,7 +90,9 @@ def _classify(returned: Any, retry: RetryPolicy) -> AttemptOutcome:
     if isinstance(returned, Failure):
         error = returned.error
         if isinstance(error, BaseException):
-            retryable = not isinstance(error, NonRetryableStepError) and retry.is_retryable_type(error)
+            retryable = not isinstance(error, NonRetryableStepError) and retry.is_retryable_type(
+                error
+            )
             return AttemptOutcome(is_success=False, error=_describe(error), is_retryable=retryable)
         # A Failure carrying a plain value is a deliberate business outcome (declined,
         # out of stock): the same input would fail again, so it is not retried.

@@ -76,7 +76,8 @@ class LazyOutputs(Mapping[str, Any]):
         self._stored = {
             name: record.output
             for name, record in snapshot.steps.items()
-            if record.status in (StepStatus.SUCCEEDED, StepStatus.COMPENSATING, StepStatus.COMPENSATED)
+            if record.status
+            in (StepStatus.SUCCEEDED, StepStatus.COMPENSATING, StepStatus.COMPENSATED)
         }
         self._cache: dict[str, Any] = {}
 

@@ -42,7 +42,9 @@ def is_ready(saga: Saga, steps: Steps, name: StepName) -> bool:
     return (
         record.status is StepStatus.PENDING
         and record.attempt == 0
-        and all(steps[StepName(d)].status is StepStatus.SUCCEEDED for d in deps_of(saga, steps, name))
+        and all(
+            steps[StepName(d)].status is StepStatus.SUCCEEDED for d in deps_of(saga, steps, name)
+        )
     )
 
 
@@ -149,8 +151,15 @@ def begin_compensation(
     view = {**steps, **changed}
     target = next_compensation_target(saga, view)
     if target is None:
-        final = RunStatus.CANCELLED if is_cancel or run.is_cancel_requested else RunStatus.COMPENSATED
-        new_run = run.evolve(now=now, status=final, error=error, is_cancel_requested=is_cancel or run.is_cancel_requested)
+        final = (
+            RunStatus.CANCELLED if is_cancel or run.is_cancel_requested else RunStatus.COMPENSATED
+        )
+        new_run = run.evolve(
+            now=now,
+            status=final,
+            error=error,
+            is_cancel_requested=is_cancel or run.is_cancel_requested,
+        )
         return new_run, list(changed.values()), []
     new_run = run.evolve(
         now=now,
@@ -172,7 +181,8 @@ def expected_messages(saga: Saga, snapshot: RunSnapshot, *, now: float) -> list[
         for name in ordered_names(saga, steps):
             record = steps[name]
             deps_done = all(
-                steps[StepName(d)].status is StepStatus.SUCCEEDED for d in deps_of(saga, steps, name)
+                steps[StepName(d)].status is StepStatus.SUCCEEDED
+                for d in deps_of(saga, steps, name)
             )
             if record.status is StepStatus.PENDING and deps_done:
                 messages.append(

@@ -77,7 +77,9 @@ class RunService:
         self._clock = clock
         self._conflict_retries = conflict_retries
 
-    def start(self, saga_name: str, raw_input: object, *, idempotency_key: str | None = None) -> StartResult:
+    def start(
+        self, saga_name: str, raw_input: object, *, idempotency_key: str | None = None
+    ) -> StartResult:
         """Validate the input and create the run with its first messages.
 
         Raises:
@@ -101,7 +103,9 @@ class RunService:
         )
         steps = [StepRecord(run_id, StepName(name), updated_at=now) for name in saga.steps]
         outbox = [
-            Message(run_id, StepName(s.name), Action.EXECUTE, 1) for s in saga.steps.values() if not s.after
+            Message(run_id, StepName(s.name), Action.EXECUTE, 1)
+            for s in saga.steps.values()
+            if not s.after
         ]
         stored, is_created = self._store.create_run(run=run, steps=steps, outbox=outbox)
         if not is_created:
@@ -126,7 +130,11 @@ class RunService:
         return snapshot
 
     def list(
-        self, *, saga: str | None = None, statuses: Sequence[RunStatus] | None = None, limit: int = 50
+        self,
+        *,
+        saga: str | None = None,
+        statuses: Sequence[RunStatus] | None = None,
+        limit: int = 50,
     ) -> list[RunRecord]:
         """Run headers, newest first."""
         return self._store.list_runs(saga=saga, statuses=statuses, limit=limit)
@@ -161,7 +169,9 @@ class RunService:
             }
             status = RunStatus.COMPENSATING if was_compensating else RunStatus.RUNNING
             error = run.error if was_compensating else None
-            new_run = run.evolve(now=now, status=status, error=error, definition_hash=saga.definition_hash)
+            new_run = run.evolve(
+                now=now, status=status, error=error, definition_hash=saga.definition_hash
+            )
             view = RunSnapshot(new_run, {**snapshot.steps, **refreshed})
             change = StateChange(
                 new_run.run_id,
@@ -189,7 +199,10 @@ class RunService:
             run = snapshot.run
             if run.status.is_terminal:
                 raise InvalidRunStateError(
-                    run_id=run_id, status=run.status, operation="cancel", allowed=[s.value for s in _ACTIVE]
+                    run_id=run_id,
+                    status=run.status,
+                    operation="cancel",
+                    allowed=[s.value for s in _ACTIVE],
                 )
             now = self._clock.now()
             if run.status is RunStatus.COMPENSATING:
@@ -199,7 +212,9 @@ class RunService:
                 new_run, changed, outbox = planner.begin_compensation(
                     saga, run, snapshot.steps, now=now, error="cancelled by request", is_cancel=True
                 )
-                change = StateChange(run.run_id, run=new_run, steps=tuple(changed), outbox=tuple(outbox))
+                change = StateChange(
+                    run.run_id, run=new_run, steps=tuple(changed), outbox=tuple(outbox)
+                )
             try:
                 self._apply(change)
             except ConcurrencyConflict:
@@ -221,7 +236,9 @@ class RunService:
             snapshot = self._store.load_run(run_id=header.run_id)
             if snapshot is None:
                 continue
-            last_progress = max([snapshot.run.updated_at, *(s.updated_at for s in snapshot.steps.values())])
+            last_progress = max(
+                [snapshot.run.updated_at, *(s.updated_at for s in snapshot.steps.values())]
+            )
             if now - last_progress < stale_after_seconds:
                 continue
             if any(s.has_live_lease(now) for s in snapshot.steps.values()):
@@ -234,7 +251,10 @@ class RunService:
             if messages:
                 self._queue.enqueue(messages=messages)
                 redriven += 1
-                log.info("sweeper re-drove run", extra={"run_id": header.run_id, "messages": len(messages)})
+                log.info(
+                    "sweeper re-drove run",
+                    extra={"run_id": header.run_id, "messages": len(messages)},
+                )
         return redriven
 
     def _apply(self, change: StateChange) -> None:

@@ -154,7 +154,9 @@ class SagaRunner:
             return self._redrive(saga, snapshot, f"run is {run.status}")
         if record.status is StepStatus.RUNNING and record.has_live_lease(now):
             assert record.lease_until is not None
-            return HandleResult.retry_later(record.lease_until - now, "another worker holds the step")
+            return HandleResult.retry_later(
+                record.lease_until - now, "another worker holds the step"
+            )
         if record.status is StepStatus.PENDING:
             if record.retry_at is not None and record.retry_at > now:
                 if message.attempt <= record.attempt:
@@ -184,11 +186,22 @@ class SagaRunner:
             retry_at=None,
             error=error,
         )
-        new_run = run.evolve(now=now, status=RunStatus.RUNNING) if run.status is RunStatus.PENDING else None
+        new_run = (
+            run.evolve(now=now, status=RunStatus.RUNNING)
+            if run.status is RunStatus.PENDING
+            else None
+        )
         self._store.apply(change=StateChange(run.run_id, run=new_run, steps=(claimed,)))
         snapshot = RunSnapshot(new_run or run, {**snapshot.steps, claimed.name: claimed})
-        outcome = self._attempt(saga, snapshot, claimed, Action.EXECUTE, definition.fn,
-                                definition.timeout_seconds, definition.retry)
+        outcome = self._attempt(
+            saga=saga,
+            snapshot=snapshot,
+            claimed=claimed,
+            action=Action.EXECUTE,
+            fn=definition.fn,
+            timeout_seconds=definition.timeout_seconds,
+            retry=definition.retry,
+        )
         if outcome.is_success:
             try:
                 value = to_json_value(outcome.value, step=claimed.name)
@@ -206,8 +219,12 @@ class SagaRunner:
             return self._failure_change(saga, snapshot, claimed, outcome, now)
         run = snapshot.run
         done = claimed.evolve(
-            now=now, status=StepStatus.SUCCEEDED, output=outcome.value, error=None,
-            lease_until=None, finished_at=now,
+            now=now,
+            status=StepStatus.SUCCEEDED,
+            output=outcome.value,
+            error=None,
+            lease_until=None,
+            finished_at=now,
         )
         steps = {**snapshot.steps, done.name: done}
         if run.status not in (RunStatus.PENDING, RunStatus.RUNNING) or run.is_cancel_requested:
@@ -217,11 +234,15 @@ class SagaRunner:
         new_run = None
         if is_complete:
             outputs: dict[str, object] = {name: rec.output for name, rec in steps.items()}
-            new_run = run.evolve(now=now, status=RunStatus.COMPLETED, output=saga.build_output(outputs))
+            new_run = run.evolve(
+                now=now, status=RunStatus.COMPLETED, output=saga.build_output(outputs)
+            )
         outbox = tuple(
             Message(run.run_id, name, Action.EXECUTE, steps[name].attempt + 1) for name in ready
         )
-        return StateChange(run.run_id, run=new_run, steps=(done,), checks=tuple(checks), outbox=outbox)
+        return StateChange(
+            run.run_id, run=new_run, steps=(done,), checks=tuple(checks), outbox=outbox
+        )
 
     def _failure_change(
         self,
@@ -234,18 +255,29 @@ class SagaRunner:
         run = snapshot.run
         definition = saga.steps[record.name]
         used = record.attempts_in_budget
-        is_running = run.status in (RunStatus.PENDING, RunStatus.RUNNING) and not run.is_cancel_requested
+        is_running = (
+            run.status in (RunStatus.PENDING, RunStatus.RUNNING) and not run.is_cancel_requested
+        )
         if is_running and outcome.is_retryable and has_attempts_left(definition.retry, used=used):
-            retry_at = now + backoff_delay_seconds(definition.retry, failed_attempts=used, rng=self._rng)
+            retry_at = now + backoff_delay_seconds(
+                definition.retry, failed_attempts=used, rng=self._rng
+            )
             pending = record.evolve(
-                now=now, status=StepStatus.PENDING, lease_until=None, error=outcome.error,
+                now=now,
+                status=StepStatus.PENDING,
+                lease_until=None,
+                error=outcome.error,
                 retry_at=retry_at,
             )
             retry = Message(run.run_id, record.name, Action.EXECUTE, record.attempt + 1, retry_at)
             return StateChange(run.run_id, steps=(pending,), outbox=(retry,))
         failed = record.evolve(
-            now=now, status=StepStatus.FAILED, lease_until=None, error=outcome.error,
-            retry_at=None, finished_at=now,
+            now=now,
+            status=StepStatus.FAILED,
+            lease_until=None,
+            error=outcome.error,
+            retry_at=None,
+            finished_at=now,
         )
         if not is_running:
             return StateChange(run.run_id, steps=(failed,))
@@ -277,16 +309,26 @@ class SagaRunner:
                 return self._redrive(saga, snapshot, "stale delivery of a failed compensation")
             return HandleResult.retry_later(record.retry_at - now, "retry not due yet")
         if record.status is StepStatus.RUNNING and not definition.compensate_on_failure:
-            lost = record.evolve(now=now, status=StepStatus.FAILED, lease_until=None, finished_at=now,
-                                 error=f"attempt {record.attempt} lost its lease")
+            lost = record.evolve(
+                now=now,
+                status=StepStatus.FAILED,
+                lease_until=None,
+                finished_at=now,
+                error=f"attempt {record.attempt} lost its lease",
+            )
             self._store.apply(change=StateChange(run.run_id, steps=(lost,)))
-            return self._redrive(saga, RunSnapshot(run, {**snapshot.steps, target: lost}), "moved on")
+            return self._redrive(
+                saga, RunSnapshot(run, {**snapshot.steps, target: lost}), "moved on"
+            )
         compensation = definition.compensation
         assert compensation is not None  # next_compensation_target only picks compensable steps
-        budget_start = record.budget_start if record.status is StepStatus.COMPENSATING else record.attempt
+        budget_start = (
+            record.budget_start if record.status is StepStatus.COMPENSATING else record.attempt
+        )
         if not has_attempts_left(compensation.retry, used=record.attempt - budget_start):
-            outcome = AttemptOutcome(is_success=False, error=record.error or "lost its lease",
-                                     is_retryable=False)
+            outcome = AttemptOutcome(
+                is_success=False, error=record.error or "lost its lease", is_retryable=False
+            )
             self._store_change(self._compensation_change(saga, snapshot, record, outcome))
             return HandleResult.ack("compensation out of attempts; run FAILED")
         timeout = definition.compensation_timeout_seconds
@@ -300,8 +342,15 @@ class SagaRunner:
         )
         self._store.apply(change=StateChange(run.run_id, steps=(claimed,)))
         snapshot = RunSnapshot(run, {**snapshot.steps, target: claimed})
-        outcome = self._attempt(saga, snapshot, claimed, Action.COMPENSATE, compensation.fn,
-                                timeout, compensation.retry)
+        outcome = self._attempt(
+            saga=saga,
+            snapshot=snapshot,
+            claimed=claimed,
+            action=Action.COMPENSATE,
+            fn=compensation.fn,
+            timeout_seconds=timeout,
+            retry=compensation.retry,
+        )
         return self._commit(saga, snapshot, claimed, outcome, self._compensation_change)
 
     def _compensation_change(
@@ -312,29 +361,54 @@ class SagaRunner:
         compensation = saga.steps[claimed.name].compensation
         assert compensation is not None
         if outcome.is_success:
-            done = claimed.evolve(now=now, status=StepStatus.COMPENSATED, lease_until=None,
-                                  retry_at=None, finished_at=now)
+            done = claimed.evolve(
+                now=now,
+                status=StepStatus.COMPENSATED,
+                lease_until=None,
+                retry_at=None,
+                finished_at=now,
+            )
             steps = {**snapshot.steps, done.name: done}
             target = planner.next_compensation_target(saga, steps)
             if target is None:
                 finished = self._finish_compensation(RunSnapshot(run, steps), now)
                 return StateChange(run.run_id, run=finished.run, steps=(done,))
-            return StateChange(run.run_id, steps=(done,),
-                               outbox=(planner.compensation_message(steps, target),))
+            return StateChange(
+                run.run_id, steps=(done,), outbox=(planner.compensation_message(steps, target),)
+            )
         used = claimed.attempt - claimed.budget_start
         if outcome.is_retryable and has_attempts_left(compensation.retry, used=used):
-            retry_at = now + backoff_delay_seconds(compensation.retry, failed_attempts=used, rng=self._rng)
-            waiting = claimed.evolve(now=now, lease_until=None, error=outcome.error, retry_at=retry_at)
-            retry = Message(run.run_id, claimed.name, Action.COMPENSATE, claimed.attempt + 1, retry_at)
+            retry_at = now + backoff_delay_seconds(
+                compensation.retry, failed_attempts=used, rng=self._rng
+            )
+            waiting = claimed.evolve(
+                now=now, lease_until=None, error=outcome.error, retry_at=retry_at
+            )
+            retry = Message(
+                run.run_id, claimed.name, Action.COMPENSATE, claimed.attempt + 1, retry_at
+            )
             return StateChange(run.run_id, steps=(waiting,), outbox=(retry,))
         error = CompensationFailed(
-            run_id=run.run_id, step=claimed.name, attempt=claimed.attempt, reason=outcome.error or "?"
+            run_id=run.run_id,
+            step=claimed.name,
+            attempt=claimed.attempt,
+            reason=outcome.error or "?",
         )
-        stuck = claimed.evolve(now=now, status=StepStatus.COMPENSATING, lease_until=None,
-                               retry_at=None, error=f"compensation failed: {outcome.error}")
-        log.error("compensation exhausted its retries", extra={"run_id": run.run_id, "step": claimed.name})
-        return StateChange(run.run_id, run=run.evolve(now=now, status=RunStatus.FAILED, error=str(error)),
-                           steps=(stuck,))
+        stuck = claimed.evolve(
+            now=now,
+            status=StepStatus.COMPENSATING,
+            lease_until=None,
+            retry_at=None,
+            error=f"compensation failed: {outcome.error}",
+        )
+        log.error(
+            "compensation exhausted its retries", extra={"run_id": run.run_id, "step": claimed.name}
+        )
+        return StateChange(
+            run.run_id,
+            run=run.evolve(now=now, status=RunStatus.FAILED, error=str(error)),
+            steps=(stuck,),
+        )
 
     def _finish_compensation(self, snapshot: RunSnapshot, now: float) -> StateChange:
         run = snapshot.run
@@ -345,6 +419,7 @@ class SagaRunner:
 
     def _attempt(
         self,
+        *,
         saga: Saga,
         snapshot: RunSnapshot,
         claimed: StepRecord,
@@ -360,11 +435,15 @@ class SagaRunner:
         if delay:
             time.sleep(delay)
         if not self._faults.is_empty and self._faults.should(FaultKind.FAIL, **names):
-            outcome = AttemptOutcome(is_success=False, error=f"{InjectedFault.__name__}: RELAY_FAULTS")
+            outcome = AttemptOutcome(
+                is_success=False, error=f"{InjectedFault.__name__}: RELAY_FAULTS"
+            )
         else:
             own_output = None
             if action is Action.COMPENSATE and claimed.output is not None:
-                own_output = self._outputs.resolve(run_id=run.run_id, step=claimed.name, stored=claimed.output)
+                own_output = self._outputs.resolve(
+                    run_id=run.run_id, step=claimed.name, stored=claimed.output
+                )
             ctx = StepContext(
                 run_id=run.run_id,
                 saga=saga.name,
@@ -380,18 +459,33 @@ class SagaRunner:
             )
             outcome = self._executor.run(fn, ctx, timeout_seconds=timeout_seconds, retry=retry)
         if not self._faults.is_empty and self._faults.should(FaultKind.CRASH, **names):
-            log.warning("RELAY_FAULTS: crashing worker before commit", extra={"run_id": run.run_id, **names})
+            log.warning(
+                "RELAY_FAULTS: crashing worker before commit", extra={"run_id": run.run_id, **names}
+            )
             logging.shutdown()
             os._exit(CRASH_EXIT_CODE)
-        status = "succeeded" if outcome.is_success else ("failed" if outcome.is_retryable else "rejected")
+        status = (
+            "succeeded"
+            if outcome.is_success
+            else ("failed" if outcome.is_retryable else "rejected")
+        )
         self._metrics.record_attempt(
-            saga=saga.name, step=claimed.name, action=action.value, outcome=status,
+            saga=saga.name,
+            step=claimed.name,
+            action=action.value,
+            outcome=status,
             duration_seconds=time.perf_counter() - started,
         )
         return outcome
 
-    def _commit(self, saga: Saga, snapshot: RunSnapshot, claimed: StepRecord,
-                outcome: AttemptOutcome, build: _ChangeBuilder) -> HandleResult:
+    def _commit(
+        self,
+        saga: Saga,
+        snapshot: RunSnapshot,
+        claimed: StepRecord,
+        outcome: AttemptOutcome,
+        build: _ChangeBuilder,
+    ) -> HandleResult:
         """Write the attempt's result, fenced by the claim; re-decide on conflicts."""
         for _ in range(self._settings.conflict_retries):
             change = build(saga, snapshot, claimed, outcome)
@@ -400,8 +494,10 @@ class SagaRunner:
             except ConcurrencyConflict:
                 fresh = self._store.load_run(run_id=claimed.run_id)
                 if fresh is None or fresh.step(claimed.name).version != claimed.version:
-                    log.warning("claim lost before commit; result discarded",
-                                extra={"run_id": claimed.run_id, "step": claimed.name})
+                    log.warning(
+                        "claim lost before commit; result discarded",
+                        extra={"run_id": claimed.run_id, "step": claimed.name},
+                    )
                     return HandleResult.ack("claim lost to a newer attempt; result discarded")
                 snapshot = fresh
                 continue
@@ -430,9 +526,12 @@ class SagaRunner:
     def _fail_run(self, snapshot: RunSnapshot, error: str) -> HandleResult:
         run = snapshot.run
         log.error("run failed: %s", error, extra={"run_id": run.run_id})
-        self._store.apply(change=StateChange(
-            run.run_id, run=run.evolve(now=self._clock.now(), status=RunStatus.FAILED, error=error)
-        ))
+        self._store.apply(
+            change=StateChange(
+                run.run_id,
+                run=run.evolve(now=self._clock.now(), status=RunStatus.FAILED, error=error),
+            )
+        )
         return HandleResult.ack(error)
 
 
@@ -440,5 +539,9 @@ _SETTLED = frozenset({StepStatus.SKIPPED, StepStatus.COMPENSATED})
 
 
 def _extra(message: Message) -> dict[str, object]:
-    return {"run_id": message.run_id, "step": message.step, "action": message.action.value,
-            "attempt": message.attempt}
+    return {
+        "run_id": message.run_id,
+        "step": message.step,
+        "action": message.action.value,
+        "attempt": message.attempt,
+    }

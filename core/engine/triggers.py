@@ -26,7 +26,9 @@ class UnknownScheduleError(EngineError):
 
     def __init__(self, *, name: str, known: list[str]) -> None:
         self.name = name
-        super().__init__(f"unknown schedule {name!r}; this bundle declares: {', '.join(known) or 'none'}")
+        super().__init__(
+            f"unknown schedule {name!r}; this bundle declares: {', '.join(known) or 'none'}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +70,10 @@ class TriggerService:
                         saga.name, trigger.build_input(event), idempotency_key=f"event:{event_id}"
                     )
                 except InputValidationError as exc:
-                    log.warning("event rejected by saga input model",
-                                extra={"saga": saga.name, "topic": topic, "event_id": event_id})
+                    log.warning(
+                        "event rejected by saga input model",
+                        extra={"saga": saga.name, "topic": topic, "event_id": event_id},
+                    )
                     rejected[saga.name] = str(exc)
                     continue
                 started.append(result)

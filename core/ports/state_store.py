@@ -76,4 +76,3 @@ class StateStore(Protocol):
     def describe(self) -> Mapping[str, str]:
         """Where this store points (path, project, table, endpoint) for logs and errors."""
         ...
-

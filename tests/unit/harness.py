@@ -23,7 +23,9 @@ class Harness:
 
     sagas: list[Saga]
     faults: FaultPlan = field(default_factory=FaultPlan)
-    settings: RunnerSettings = field(default_factory=lambda: RunnerSettings(lease_grace_seconds=1.0))
+    settings: RunnerSettings = field(
+        default_factory=lambda: RunnerSettings(lease_grace_seconds=1.0)
+    )
 
     def __post_init__(self) -> None:
         self.clock = FixedClock()
@@ -71,7 +73,9 @@ class Harness:
                 if result.is_done:
                     self.queue.ack(receipts=[item.receipt])
                 else:
-                    self.queue.release(receipt=item.receipt, delay_seconds=result.retry_after_seconds)
+                    self.queue.release(
+                        receipt=item.receipt, delay_seconds=result.retry_after_seconds
+                    )
         raise AssertionError(f"still busy after {max_deliveries} deliveries")
 
     def close(self) -> None:

@@ -12,11 +12,17 @@ from tests.unit.test_protocol import Calls, linear_saga
 
 def test_rules_parse_with_defaults_and_seed() -> None:
     """Targets default to any saga and the execute action; seed is recorded."""
-    plan = FaultPlan.parse("order.charge:fail@0.2; *:crash@0.05 ;*:delay=0.5s@1;b/compensate:fail@1;seed=7")
+    plan = FaultPlan.parse(
+        "order.charge:fail@0.2; *:crash@0.05 ;*:delay=0.5s@1;b/compensate:fail@1;seed=7"
+    )
     assert plan.seed == 7
     first = plan.rules[0]
     assert (first.saga, first.step, first.action, first.kind, first.probability) == (
-        "order", "charge", "execute", FaultKind.FAIL, 0.2,
+        "order",
+        "charge",
+        "execute",
+        FaultKind.FAIL,
+        0.2,
     )
     assert plan.rules[2].delay_seconds == 0.5
     assert plan.rules[3].action == "compensate"
@@ -25,7 +31,16 @@ def test_rules_parse_with_defaults_and_seed() -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    ["fail@0.1", "*:explode@0.1", "*:fail", "*:fail@2", "*:fail@x", "*:delay@0.1", "*:fail=3@0.1", "seed=x"],
+    [
+        "fail@0.1",
+        "*:explode@0.1",
+        "*:fail",
+        "*:fail@2",
+        "*:fail@x",
+        "*:delay@0.1",
+        "*:fail=3@0.1",
+        "seed=x",
+    ],
 )
 def test_malformed_rules_raise_configuration_errors(spec: str) -> None:
     """Each malformed rule is refused with RELAY_FAULTS named in the message."""
@@ -37,8 +52,13 @@ def test_seeded_plans_make_the_same_choices() -> None:
     """Two plans with the same seed decide identically."""
     a = FaultPlan.parse("*:fail@0.5;seed=3")
     b = FaultPlan.parse("*:fail@0.5;seed=3")
-    picks = [(a.should(FaultKind.FAIL, saga="s", step="x", action="execute"),
-              b.should(FaultKind.FAIL, saga="s", step="x", action="execute")) for _ in range(50)]
+    picks = [
+        (
+            a.should(FaultKind.FAIL, saga="s", step="x", action="execute"),
+            b.should(FaultKind.FAIL, saga="s", step="x", action="execute"),
+        )
+        for _ in range(50)
+    ]
     assert all(x == y for x, y in picks)
     assert not a.should(FaultKind.FAIL, saga="s", step="x", action="compensate")
 

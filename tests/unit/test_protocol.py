@@ -8,10 +8,23 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from core import Failure, NonRetryableStepError, RetryPolicy, RunStatus, Saga, StepContext, StepStatus
+from core import (
+    Failure,
+    NonRetryableStepError,
+    RetryPolicy,
+    RunStatus,
+    Saga,
+    StepContext,
+    StepStatus,
+)
 from core.domain.records import Message
 from core.domain.status import Action
-from core.errors import IdempotencyKeyReusedError, InputValidationError, InvalidRunStateError, UnknownSagaError
+from core.errors import (
+    IdempotencyKeyReusedError,
+    InputValidationError,
+    InvalidRunStateError,
+    UnknownSagaError,
+)
 from tests.unit.harness import Harness
 
 FAST = RetryPolicy(max_attempts=3, initial_delay_seconds=1.0, jitter=0.0)
@@ -29,8 +42,14 @@ class Calls(Counter[str]):
         self.order.append(name)
 
 
-def linear_saga(calls: Calls, *, fail_at: str | None = None, failures: int = 10**9,
-                retry: RetryPolicy = FAST, name: str = "linear") -> Saga:
+def linear_saga(
+    calls: Calls,
+    *,
+    fail_at: str | None = None,
+    failures: int = 10**9,
+    retry: RetryPolicy = FAST,
+    name: str = "linear",
+) -> Saga:
     """a -> b -> c, each compensable; ``fail_at`` raises ``failures`` times."""
     saga = Saga(name)
     remaining = {"left": failures}
@@ -353,8 +372,9 @@ def test_lost_worker_is_replaced_after_lease_expiry(calls: Calls) -> None:
     started = h.engine.runs.start("linear", {})
     snap = h.engine.runs.get(started.run.run_id)
     record = snap.step("a")
-    crashed = record.evolve(now=h.clock.now(), status=StepStatus.RUNNING, attempt=1,
-                            lease_until=h.clock.now() + 6)
+    crashed = record.evolve(
+        now=h.clock.now(), status=StepStatus.RUNNING, attempt=1, lease_until=h.clock.now() + 6
+    )
     from core.domain.records import StateChange
 
     h.store.apply(change=StateChange(record.run_id, steps=(crashed,)))
@@ -581,8 +601,9 @@ def test_crashes_that_exhaust_the_budget_lead_to_compensation(calls: Calls) -> N
         h.deliver(item.message)
         h.queue.ack(receipts=[item.receipt])
     record = h.engine.runs.get(run_id).step("c")
-    dead = record.evolve(now=h.clock.now(), status=StepStatus.RUNNING, attempt=3,
-                         lease_until=h.clock.now() + 1)
+    dead = record.evolve(
+        now=h.clock.now(), status=StepStatus.RUNNING, attempt=3, lease_until=h.clock.now() + 1
+    )
     h.store.apply(change=StateChange(record.run_id, steps=(dead,)))
     h.pump()
     snap = h.engine.runs.get(run_id)

@@ -25,7 +25,10 @@ def test_steps_default_to_sequential_and_parallel_shares_dependencies() -> None:
     saga.step(noop, name="c", parallel=True)
     saga.step(noop, name="d", after=["b", "c"])
     assert {n: s.after for n, s in saga.steps.items()} == {
-        "a": (), "b": ("a",), "c": ("a",), "d": ("b", "c"),
+        "a": (),
+        "b": ("a",),
+        "c": ("a",),
+        "d": ("b", "c"),
     }
     assert saga.successors["a"] == ("b", "c")
 
@@ -33,7 +36,10 @@ def test_steps_default_to_sequential_and_parallel_shares_dependencies() -> None:
 @pytest.mark.parametrize(
     ("declare", "message"),
     [
-        (lambda s: (s.step(noop, name="a"), s.step(noop, name="a")), "already has a step named 'a'"),
+        (
+            lambda s: (s.step(noop, name="a"), s.step(noop, name="a")),
+            "already has a step named 'a'",
+        ),
         (lambda s: s.step(noop, name="a", after=["zzz"]), "depends on 'zzz'"),
         (lambda s: s.step(noop, name="bad name"), "step name 'bad name' is invalid"),
         (lambda s: s.step(noop, name="a", timeout_seconds=0), "timeout_seconds"),
@@ -41,8 +47,15 @@ def test_steps_default_to_sequential_and_parallel_shares_dependencies() -> None:
         (lambda s: s.step(noop, name="a", after=[], parallel=True), "either after"),
         (lambda s: s.set_compensation("ghost", None), "no step 'ghost'"),  # type: ignore[arg-type]
     ],
-    ids=["duplicate", "unknown-dep", "bad-name", "zero-timeout", "huge-timeout", "after-and-parallel",
-         "compensate-unknown"],
+    ids=[
+        "duplicate",
+        "unknown-dep",
+        "bad-name",
+        "zero-timeout",
+        "huge-timeout",
+        "after-and-parallel",
+        "compensate-unknown",
+    ],
 )
 def test_invalid_declarations_are_refused(declare: object, message: str) -> None:
     """Each malformed declaration raises DefinitionError naming the problem."""
@@ -118,10 +131,12 @@ def test_definition_hash_changes_with_code_and_is_stable_across_processes() -> N
         print(s.definition_hash)
         """
     )
+
     def run(body: str) -> str:
         code = program.replace("BODY", body)
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     assert run("3") == run("3")
     assert run("3") != run("4")

@@ -74,7 +74,10 @@ def test_an_event_starts_one_run_per_saga_however_often_delivered() -> None:
     first = h.engine.triggers.publish(topic="users.eu.created", data={"name": "ada"}, event_id="e1")
     again = h.engine.triggers.publish(topic="users.eu.created", data={"name": "ada"}, event_id="e1")
     assert len(first.started) == 1 and first.started[0].is_created
-    assert again.started[0].run.run_id == first.started[0].run.run_id and not again.started[0].is_created
+    assert (
+        again.started[0].run.run_id == first.started[0].run.run_id
+        and not again.started[0].is_created
+    )
     assert h.engine.triggers.publish(topic="orders.created", data={}, event_id="e2").started == []
     h.pump()
     assert h.engine.runs.get(first.started[0].run.run_id).run.output == {"greet": "hello ada"}

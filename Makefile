@@ -1,0 +1,46 @@
+# Relay: `make demo` and `make test` work on a fresh machine (they build .venv first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install demo dev test test-fast lint typecheck bench check clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: install ## the order saga end to end on the embedded backend
+	$(BIN)/relay demo
+
+dev: install ## the whole stack locally: API, dispatcher, workers, scheduler
+	$(BIN)/relay dev
+
+lint: install
+	$(BIN)/ruff check core infra functions tests bench
+	$(BIN)/ruff format --check core infra functions tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+test: install lint typecheck ## everything CI runs
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15
+
+test-fast: install ## unit, contract and SQLite engine tests
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit tests/contract tests/engine
+
+bench: install ## benchmarks (not tests): ratios against same-run baselines
+	$(BIN)/python -m bench.transitions
+	$(BIN)/python -m bench.cold_start
+
+check: test
+
+clean:
+	rm -rf $(VENV) .relay .pytest_cache .mypy_cache .ruff_cache
