@@ -19,7 +19,7 @@ from core.ports.io_manager import Serializer
 
 _SUFFIXES: Final[Mapping[Serializer, str]] = {"json": ".json", "pickle": ".pkl"}
 _ORDER_FILE: Final = "_order"
-RESULTS_DIR_NAME: Final = "results"
+RESULTS_DIR_NAME: Final = "outputs"
 
 
 def _check_component(kind: str, value: str) -> str:
@@ -82,7 +82,7 @@ class FilesystemIOManager:
 
     @classmethod
     def from_settings(cls, data_dir: Path) -> FilesystemIOManager:
-        """A manager keeping results under ``<data_dir>/results``."""
+        """A manager keeping results under ``<data_dir>/outputs``."""
         return cls(data_dir / RESULTS_DIR_NAME)
 
     def describe(self) -> Mapping[str, str]:
