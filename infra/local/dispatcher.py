@@ -1,0 +1,749 @@
+"""The local stand-in for Cloud Tasks: leases due messages from a pull queue and delivers them.
+
+``relay dev`` and the benchmarks have no push queue, so this loop plays its part: it keeps
+up to ``concurrency`` deliveries in flight, acknowledges what the worker finished,
+gives back what it asked to see again later, and retries failed deliveries with
+exponential backoff. Two transports sit behind one small interface: ``HttpDelivery``
+POSTs signed bodies to worker processes (what Cloud Tasks does), ``InProcessDelivery``
+calls the engine on a thread pool (for speed and for benchmarks).
+
+Every SQLite call runs on one dedicated thread so the event loop never blocks on the
+database, and acknowledgements are batched: each lease and ack is a transaction, and
+batching them is what keeps the queue's cost per transition small beside the engine's
+two durable commits (claim and commit)::
+
+    lease_due(limit=free slots) ──> deliver ──> done ─────────> ack   (batched)
+                                          ├──> retry later ──> release(delay asked for)
+                                          ├──> failed ───────> release(backoff by count)
+                                          └──> rejected ─────> ack + error log (poison)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import email.utils
+import itertools
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final, Protocol
+
+import httpx
+
+from core.domain.records import Message
+from core.engine.saga_runner import HandleResult
+from core.errors import InfrastructureError
+from core.faults import FaultKind, FaultPlan
+from core.ports.task_queue import Delivery, PullQueue
+from core.signing import SIGNATURE_HEADER, sign
+
+log = logging.getLogger("relay.dispatcher")
+
+DEFAULT_DISPATCH_DEADLINE_SECONDS: Final = 600.0
+"""How long one HTTP delivery may take: Cloud Tasks' default dispatch deadline (10 min)."""
+
+_BACKOFF_INITIAL_SECONDS: Final = 0.1
+_BACKOFF_MAX_SECONDS: Final = 10.0
+_QUEUE_ERROR_PAUSE_SECONDS: Final = 0.5
+_FLUSH_RETRY_LIMIT: Final = 100
+
+
+class OutcomeKind(StrEnum):
+    """What the dispatcher does with a message after one delivery."""
+
+    DONE = "done"
+    """The worker finished with the message: acknowledge it."""
+    RETRY_LATER = "retry_later"
+    """The worker asked for redelivery after a delay (a live lease, a retry not yet due)."""
+    FAILED = "failed"
+    """Transport error, 5xx or an auth failure: redeliver with exponential backoff."""
+    REJECTED = "rejected"
+    """The worker can never process it (malformed): acknowledge it and log an error."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    """The result of one delivery attempt, as the dispatcher needs it."""
+
+    kind: OutcomeKind
+    detail: str
+    retry_after_seconds: float = 0.0
+
+
+class DeliveryTransport(Protocol):
+    """How a message reaches a worker; one delivery in, one outcome out.
+
+    ``deliver`` must not raise for worker-side problems: it turns them into outcomes
+    (an exception that escapes is treated as ``FAILED``).
+    """
+
+    @property
+    def is_available(self) -> bool:
+        """False while no worker can take deliveries (the dispatcher stops leasing)."""
+        ...
+
+    async def deliver(self, message: Message) -> DeliveryOutcome:
+        """Deliver ``message`` once and classify what happened."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and threads."""
+        ...
+
+    def describe(self) -> str:
+        """Where deliveries go, for startup logs."""
+        ...
+
+
+class MessageHandler(Protocol):
+    """What ``InProcessDelivery`` calls: ``core.engine.engine.Engine`` satisfies it."""
+
+    def handle(self, message: Message) -> HandleResult:
+        """Process one delivery of ``message``."""
+        ...
+
+
+class InProcessDelivery:
+    """Delivers by calling the engine directly on a thread pool, with no HTTP in between.
+
+    Args:
+        engine: Handles the messages (usually ``core.engine.engine.Engine``).
+        concurrency: Threads in the pool; match the dispatcher's ``concurrency`` so every
+            leased message starts at once instead of waiting for a thread, its lease
+            running down.
+    """
+
+    def __init__(self, engine: MessageHandler, *, concurrency: int = 32) -> None:
+        self._engine = engine
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="relay-deliver"
+        )
+
+    @property
+    def is_available(self) -> bool:
+        """Always True: the engine lives in this process."""
+        return True
+
+    async def deliver(self, message: Message) -> DeliveryOutcome:
+        """Run ``engine.handle(message)`` on the pool and map its result to an outcome."""
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._pool, self._engine.handle, message)
+        except InfrastructureError as exc:
+            # The store was locked or failing: what a worker answers with a 503.
+            return DeliveryOutcome(OutcomeKind.FAILED, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            # A bug in the engine or a saga: Cloud Tasks would see a 500 and retry.
+            log.exception("engine raised while handling %s", message.message_id)
+            return DeliveryOutcome(OutcomeKind.FAILED, f"{type(exc).__name__}: {exc}")
+        if result.is_done:
+            return DeliveryOutcome(OutcomeKind.DONE, result.detail)
+        return DeliveryOutcome(OutcomeKind.RETRY_LATER, result.detail, result.retry_after_seconds)
+
+    async def aclose(self) -> None:
+        """Wait for running handlers and stop the pool (off the loop: it blocks)."""
+        await asyncio.to_thread(self._pool.shutdown, wait=True)
+
+    def describe(self) -> str:
+        """Deliveries stay in this process."""
+        return "in-process"
+
+
+class HttpDelivery:
+    """POSTs signed message bodies to worker URLs, round-robin over a pooled client.
+
+    A URL that refused a connection is skipped for ``cooldown_seconds`` while another is
+    up, so a crashed worker costs one failed delivery, not one in every N. ``set_urls``
+    lets a supervisor route around workers that are restarting.
+
+    Args:
+        urls: Full endpoint URLs of the workers (``http://127.0.0.1:P/v1/steps``).
+        key: The HMAC key the workers verify ``X-Relay-Signature`` with.
+        timeout_seconds: Longest one delivery may take (the dispatch deadline); keep
+            the dispatcher's lease longer than this.
+        max_connections: Size of the connection pool shared by all URLs.
+        cooldown_seconds: How long a URL that refused a connection is avoided.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        key: bytes,
+        *,
+        timeout_seconds: float = DEFAULT_DISPATCH_DEADLINE_SECONDS,
+        max_connections: int = 64,
+        cooldown_seconds: float = 1.0,
+    ) -> None:
+        self._urls: list[str] = list(urls)
+        self._key = key
+        self._cooldown_seconds = cooldown_seconds
+        self._down_until: dict[str, float] = {}
+        self._turn = itertools.count()
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 5.0)),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            # Deliveries go to local workers only; a proxy from the environment would
+            # route 127.0.0.1 traffic through it.
+            trust_env=False,
+        )
+
+    @property
+    def urls(self) -> list[str]:
+        """The URLs deliveries currently go to."""
+        return list(self._urls)
+
+    @property
+    def is_available(self) -> bool:
+        """True when at least one worker URL is routed."""
+        return bool(self._urls)
+
+    def set_urls(self, urls: Sequence[str]) -> None:
+        """Route deliveries to ``urls`` from now on (a worker restarted or went away)."""
+        self._urls = list(urls)
+        self._down_until = {u: t for u, t in self._down_until.items() if u in self._urls}
+
+    def describe(self) -> str:
+        """The worker URLs."""
+        return ", ".join(self._urls) or "no workers"
+
+    async def deliver(self, message: Message) -> DeliveryOutcome:
+        """POST ``message`` to the next worker and classify the response."""
+        url = self._next_url()
+        if url is None:
+            return DeliveryOutcome(OutcomeKind.FAILED, "no worker is available")
+        body = json.dumps(message.to_json(), separators=(",", ":")).encode()
+        headers = {"content-type": "application/json", SIGNATURE_HEADER: sign(body, key=self._key)}
+        try:
+            response = await self._client.post(url, content=body, headers=headers)
+        except httpx.TransportError as exc:
+            if isinstance(exc, httpx.ConnectError):
+                self._down_until[url] = time.monotonic() + self._cooldown_seconds
+            return DeliveryOutcome(OutcomeKind.FAILED, f"{url}: {type(exc).__name__}: {exc}")
+        return classify_response(response, url=url, message_id=message.message_id)
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        await self._client.aclose()
+
+    def _next_url(self) -> str | None:
+        urls = self._urls
+        if not urls:
+            return None
+        now = time.monotonic()
+        start = next(self._turn)
+        for offset in range(len(urls)):
+            url = urls[(start + offset) % len(urls)]
+            if self._down_until.get(url, 0.0) <= now:
+                return url
+        # Every worker refused recently: try one anyway; the backoff paces the retries.
+        return urls[start % len(urls)]
+
+
+def classify_response(response: httpx.Response, *, url: str, message_id: str) -> DeliveryOutcome:
+    """Map a worker's HTTP answer to an outcome (the ``POST /v1/steps`` contract).
+
+    200s are done; 503 or 429 with a delay is "retry later"; 401/403 mean the signing
+    keys disagree, which a restart with the right key fixes, so they are retried (and
+    logged as errors); other 4xx can never succeed and are dropped; the rest are retried.
+    """
+    status = response.status_code
+    if 200 <= status < 300:
+        return DeliveryOutcome(OutcomeKind.DONE, f"HTTP {status}")
+    detail = f"{url}: HTTP {status} {response.text[:200]}".rstrip()
+    if status in (429, 503):
+        delay = _retry_after_seconds(response)
+        if delay is not None:
+            return DeliveryOutcome(OutcomeKind.RETRY_LATER, detail, delay)
+        return DeliveryOutcome(OutcomeKind.FAILED, detail)
+    if status in (401, 403):
+        log.error(
+            "worker refused delivery of %s as unauthenticated (%s): check that the "
+            "dispatcher and the workers share RELAY_SIGNING_KEY / <data dir>/signing.key",
+            message_id,
+            detail,
+        )
+        return DeliveryOutcome(OutcomeKind.FAILED, detail)
+    if 400 <= status < 500 and status != 408:
+        return DeliveryOutcome(OutcomeKind.REJECTED, detail)
+    return DeliveryOutcome(OutcomeKind.FAILED, detail)
+
+
+def _retry_after_seconds(response: httpx.Response) -> float | None:
+    """The delay a worker asked for: JSON ``retry_after_seconds``, else ``Retry-After``."""
+    with contextlib.suppress(ValueError):
+        body = response.json()
+        if isinstance(body, dict):
+            value = body.get("retry_after_seconds")
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return _finite_delay(float(value))
+    header = response.headers.get("retry-after")
+    if header is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return _finite_delay(float(header))
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(header)
+        return _finite_delay(when.timestamp() - time.time())
+    return None
+
+
+def _finite_delay(seconds: float) -> float | None:
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+def backoff_seconds(delivery_count: int, rng: random.Random) -> float:
+    """Delay before redelivering a failed delivery: doubling from 0.1 s, capped at 10 s.
+
+    "Equal jitter" (half fixed, half random) keeps a burst of failures, such as every
+    message bound for a crashed worker, from coming back in lockstep.
+    """
+    exponent = min(max(delivery_count, 1) - 1, 30)
+    base = min(_BACKOFF_MAX_SECONDS, _BACKOFF_INITIAL_SECONDS * 2.0**exponent)
+    return base / 2 + rng.random() * base / 2
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherStats:
+    """Counters since the dispatcher was built, for progress displays and tests.
+
+    ``delivered`` counts finished delivery attempts, duplicates included; ``errors``
+    counts failed and rejected ones; ``acked`` and ``released`` count queue operations
+    that committed.
+    """
+
+    delivered: int
+    acked: int
+    released: int
+    errors: int
+    rejected: int
+    duplicates: int
+    in_flight: int
+
+
+@dataclass
+class _CycleResult:
+    leased: list[Delivery]
+    pending: int | None
+    failed_acks: list[str]
+    failed_releases: list[tuple[str, float]]
+    is_lease_failed: bool
+
+
+class Dispatcher:
+    """Delivers due messages of a ``PullQueue`` through a ``DeliveryTransport``.
+
+    Args:
+        queue: Where messages wait; its lease/ack/release calls block, so they run on a
+            dedicated thread.
+        delivery: How messages reach a worker.
+        concurrency: Most deliveries in flight at once.
+        faults: ``duplicate`` rules deliver a message twice concurrently. Messages do
+            not name their saga, so a rule matches on step and action only
+            (``order.charge:duplicate@0.1`` duplicates every saga's ``charge`` step).
+        dispatch_deadline_seconds: Longest a delivery is expected to take; a message is
+            leased for this plus ``lease_margin_seconds`` so that only a dispatcher that
+            died (not a slow worker) lets it come back by lease expiry.
+        lease_margin_seconds: See ``dispatch_deadline_seconds``.
+        ack_batch_size: Acknowledge as soon as this many receipts wait.
+        ack_interval_seconds: Longest a receipt waits to be acknowledged.
+        min_idle_sleep_seconds: First pause when nothing was due; doubles while idle.
+        max_idle_sleep_seconds: Longest pause between polls of an idle queue.
+        clock: Epoch seconds, passed to ``lease_due`` (tests use a fixed clock).
+        rng: Randomness of backoff jitter and duplicate faults (seeded in tests).
+    """
+
+    def __init__(
+        self,
+        queue: PullQueue,
+        delivery: DeliveryTransport,
+        *,
+        concurrency: int = 32,
+        faults: FaultPlan | None = None,
+        dispatch_deadline_seconds: float = DEFAULT_DISPATCH_DEADLINE_SECONDS,
+        lease_margin_seconds: float = 30.0,
+        ack_batch_size: int = 32,
+        ack_interval_seconds: float = 0.005,
+        min_idle_sleep_seconds: float = 0.005,
+        max_idle_sleep_seconds: float = 0.02,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self._queue = queue
+        self._delivery = delivery
+        self._concurrency = concurrency
+        self._duplicate_rules = [
+            rule for rule in (faults.rules if faults else ()) if rule.kind is FaultKind.DUPLICATE
+        ]
+        self._lease_seconds = dispatch_deadline_seconds + lease_margin_seconds
+        self._ack_batch_size = ack_batch_size
+        self._ack_interval_seconds = ack_interval_seconds
+        self._min_idle_sleep_seconds = min_idle_sleep_seconds
+        self._max_idle_sleep_seconds = max_idle_sleep_seconds
+        self._clock = clock
+        self._rng = rng or random.Random(faults.seed if faults else None)
+        # Receipts waiting to be acknowledged, and (receipt, delay) waiting to be released.
+        self._acks: list[str] = []
+        self._acks_since = 0.0
+        self._releases: list[tuple[str, float]] = []
+        # Deliveries in flight by receipt, duplicates included (they use a slot too).
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._in_flight_count = 0
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._waker: asyncio.Future[None] | None = None
+        self._is_woken = False
+        self._is_stopping = False
+        self._pump: asyncio.Task[None] | None = None
+        self._db_thread: concurrent.futures.ThreadPoolExecutor | None = None
+        self._delivered = 0
+        self._acked = 0
+        self._released = 0
+        self._errors = 0
+        self._rejected = 0
+        self._duplicates = 0
+
+    # -- public --------------------------------------------------------------------
+
+    @property
+    def stats(self) -> DispatcherStats:
+        """A snapshot of the counters."""
+        return DispatcherStats(
+            delivered=self._delivered,
+            acked=self._acked,
+            released=self._released,
+            errors=self._errors,
+            rejected=self._rejected,
+            duplicates=self._duplicates,
+            in_flight=self._in_flight_count,
+        )
+
+    @property
+    def is_running(self) -> bool:
+        """True between ``start`` and the end of ``stop``."""
+        return self._pump is not None
+
+    @property
+    def delivery(self) -> DeliveryTransport:
+        """The transport messages go through."""
+        return self._delivery
+
+    async def start(self) -> None:
+        """Start delivering in the background on the running event loop."""
+        if self._pump is not None:
+            return
+        self._is_stopping = False
+        self._db_thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="relay-dispatch-db"
+        )
+        self._pump = asyncio.get_running_loop().create_task(self._run(), name="relay-dispatcher")
+
+    async def stop(self, *, timeout_seconds: float = 30.0) -> None:
+        """Stop leasing, let in-flight deliveries finish, and flush acks and releases.
+
+        Deliveries still running after ``timeout_seconds`` are given back to the queue
+        for immediate redelivery; the step's lease in the state store keeps a second
+        worker off it while the first may still be running.
+        """
+        pump = self._pump
+        if pump is None:
+            return
+        self._is_stopping = True
+        self._wake()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_seconds)
+        for receipt in list(self._in_flight):
+            self._releases.append((receipt, 0.0))
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+        await self._flush_all()
+        assert self._db_thread is not None
+        self._db_thread.shutdown(wait=True)
+        self._db_thread = None
+        self._pump = None
+        for waiter in self._idle_waiters:
+            if not waiter.done():
+                waiter.set_exception(RuntimeError("dispatcher stopped before the queue drained"))
+
+    async def aclose(self) -> None:
+        """Stop (gracefully) and close the transport."""
+        await self.stop()
+        await self._delivery.aclose()
+
+    async def __aenter__(self) -> Dispatcher:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def run_until_idle(self, *, timeout_seconds: float | None = None) -> None:
+        """Deliver until the queue is empty and nothing is in flight.
+
+        Starts the dispatcher if needed and stops it again afterwards in that case.
+
+        Raises:
+            TimeoutError: the queue did not drain in ``timeout_seconds``.
+        """
+        was_running = self.is_running
+        if not was_running:
+            await self.start()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(waiter)
+        self._wake()
+        try:
+            await asyncio.wait_for(waiter, timeout_seconds)
+        except TimeoutError:
+            raise TimeoutError(
+                f"queue did not drain within {timeout_seconds:g}s ({self.stats})"
+            ) from None
+        finally:
+            with contextlib.suppress(ValueError):
+                self._idle_waiters.remove(waiter)
+            if not was_running:
+                await self.stop()
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        idle_sleep = self._min_idle_sleep_seconds
+        while not self._is_stopping:
+            try:
+                result = await self._cycle()
+            except Exception:
+                log.exception("dispatcher cycle failed; pausing before the next poll")
+                await self._sleep(_QUEUE_ERROR_PAUSE_SECONDS)
+                continue
+            if result.is_lease_failed:
+                await self._sleep(_QUEUE_ERROR_PAUSE_SECONDS)
+                continue
+            if result.pending == 0 and self._in_flight_count == 0 and not self._acks:
+                for waiter in self._idle_waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+            if result.leased:
+                idle_sleep = self._min_idle_sleep_seconds
+                for item in result.leased:
+                    self._launch(item)
+                # Let the deliveries just started reach their threads before polling again.
+                await asyncio.sleep(0)
+                continue
+            if self._in_flight_count >= self._concurrency:
+                await self._sleep(self._ack_wait(default=1.0))
+                continue
+            await self._sleep(self._ack_wait(default=idle_sleep))
+            idle_sleep = min(idle_sleep * 2, self._max_idle_sleep_seconds)
+
+    async def _cycle(self) -> _CycleResult:
+        """Run one round of queue calls on the database thread: ack, release, lease."""
+        acks: list[str] = []
+        if self._acks and (
+            len(self._acks) >= self._ack_batch_size
+            or self._in_flight_count == 0
+            or time.monotonic() - self._acks_since >= self._ack_interval_seconds
+        ):
+            acks, self._acks = self._acks, []
+        releases, self._releases = self._releases, []
+        free = self._concurrency - self._in_flight_count
+        limit = free if free > 0 and self._delivery.is_available else 0
+        check_pending = bool(self._idle_waiters) and self._in_flight_count == 0 and not self._acks
+        assert self._db_thread is not None
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            self._db_thread, self._queue_calls, acks, releases, limit, check_pending
+        )
+        self._requeue_failed(result)
+        return result
+
+    def _queue_calls(
+        self, acks: list[str], releases: list[tuple[str, float]], limit: int, check_pending: bool
+    ) -> _CycleResult:
+        """The blocking part of a cycle; runs on the database thread only."""
+        result = _CycleResult([], None, [], [], is_lease_failed=False)
+        if acks:
+            try:
+                self._queue.ack(receipts=acks)
+                self._acked += len(acks)
+            except InfrastructureError as exc:
+                log.warning("ack of %d message(s) failed, will retry: %s", len(acks), exc)
+                result.failed_acks = acks
+        for receipt, delay in releases:
+            try:
+                self._queue.release(receipt=receipt, delay_seconds=delay)
+                self._released += 1
+            except InfrastructureError as exc:
+                log.warning("release of %s failed, will retry: %s", receipt, exc)
+                result.failed_releases.append((receipt, delay))
+        if limit > 0:
+            try:
+                result.leased = self._queue.lease_due(
+                    now=self._clock(), limit=limit, lease_seconds=self._lease_seconds
+                )
+            except InfrastructureError as exc:
+                log.warning("leasing due messages failed: %s", exc)
+                result.is_lease_failed = True
+        if check_pending and not result.leased and not result.failed_acks:
+            with contextlib.suppress(InfrastructureError):
+                result.pending = self._queue.pending_count()
+        return result
+
+    def _requeue_failed(self, result: _CycleResult) -> None:
+        if result.failed_acks:
+            if not self._acks:
+                self._acks_since = time.monotonic()
+            self._acks[:0] = result.failed_acks
+        self._releases[:0] = result.failed_releases
+
+    def _ack_wait(self, *, default: float) -> float:
+        """How long the loop may sleep before waiting acks are due."""
+        if not self._acks:
+            return default
+        due_in = self._acks_since + self._ack_interval_seconds - time.monotonic()
+        return max(0.0, min(default, due_in))
+
+    # -- deliveries ----------------------------------------------------------------
+
+    def _launch(self, item: Delivery) -> None:
+        duplicate: asyncio.Task[DeliveryOutcome] | None = None
+        if self._is_duplicate(item.message):
+            self._duplicates += 1
+            duplicate = asyncio.create_task(self._deliver_once(item.message))
+            self._track(duplicate)
+        task = asyncio.create_task(self._deliver(item, duplicate))
+        self._in_flight[item.receipt] = task
+        self._track(task)
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._in_flight_count += 1
+        self._tasks.add(task)
+        task.add_done_callback(self._on_task_done)
+
+    def _on_task_done(self, task: asyncio.Task[Any]) -> None:
+        self._in_flight_count -= 1
+        self._tasks.discard(task)
+        self._wake()
+
+    def _is_duplicate(self, message: Message) -> bool:
+        step, action = message.step, message.action.value
+        return any(
+            rule.step in ("*", step)
+            and rule.action in ("*", action)
+            and self._rng.random() < rule.probability
+            for rule in self._duplicate_rules
+        )
+
+    async def _deliver_once(self, message: Message) -> DeliveryOutcome:
+        try:
+            outcome = await self._delivery.deliver(message)
+        except Exception as exc:
+            log.exception("delivery transport raised for %s", message.message_id)
+            outcome = DeliveryOutcome(OutcomeKind.FAILED, f"{type(exc).__name__}: {exc}")
+        self._delivered += 1
+        return outcome
+
+    async def _deliver(
+        self, item: Delivery, duplicate: asyncio.Task[DeliveryOutcome] | None
+    ) -> None:
+        try:
+            outcome = await self._deliver_once(item.message)
+            if duplicate is not None and outcome.kind is not OutcomeKind.DONE:
+                # The duplicate may have won the claim and finished the step; then the
+                # message is done, and releasing it would only hold it for a lease.
+                other = await duplicate
+                if other.kind is OutcomeKind.DONE:
+                    outcome = other
+        finally:
+            self._in_flight.pop(item.receipt, None)
+        self._settle(item, outcome)
+
+    def _settle(self, item: Delivery, outcome: DeliveryOutcome) -> None:
+        message_id = item.message.message_id
+        if outcome.kind is OutcomeKind.DONE:
+            if not self._acks:
+                self._acks_since = time.monotonic()
+            self._acks.append(item.receipt)
+        elif outcome.kind is OutcomeKind.RETRY_LATER:
+            self._releases.append((item.receipt, outcome.retry_after_seconds))
+        elif outcome.kind is OutcomeKind.REJECTED:
+            self._errors += 1
+            self._rejected += 1
+            log.error("worker rejected message %s; dropping it: %s", message_id, outcome.detail)
+            if not self._acks:
+                self._acks_since = time.monotonic()
+            self._acks.append(item.receipt)
+        else:
+            self._errors += 1
+            delay = backoff_seconds(item.delivery_count, self._rng)
+            log.warning(
+                "delivery %d of %s failed; retrying in %.2fs: %s",
+                item.delivery_count,
+                message_id,
+                delay,
+                outcome.detail,
+            )
+            self._releases.append((item.receipt, delay))
+
+    # -- waiting -------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waker = self._waker
+        if waker is not None and not waker.done():
+            waker.set_result(None)
+        else:
+            self._is_woken = True
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, returning early when a delivery finishes or stop()."""
+        if self._is_woken or self._is_stopping:
+            self._is_woken = False
+            return
+        loop = asyncio.get_running_loop()
+        waker: asyncio.Future[None] = loop.create_future()
+        self._waker = waker
+        timer = loop.call_later(seconds, _resolve, waker)
+        try:
+            await waker
+        finally:
+            timer.cancel()
+            self._waker = None
+            self._is_woken = False
+
+    async def _flush_all(self) -> None:
+        """Commit every waiting ack and release (shutdown), retrying transient failures."""
+        assert self._db_thread is not None
+        loop = asyncio.get_running_loop()
+        for _ in range(_FLUSH_RETRY_LIMIT):
+            if not self._acks and not self._releases:
+                return
+            acks, self._acks = self._acks, []
+            releases, self._releases = self._releases, []
+            result = await loop.run_in_executor(
+                self._db_thread, self._queue_calls, acks, releases, 0, False
+            )
+            self._requeue_failed(result)
+            if result.failed_acks or result.failed_releases:
+                await asyncio.sleep(0.05)
+        log.error(
+            "could not flush %d ack(s) and %d release(s); those messages will be "
+            "delivered again when their leases expire",
+            len(self._acks),
+            len(self._releases),
+        )
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
