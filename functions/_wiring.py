@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.engine.engine import Engine
@@ -28,6 +29,7 @@ class Backend:
     store: StateStore
     queue: TaskQueue
     io_manager: IOManager | None
+    closers: tuple[Callable[[], None], ...] = ()
 
 
 def build_registry(settings: Settings) -> SagaRegistry:
@@ -53,6 +55,7 @@ def build_backend(settings: Settings) -> Backend:
             store=SQLiteStateStore(database),
             queue=SQLiteTaskQueue(database),
             io_manager=FilesystemIOManager(settings.data_dir / "outputs"),
+            closers=(database.close,),
         )
     if settings.backend == "memory":
         from infra.memory.io_manager import MemoryIOManager
@@ -78,6 +81,7 @@ def build_engine(settings: Settings) -> Engine:
         io_manager=backend.io_manager,
         faults=FaultPlan.parse(settings.faults),
         settings=RunnerSettings(inline_output_limit_bytes=settings.inline_output_limit_bytes),
+        closers=list(backend.closers),
     )
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from core.domain.records import Message
+from core.domain.records import Message, RunSnapshot, StepRecord
+from core.engine.planner import ordered_names
 from core.engine.executor import StepExecutor
 from core.engine.outputs import OutputStorage
 from core.engine.runs import RunService
@@ -38,6 +39,7 @@ class Engine:
     metrics: MetricsSink = field(default_factory=NullMetrics)
     settings: RunnerSettings = field(default_factory=RunnerSettings)
     rng: random.Random = field(default_factory=random.Random)
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.executor = StepExecutor()
@@ -79,6 +81,28 @@ class Engine:
             "sagas": self.registry.names(),
         }
 
+    def ordered_steps(self, snapshot: RunSnapshot) -> list[StepRecord]:
+        """The run's steps in execution order.
+
+        Stores return steps in their own key order (by name on SQLite, Firestore and
+        DynamoDB), so views order them by the saga definition; a saga this process does
+        not serve falls back to start time.
+        """
+        if snapshot.run.saga in self.registry:
+            try:
+                saga = self.registry.get(snapshot.run.saga)
+            except Exception:  # an unimportable saga module must not break read views
+                saga = None
+            if saga is not None:
+                return [snapshot.steps[name] for name in ordered_names(saga, snapshot.steps)]
+        return sorted(
+            snapshot.steps.values(),
+            key=lambda s: (s.started_at is None, s.started_at or 0.0, s.name),
+        )
+
     def close(self) -> None:
-        """Release threads held by the executor."""
+        """Release threads held by the executor and the adapters' connections."""
         self.executor.close()
+        for close in reversed(self.closers):
+            close()
+        self.closers.clear()
