@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from core.domain.records import Message, RunSnapshot, StepRecord
-from core.engine.planner import ordered_names
 from core.engine.executor import StepExecutor
 from core.engine.outputs import OutputStorage
+from core.engine.planner import ordered_names
 from core.engine.runs import RunService
 from core.engine.saga_runner import HandleResult, RunnerSettings, SagaRunner
 from core.engine.triggers import TriggerService
