@@ -81,6 +81,8 @@ class SQLiteDatabase:
         self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._connections_guard = threading.Lock()
         self._closed = False
+        self._counts = {"durable": 0, "light": 0, "units": 0}
+        self._counts_guard = threading.Lock()
         self._group = threading.Condition()
         self._pending: list[_Write] = []
         self._has_leader = False
@@ -104,6 +106,20 @@ class SQLiteDatabase:
     def describe(self) -> dict[str, str]:
         """The file this database lives in, for logs and error messages."""
         return {"backend": "local", "path": self._path}
+
+    def commit_counts(self) -> dict[str, int]:
+        """Commits made so far: ``durable`` (fsync'd), ``light`` (not) and ``units``.
+
+        ``units`` counts the write calls the commits carried; with group commit several
+        units share one commit. Benchmarks divide these by step transitions.
+        """
+        with self._counts_guard:
+            return dict(self._counts)
+
+    def _count_commit(self, *, durable: bool, units: int) -> None:
+        with self._counts_guard:
+            self._counts["durable" if durable else "light"] += 1
+            self._counts["units"] += units
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use."""
@@ -140,6 +156,7 @@ class SQLiteDatabase:
             try:
                 yield conn
                 conn.execute("COMMIT")
+                self._count_commit(durable=durable, units=1)
             except BaseException as exc:
                 self._rollback(conn)
                 if _is_unavailable(exc):
@@ -266,12 +283,14 @@ class SQLiteDatabase:
         try:
             conn = self.connection()
             with self._write_lock:
-                self._set_synchronous_txn(conn, durable=any(w.durable for w in batch))
+                is_durable = any(w.durable for w in batch)
+                self._set_synchronous_txn(conn, durable=is_durable)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     for item in batch:
                         _run_in_savepoint_txn(conn, item)
                     conn.execute("COMMIT")
+                    self._count_commit(durable=is_durable, units=len(batch))
                 except BaseException:
                     self._rollback(conn)
                     raise
