@@ -1,0 +1,599 @@
+"""Relay's HTTP API as one Starlette app: the public run API and the worker's delivery routes.
+
+The same app serves every host (DESIGN.md, "One app, three hosts"): ``functions/gcp.py``
+dispatches functions-framework requests into it, Mangum wraps it on Lambda, and
+``relay dev`` serves it with uvicorn. Each handler parses the request into one engine
+call and maps the outcome, or the engine error, to a status code; this module is where
+engine errors become HTTP outcomes (STYLE.md, section 5).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from core.domain.records import Message, RunRecord, RunSnapshot, StepRecord
+from core.domain.status import RunStatus
+from core.errors import (
+    ConcurrencyConflict,
+    ConfigurationError,
+    EngineError,
+    IdempotencyKeyReusedError,
+    InfrastructureError,
+    InputValidationError,
+    InvalidRunStateError,
+    RunNotFoundError,
+    UnknownSagaError,
+)
+from functions.auth import DeliveryVerifier, Forbidden, Unauthenticated
+
+if TYPE_CHECKING:
+    from core.engine.engine import Engine
+    from core.engine.runs import StartResult
+
+log = logging.getLogger("relay.http")
+
+PUBLIC_API: Final = "api"
+"""Route group: start runs, read and list them (``POST /v1/sagas/..``, ``GET /v1/runs..``)."""
+WORKER: Final = "worker"
+"""Route group: queue, event and scheduler deliveries (``/v1/steps``, ``/v1/events``...)."""
+ADMIN: Final = "admin"
+"""Route group: retry and cancel runs by hand; authenticated like deliveries."""
+ALL_ROUTES: Final = frozenset({PUBLIC_API, WORKER, ADMIN})
+
+MAX_BODY_BYTES: Final = 1024 * 1024
+MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
+DEFAULT_LIST_LIMIT: Final = 50
+MAX_LIST_LIMIT: Final = 1000
+INFRASTRUCTURE_RETRY_SECONDS: Final = 1.0
+
+T = TypeVar("T")
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class HttpError(Exception):
+    """Raised by a handler to refuse a request with ``status`` and a JSON error body.
+
+    The body is ``{"error": code, "message": message, **fields}``; callers treat 4xx
+    other than 401/403/429 as permanent, so only a request that can never succeed as
+    sent gets one.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        /,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        self.fields = fields
+
+    def response(self) -> JSONResponse:
+        """The response that refuses the request."""
+        body = {"error": self.code, "message": self.message, **self.fields}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def create_app(
+    *,
+    engine: Callable[[], Engine],
+    verifier: DeliveryVerifier,
+    include: frozenset[str] = ALL_ROUTES,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> Starlette:
+    """The ASGI app serving the route groups in ``include`` plus ``GET /healthz``.
+
+    Args:
+        engine: Returns the engine; called per request, in a worker thread, so the
+            first request (not the import) builds it and health checks never do.
+        verifier: Authenticates worker and admin requests before anything is parsed.
+        include: Route groups to serve (``PUBLIC_API``, ``WORKER``, ``ADMIN``), so a
+            public function does not expose the worker's routes.
+        max_body_bytes: Larger request bodies are refused with 413.
+
+    Raises:
+        ConfigurationError: ``include`` names an unknown route group.
+    """
+    unknown = sorted(include - ALL_ROUTES)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown route group(s) {unknown}; choose from {sorted(ALL_ROUTES)}"
+        )
+    api = _Api(engine=engine, verifier=verifier, max_body_bytes=max_body_bytes)
+    routes = [Route("/healthz", _guarded(api.healthz), methods=["GET"])]
+    if PUBLIC_API in include:
+        routes += [
+            Route("/v1/sagas/{name}/runs", _guarded(api.start_run), methods=["POST"]),
+            Route("/v1/runs", _guarded(api.list_runs), methods=["GET"]),
+            Route("/v1/runs/{run_id}", _guarded(api.get_run), methods=["GET"]),
+        ]
+    if WORKER in include:
+        routes += [
+            Route("/v1/steps", _guarded(api.deliver_step), methods=["POST"]),
+            Route("/v1/events", _guarded(api.deliver_event), methods=["POST"]),
+            Route("/v1/schedules/{name}", _guarded(api.fire_schedule), methods=["POST"]),
+        ]
+    if ADMIN in include:
+        routes += [
+            Route("/v1/runs/{run_id}/retry", _guarded(api.retry_run), methods=["POST"]),
+            Route("/v1/runs/{run_id}/cancel", _guarded(api.cancel_run), methods=["POST"]),
+        ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_exception, Exception: _unhandled_exception},
+    )
+
+
+class _Api:
+    """The handlers; each one parses, makes one engine call, and shapes the answer."""
+
+    def __init__(
+        self, *, engine: Callable[[], Engine], verifier: DeliveryVerifier, max_body_bytes: int
+    ) -> None:
+        self._engine = engine
+        self._verifier = verifier
+        self._max_body_bytes = max_body_bytes
+
+    async def healthz(self, request: Request) -> Response:
+        """Liveness only: answers without building the engine (cold start)."""
+        return JSONResponse({"status": "ok"})
+
+    async def start_run(self, request: Request) -> Response:
+        """``POST /v1/sagas/{name}/runs``: validate the input and start (or find) the run."""
+        name = request.path_params["name"]
+        key = _idempotency_key(request.headers)
+        raw_input = _parse_json(await self._body(request), what="request body")
+        result = await self._call(lambda e: e.runs.start(name, raw_input, idempotency_key=key))
+        return _started(result)
+
+    async def get_run(self, request: Request) -> Response:
+        """``GET /v1/runs/{run_id}``: the run with its steps in definition order."""
+        run_id = request.path_params["run_id"]
+        return JSONResponse(await self._call(lambda e: _run_view_of(e, run_id)))
+
+    async def list_runs(self, request: Request) -> Response:
+        """``GET /v1/runs?saga=&status=&limit=``: run headers, newest first."""
+        query = request.query_params
+        saga = query.get("saga") or None
+        statuses = _statuses(query.getlist("status"))
+        limit = _limit(query.get("limit"))
+        runs = await self._call(lambda e: e.runs.list(saga=saga, statuses=statuses, limit=limit))
+        return JSONResponse({"runs": [run_header_view(run) for run in runs]})
+
+    async def deliver_step(self, request: Request) -> Response:
+        """``POST /v1/steps``: one queue delivery; 200 acknowledges, 503 asks for redelivery."""
+        body = await self._authenticated_body(request)
+        message = _parse_message(body)
+        request.state.run_id = message.run_id
+        result = await self._call(lambda e: e.handle(message))
+        if result.is_done:
+            return JSONResponse({"status": "done", "detail": result.detail})
+        retry = {"status": "retry", "detail": result.detail}
+        return _retry_later(result.retry_after_seconds, retry)
+
+    async def deliver_event(self, request: Request) -> Response:
+        """``POST /v1/events``: start a run of every saga subscribed to the topic."""
+        body = await self._authenticated_body(request)
+        topic, data, event_id = _parse_event(_parse_json(body, what="event"))
+        try:
+            outcome = await self._call(
+                lambda e: e.triggers.publish(topic=topic, data=data, event_id=event_id)
+            )
+        except ValueError as exc:  # publish's documented answer to a malformed topic or id
+            raise HttpError(400, "malformed_event", str(exc)) from None
+        runs = [started.run.run_id for started in outcome.started]
+        return JSONResponse({"runs": runs, "rejected": outcome.rejected}, status_code=202)
+
+    async def fire_schedule(self, request: Request) -> Response:
+        """``POST /v1/schedules/{name}``: start the run of one scheduled time (idempotent)."""
+        from core.engine.triggers import UnknownScheduleError  # the engine is loaded by now
+
+        body = await self._authenticated_body(request)
+        name = request.path_params["name"]
+        scheduled_at = _scheduled_time(body, request.headers)
+        try:
+            result = await self._call(
+                lambda e: e.triggers.fire_schedule(name=name, scheduled_at=scheduled_at)
+            )
+        except UnknownScheduleError as exc:
+            raise HttpError(404, "unknown_schedule", str(exc), schedule=name) from None
+        return _started(result)
+
+    async def retry_run(self, request: Request) -> Response:
+        """``POST /v1/runs/{run_id}/retry``: resume a FAILED run with fresh retry budgets."""
+        await self._authenticated_body(request)
+        run_id = request.state.run_id = request.path_params["run_id"]
+        return JSONResponse(await self._call(lambda e: _run_view_after(e, run_id, e.runs.retry)))
+
+    async def cancel_run(self, request: Request) -> Response:
+        """``POST /v1/runs/{run_id}/cancel``: undo finished steps, then end CANCELLED."""
+        await self._authenticated_body(request)
+        run_id = request.state.run_id = request.path_params["run_id"]
+        return JSONResponse(await self._call(lambda e: _run_view_after(e, run_id, e.runs.cancel)))
+
+    # -- shared --------------------------------------------------------------------
+
+    async def _call(self, operation: Callable[[Engine], T]) -> T:
+        """Run ``operation`` on the engine in a worker thread (the engine blocks)."""
+        return await run_in_threadpool(_with_engine, self._engine, operation)
+
+    async def _body(self, request: Request) -> bytes:
+        return await _read_body(request, limit=self._max_body_bytes)
+
+    async def _authenticated_body(self, request: Request) -> bytes:
+        """The body, once the verifier accepted it; nothing is parsed before that."""
+        body = await self._body(request)
+        try:
+            # In a thread: verifiers may read a key file or fetch signing certificates.
+            await run_in_threadpool(self._verifier.verify, body, request.headers)
+        except Unauthenticated as exc:
+            raise HttpError(401, "unauthenticated", str(exc)) from None
+        except Forbidden as exc:
+            raise HttpError(403, "forbidden", str(exc)) from None
+        return body
+
+
+def _with_engine(factory: Callable[[], Engine], operation: Callable[[Engine], T]) -> T:
+    return operation(factory())
+
+
+# -- error mapping -------------------------------------------------------------------
+
+
+def _guarded(endpoint: Endpoint) -> Endpoint:
+    """Turn every way ``endpoint`` can fail into a JSON response; nothing escapes.
+
+    Nothing may escape because under functions-framework an exception would reach its
+    plain-text 500 handler, and under Starlette's own error middleware it is re-raised
+    after the response is sent.
+    """
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except HttpError as exc:
+            return exc.response()
+        except EngineError as exc:
+            mapped = _engine_error(exc)
+            if mapped is None:
+                return _internal_error(request, exc)
+            if mapped.status >= 500:
+                log.warning("request deferred: %s", exc, extra=_log_context(request))
+            return mapped.response()
+        except Exception as exc:
+            return _internal_error(request, exc)
+
+    return guarded
+
+
+def _engine_error(exc: EngineError) -> HttpError | None:
+    """The HTTP answer to an engine error the caller can act on; None for our own bugs."""
+    if isinstance(exc, UnknownSagaError):
+        return HttpError(404, "unknown_saga", str(exc), saga=exc.saga)
+    if isinstance(exc, RunNotFoundError):
+        return HttpError(404, "run_not_found", str(exc), run_id=exc.run_id)
+    if isinstance(exc, InputValidationError):
+        return HttpError(422, "invalid_input", str(exc), detail=exc.errors)
+    if isinstance(exc, IdempotencyKeyReusedError):
+        return HttpError(409, "idempotency_key_reused", str(exc), run_id=exc.run_id)
+    if isinstance(exc, InvalidRunStateError):
+        return HttpError(409, "invalid_run_state", str(exc), run_id=exc.run_id, status=exc.status)
+    if isinstance(exc, InfrastructureError | ConcurrencyConflict):
+        # Both pass: a backend that was busy or a run that kept changing under us.
+        return HttpError(
+            503,
+            "unavailable",
+            str(exc),
+            headers={"Retry-After": _retry_after_header(INFRASTRUCTURE_RETRY_SECONDS)},
+            retry_after_seconds=INFRASTRUCTURE_RETRY_SECONDS,
+        )
+    return None
+
+
+def _internal_error(request: Request, exc: BaseException) -> Response:
+    """Log the failure with its traceback; answer 500 (queues redeliver) without one."""
+    log.error("request failed: %s", type(exc).__name__, exc_info=exc, extra=_log_context(request))
+    return JSONResponse(
+        {"error": "internal", "message": "internal error; it was logged and may be retried"},
+        status_code=500,
+    )
+
+
+def _log_context(request: Request) -> dict[str, Any]:
+    context: dict[str, Any] = {"method": request.method, "path": request.url.path}
+    run_id = getattr(request.state, "run_id", None)
+    if run_id is not None:
+        context["run_id"] = run_id
+    return context
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Routing errors (no such path, wrong method) as JSON, like every other error."""
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return JSONResponse(
+        {"error": codes.get(exc.status_code, "http_error"), "message": message},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _unhandled_exception(request: Request, exc: Exception) -> Response:
+    """Last resort outside any handler (middleware); handlers never let errors escape."""
+    return _internal_error(request, exc)
+
+
+# -- request parsing -----------------------------------------------------------------
+
+
+async def _read_body(request: Request, *, limit: int) -> bytes:
+    """The request body, refusing (413) more than ``limit`` bytes before buffering them."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise HttpError(
+                400, "invalid_header", "Content-Length is not a number", header="Content-Length"
+            )
+        if int(declared) > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> HttpError:
+    return HttpError(413, "body_too_large", f"request body exceeds {limit} bytes", limit=limit)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_json(body: bytes, *, what: str) -> Any:
+    """Strict JSON: UTF-8, not empty, no NaN/Infinity (they cannot be stored as JSON)."""
+    if not body.strip():
+        raise HttpError(400, "malformed_json", f"{what} is empty; send a JSON document")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HttpError(400, "malformed_json", f"{what} is not UTF-8 encoded") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise HttpError(400, "malformed_json", f"{what} is not valid JSON: {exc}") from None
+
+
+def _json_object(body: bytes, *, what: str) -> dict[str, Any]:
+    payload = _parse_json(body, what=what)
+    if not isinstance(payload, dict):
+        raise HttpError(400, f"malformed_{what}", f"{what} must be a JSON object")
+    return payload
+
+
+def _idempotency_key(headers: Headers) -> str | None:
+    """The ``Idempotency-Key`` header, checked: it becomes part of a stored run id."""
+    values = headers.getlist("idempotency-key")
+    if not values:
+        return None
+    key = values[0]
+    is_valid = (
+        len(values) == 1
+        and 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH
+        and all(" " <= char <= "~" for char in key)
+    )
+    if not is_valid:
+        raise HttpError(
+            400,
+            "invalid_header",
+            f"Idempotency-Key must be one header of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} "
+            "printable ASCII characters",
+            header="Idempotency-Key",
+        )
+    return key
+
+
+def _query_error(parameter: str, message: str, error_type: str) -> HttpError:
+    detail = [{"loc": ["query", parameter], "msg": message, "type": error_type}]
+    return HttpError(
+        422,
+        "invalid_query",
+        f"query parameter {parameter!r}: {message}",
+        parameter=parameter,
+        detail=detail,
+    )
+
+
+def _statuses(values: Sequence[str]) -> list[RunStatus] | None:
+    """``status=A&status=B`` or ``status=A,B``; None when absent (any status)."""
+    names = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    if not names:
+        return None
+    try:
+        return [RunStatus(name.upper()) for name in names]
+    except ValueError:
+        allowed = ", ".join(status.value for status in RunStatus)
+        raise _query_error("status", f"must be one of {allowed}", "enum") from None
+
+
+def _limit(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_LIST_LIMIT
+    try:
+        limit = int(text.strip())
+    except ValueError:
+        raise _query_error("limit", "must be an integer", "int_parsing") from None
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise _query_error("limit", f"must be between 1 and {MAX_LIST_LIMIT}", "range")
+    return limit
+
+
+def _parse_message(body: bytes) -> Message:
+    payload = _json_object(body, what="message")
+    try:
+        return Message.from_json(payload)
+    except (ValueError, TypeError) as exc:
+        raise HttpError(400, "malformed_message", str(exc)) from None
+
+
+def _parse_event(payload: Any) -> tuple[str, Any, str]:
+    """``{"topic": str, "data": any JSON, "id": str}`` into its three parts."""
+    if not isinstance(payload, dict):
+        raise HttpError(400, "malformed_event", "event must be a JSON object")
+    topic, event_id = payload.get("topic"), payload.get("id")
+    for field, value in (("topic", topic), ("id", event_id)):
+        if not isinstance(value, str) or not value:
+            message = f"event field {field!r} must be a non-empty string"
+            raise HttpError(400, "malformed_event", message)
+    assert isinstance(topic, str) and isinstance(event_id, str)
+    return topic, payload.get("data"), event_id
+
+
+SCHEDULE_TIME_HEADER: Final = "X-CloudScheduler-ScheduleTime"
+"""Cloud Scheduler's own scheduled time, used when the body names none."""
+
+
+def _scheduled_time(body: bytes, headers: Headers) -> float:
+    """The scheduled time: the body's ``scheduled_time``, the scheduler's header, or now.
+
+    Retried invocations must name the same time to find the same run; "now" is only a
+    fallback for hand-made calls.
+    """
+    text: Any = None
+    if body.strip():
+        text = _json_object(body, what="schedule").get("scheduled_time")
+    text = text if text is not None else headers.get(SCHEDULE_TIME_HEADER)
+    if text is None:
+        return time.time()
+    if not isinstance(text, str):
+        raise HttpError(400, "malformed_schedule", "scheduled_time must be an ISO-8601 string")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise HttpError(
+            400, "malformed_schedule", f"scheduled_time {text!r} is not an ISO-8601 time"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+# -- responses -----------------------------------------------------------------------
+
+
+def _started(result: StartResult) -> Response:
+    run = result.run
+    return JSONResponse(
+        {"run_id": run.run_id, "status": run.status.value, "created": result.is_created},
+        status_code=202,
+        headers={"Location": f"/v1/runs/{run.run_id}"},
+    )
+
+
+def _retry_after_header(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))
+
+
+def _retry_later(seconds: float, body: dict[str, Any]) -> Response:
+    """503 with ``Retry-After`` (whole seconds, at least 1); queues redeliver after it."""
+    return JSONResponse(
+        {**body, "retry_after_seconds": seconds},
+        status_code=503,
+        headers={"Retry-After": _retry_after_header(seconds)},
+    )
+
+
+def iso_time(epoch_seconds: float | None) -> str | None:
+    """An epoch time as ISO-8601 UTC with milliseconds (``...T12:00:00.000Z``)."""
+    if epoch_seconds is None:
+        return None
+    moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def run_header_view(run: RunRecord) -> dict[str, Any]:
+    """The public JSON view of a run header (list entries, and the top of a run view)."""
+    return {
+        "run_id": run.run_id,
+        "saga": run.saga,
+        "status": run.status.value,
+        "input": run.input,
+        "output": run.output,
+        "error": run.error,
+        "created_at": iso_time(run.created_at),
+        "updated_at": iso_time(run.updated_at),
+    }
+
+
+def step_view(step: StepRecord) -> dict[str, Any]:
+    """The public JSON view of one step record."""
+    return {
+        "name": step.name,
+        "status": step.status.value,
+        "attempts": step.attempt,
+        "started_at": iso_time(step.started_at),
+        "finished_at": iso_time(step.finished_at),
+        "error": step.error,
+    }
+
+
+def run_view(snapshot: RunSnapshot, step_order: Sequence[str] | None = None) -> dict[str, Any]:
+    """The public JSON view of a run with its steps.
+
+    Steps follow ``step_order`` (the saga's definition order); without it, the order
+    they started in, unstarted steps last.
+    """
+    records = list(snapshot.steps.values())
+    if step_order:
+        rank = {name: index for index, name in enumerate(step_order)}
+        records.sort(key=lambda r: rank.get(r.name, len(rank)))
+    else:
+        records.sort(key=lambda r: (r.started_at is None, r.started_at or 0.0))
+    return {**run_header_view(snapshot.run), "steps": [step_view(r) for r in records]}
+
+
+def _step_order(engine: Engine, saga: str) -> list[str] | None:
+    try:
+        return list(engine.registry.get(saga).steps)
+    except EngineError:  # a saga this process does not serve: fall back to start order
+        return None
+
+
+def _run_view_of(engine: Engine, run_id: str) -> dict[str, Any]:
+    snapshot = engine.runs.get(run_id)
+    return run_view(snapshot, _step_order(engine, snapshot.run.saga))
+
+
+def _run_view_after(
+    engine: Engine, run_id: str, operation: Callable[[str], RunRecord]
+) -> dict[str, Any]:
+    operation(run_id)
+    return _run_view_of(engine, run_id)

@@ -1,0 +1,106 @@
+"""functions-framework targets for Cloud Run functions: ``api``, ``worker`` and ``relay``.
+
+Each target receives the framework's Starlette ``Request`` and dispatches it through
+Relay's own routed app (``functions/app.py``), returning the captured response, so one
+target serves a whole route table (DESIGN.md, "One app, three hosts")::
+
+    functions-framework --asgi --source functions/gcp.py --target relay
+
+Target names are stable: Terraform's ``entry_point`` refers to them. Importing this
+module builds no engine and opens no database; the first request that needs the engine
+builds it (``functions._wiring.get_engine``), so health checks stay cheap.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+# ``--source functions/gcp.py`` loads this file as a top-level module named "gcp" and
+# puts only functions/ on sys.path; the project root must be importable for
+# ``functions.*`` and ``core.*`` when the bundle is not pip-installed (a deployed
+# source upload).
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
+
+from functions_framework import aio  # noqa: E402
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import Response  # noqa: E402
+from starlette.types import ASGIApp, Message  # noqa: E402
+
+from functions.app import ADMIN, ALL_ROUTES, PUBLIC_API, WORKER, create_app  # noqa: E402
+from functions.auth import DeliveryVerifier, LazyVerifier  # noqa: E402
+from functions.logs import configure_logging  # noqa: E402
+
+if TYPE_CHECKING:
+    from core.engine.engine import Engine
+
+configure_logging()
+
+
+def _engine() -> Engine:
+    # Imported here: the engine modules (and, through the backend, SQLite or a cloud SDK)
+    # load on the first request that needs them, not at cold start.
+    from functions._wiring import get_engine
+
+    return get_engine()
+
+
+def _verifier() -> DeliveryVerifier:
+    from functions._wiring import get_settings
+    from functions.auth import verifier_for
+
+    return verifier_for(get_settings())
+
+
+_VERIFIER = LazyVerifier(_verifier)
+_API_APP = create_app(engine=_engine, verifier=_VERIFIER, include=frozenset({PUBLIC_API}))
+_WORKER_APP = create_app(engine=_engine, verifier=_VERIFIER, include=frozenset({WORKER, ADMIN}))
+_RELAY_APP = create_app(engine=_engine, verifier=_VERIFIER, include=ALL_ROUTES)
+
+# Keys the framework's own routing put in the scope; Relay's router sets its own.
+_FRAMEWORK_SCOPE_KEYS = ("app", "router", "endpoint", "route", "path_params")
+
+
+async def dispatch(app: ASGIApp, request: Request) -> Response:
+    """Run ``request`` through ``app`` and return the response it sent, buffered.
+
+    The framework already matched the request to the target's catch-all route; Relay's
+    app matches it again on the full path. Our handlers never raise (they answer 500
+    themselves), so the framework's plain-text error handler is never reached.
+    """
+    scope = {k: v for k, v in request.scope.items() if k not in _FRAMEWORK_SCOPE_KEYS}
+    captured: dict[str, Any] = {"status": 500, "headers": []}
+    chunks: list[bytes] = []
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            captured["status"] = message["status"]
+            captured["headers"] = list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, request.receive, send)
+    response = Response(content=b"".join(chunks), status_code=captured["status"])
+    response.raw_headers = captured["headers"]  # as sent, content-length included
+    return response
+
+
+@aio.http
+async def api(request: Request) -> Response:
+    """Public API: start runs, read and list them, and ``/healthz``."""
+    return await dispatch(_API_APP, request)
+
+
+@aio.http
+async def worker(request: Request) -> Response:
+    """Deliveries (steps, events, schedules), retry/cancel by hand, and ``/healthz``."""
+    return await dispatch(_WORKER_APP, request)
+
+
+@aio.http
+async def relay(request: Request) -> Response:
+    """Every route in one function (``relay dev`` and small deployments)."""
+    return await dispatch(_RELAY_APP, request)
