@@ -249,7 +249,8 @@ class _Api:
             # In a thread: verifiers may read a key file or fetch signing certificates.
             await run_in_threadpool(self._verifier.verify, body, request.headers)
         except Unauthenticated as exc:
-            raise HttpError(401, "unauthenticated", str(exc)) from None
+            challenge = {"WWW-Authenticate": exc.challenge}
+            raise HttpError(401, "unauthenticated", str(exc), headers=challenge) from None
         except Forbidden as exc:
             raise HttpError(403, "forbidden", str(exc)) from None
         return body
@@ -580,16 +581,9 @@ def run_view(snapshot: RunSnapshot, step_order: Sequence[str] | None = None) -> 
     return {**run_header_view(snapshot.run), "steps": [step_view(r) for r in records]}
 
 
-def _step_order(engine: Engine, saga: str) -> list[str] | None:
-    try:
-        return list(engine.registry.get(saga).steps)
-    except EngineError:  # a saga this process does not serve: fall back to start order
-        return None
-
-
 def _run_view_of(engine: Engine, run_id: str) -> dict[str, Any]:
     snapshot = engine.runs.get(run_id)
-    return run_view(snapshot, _step_order(engine, snapshot.run.saga))
+    return run_view(snapshot, [step.name for step in engine.ordered_steps(snapshot)])
 
 
 def _run_view_after(

@@ -18,7 +18,14 @@ from functions._settings import Settings
 
 
 class Unauthenticated(Exception):
-    """Raised when a delivery carries no credentials at all (HTTP 401)."""
+    """Raised when a delivery carries no credentials at all (HTTP 401).
+
+    ``challenge`` is the ``WWW-Authenticate`` value telling the caller what to present.
+    """
+
+    def __init__(self, message: str, *, challenge: str) -> None:
+        super().__init__(message)
+        self.challenge = challenge
 
 
 class Forbidden(Exception):
@@ -77,7 +84,10 @@ class HmacVerifier:
         """
         header = header_value(headers, signing.SIGNATURE_HEADER)
         if not header:
-            raise Unauthenticated(f"missing {signing.SIGNATURE_HEADER} header")
+            raise Unauthenticated(
+                f"missing {signing.SIGNATURE_HEADER} header",
+                challenge=f'Relay-HMAC header="{signing.SIGNATURE_HEADER}"',
+            )
         try:
             signing.verify(
                 request_body,

@@ -31,23 +31,12 @@ def clean_environment() -> Iterator[None]:
     saved_handlers, saved_level = list(root.handlers), root.level
     STEP_CALLS.clear()
     yield
-    _close_cached_engine()
+    _wiring.reset_engine()  # closes the cached engine and its database
     os.environ.clear()
     os.environ.update(saved_environ)
     sys.path[:] = saved_path
     root.handlers[:] = saved_handlers
     root.setLevel(saved_level)
-
-
-def _close_cached_engine() -> None:
-    # reset_engine() closes the engine's executor but not the store's SQLite database,
-    # so the database is closed here first (reported; Engine.close should own it).
-    cached = _wiring._engine
-    if cached is not None:
-        database = getattr(cached.store, "database", None)
-        if database is not None:
-            database.close()
-    _wiring.reset_engine()
 
 
 @pytest.fixture

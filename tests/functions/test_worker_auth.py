@@ -105,6 +105,8 @@ def test_unauthenticated_or_forged_step_delivery_is_refused_and_changes_nothing(
 
     assert response.status_code == status
     assert response.json()["error"] == ("unauthenticated" if status == 401 else "forbidden")
+    if status == 401:
+        assert response.headers["www-authenticate"].startswith("Relay-HMAC")
     assert snapshot(sqlite_store, started_run.run_id) == before
     assert sqlite_queue.pending_count() == 1
     assert STEP_CALLS == {}
