@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from core.domain.records import Message, RunRecord, RunSnapshot, StepRecord
 from core.domain.status import RunStatus
+from core.domain.triggers import validate_topic
 from core.errors import (
     ConcurrencyConflict,
     ConfigurationError,
@@ -197,12 +198,9 @@ class _Api:
         """``POST /v1/events``: start a run of every saga subscribed to the topic."""
         body = await self._authenticated_body(request)
         topic, data, event_id = _parse_event(_parse_json(body, what="event"))
-        try:
-            outcome = await self._call(
-                lambda e: e.triggers.publish(topic=topic, data=data, event_id=event_id)
-            )
-        except ValueError as exc:  # publish's documented answer to a malformed topic or id
-            raise HttpError(400, "malformed_event", str(exc)) from None
+        outcome = await self._call(
+            lambda e: e.triggers.publish(topic=topic, data=data, event_id=event_id)
+        )
         runs = [started.run.run_id for started in outcome.started]
         return JSONResponse({"runs": runs, "rejected": outcome.rejected}, status_code=202)
 
@@ -475,6 +473,10 @@ def _parse_event(payload: Any) -> tuple[str, Any, str]:
             message = f"event field {field!r} must be a non-empty string"
             raise HttpError(400, "malformed_event", message)
     assert isinstance(topic, str) and isinstance(event_id, str)
+    try:
+        validate_topic(topic)  # here, so a ValueError from deeper down stays a 500
+    except ValueError as exc:
+        raise HttpError(400, "malformed_event", str(exc)) from None
     return topic, payload.get("data"), event_id
 
 
