@@ -1,0 +1,636 @@
+"""``relay dev``: the whole stack on one machine, on the embedded (SQLite) backend.
+
+One process serves the HTTP API, runs the queue dispatcher and the sweeper, and
+supervises N worker processes, each the same functions-framework target a Cloud Run
+function runs (``functions/gcp.py``, target ``worker``)::
+
+    relay dev ──┬── uvicorn: the full API on 127.0.0.1:PORT
+                ├── Dispatcher: SQLite queue ──signed POST /v1/steps──> workers
+                ├── sweeper: re-drives runs that made no progress
+                ├── background tasks (the cron loop hooks in here)
+                └── supervisor: functions-framework --target worker, xN, restarted on exit
+
+``--in-process`` skips the workers and hands messages to the engine in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import httpx
+import uvicorn
+
+from core.errors import ConfigurationError, EngineError
+from core.faults import FaultKind, FaultPlan
+from functions._settings import Settings
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from core.engine.engine import Engine
+    from infra.local.dispatcher import Dispatcher, HttpDelivery
+
+log = logging.getLogger("relay.dev")
+
+HOST: Final = "127.0.0.1"
+"""Every server of the dev stack binds to loopback only: it has no production auth."""
+
+WORKER_SOURCE: Final = Path(__file__).resolve().parent / "gcp.py"
+WORKER_TARGET: Final = "worker"
+STEPS_PATH: Final = "/v1/steps"
+
+BackgroundTask = Callable[["Engine"], Awaitable[None]]
+"""A coroutine function run beside the stack from start to stop (cancelled at stop).
+
+This is the hook for the local scheduler (cron loop): ``DevStack(background_tasks=[...])``.
+"""
+
+_OUTPUT_LINE_LIMIT: Final = 1024 * 1024
+# What gunicorn's arbiter logs when it reaps a worker that died (functions-framework
+# --asgi runs the app under gunicorn, whose master respawns the worker by itself).
+_GUNICORN_CRASH_MARKERS: Final = (b"exited with code", b"was sent code", b"was sent SIG")
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn without its signal handling: the dev stack owns SIGINT/SIGTERM.
+
+    ``uvicorn.Server.serve`` re-raises a captured signal after shutdown, which would end
+    the process with the signal's status instead of the clean exit ``relay dev`` owes.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Leave signal handling to ``run_dev``."""
+        yield
+
+
+@dataclasses.dataclass
+class WorkerProcess:
+    """One supervised worker: its slot, current process and port, and restart count."""
+
+    index: int
+    port: int = 0
+    process: asyncio.subprocess.Process | None = None
+    is_ready: bool = False
+    restarts: int = 0
+    crashes: int = 0
+
+    @property
+    def base_url(self) -> str:
+        """Where this worker listens."""
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def name(self) -> str:
+        """How logs refer to this worker."""
+        return f"worker-{self.index}"
+
+
+class WorkerSupervisor:
+    """Starts N functions-framework worker processes and keeps them running.
+
+    A worker that exits (a ``crash`` fault, an import error) is started again on a fresh
+    port and routed to only once it answers ``/healthz``; one that keeps dying is
+    restarted with a growing pause. Each process leads its own process group, so a
+    Ctrl-C in the terminal reaches the dev stack only, and the stack stops the workers
+    in order (after the dispatcher has finished its in-flight deliveries).
+
+    Args:
+        count: How many workers.
+        environ: Their environment (data dir, faults, signing key, saga modules).
+        on_routes_changed: Called with the ``/v1/steps`` URLs of the ready workers
+            whenever that set changes.
+        source: The functions-framework source file.
+        health_timeout_seconds: How long a starting worker may take to answer.
+    """
+
+    def __init__(
+        self,
+        *,
+        count: int,
+        environ: Mapping[str, str],
+        on_routes_changed: Callable[[list[str]], None],
+        source: Path = WORKER_SOURCE,
+        health_timeout_seconds: float = 60.0,
+    ) -> None:
+        self.workers = [WorkerProcess(index=i + 1) for i in range(count)]
+        self._environ = dict(environ)
+        self._on_routes_changed = on_routes_changed
+        self._source = source
+        self._health_timeout_seconds = health_timeout_seconds
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._first_ready: dict[int, asyncio.Future[None]] = {}
+        self._client = httpx.AsyncClient(timeout=2.0, trust_env=False)
+
+    @property
+    def pids(self) -> list[int]:
+        """PIDs of the worker processes now running."""
+        return [w.process.pid for w in self.workers if w.process and w.process.returncode is None]
+
+    async def start(self) -> None:
+        """Start every worker and wait until each answers ``/healthz``.
+
+        Raises:
+            ConfigurationError: a worker did not become healthy in time.
+        """
+        loop = asyncio.get_running_loop()
+        for worker in self.workers:
+            self._first_ready[worker.index] = loop.create_future()
+            self._tasks.append(loop.create_task(self._supervise(worker), name=worker.name))
+        waiting = list(self._first_ready.values())
+        _, pending = await asyncio.wait(waiting, timeout=self._health_timeout_seconds)
+        if pending:
+            raise ConfigurationError(
+                f"{len(pending)} of {len(self.workers)} worker(s) did not answer /healthz "
+                f"within {self._health_timeout_seconds:g}s; see their output above "
+                f"(command: {' '.join(self._command(0))})"
+            )
+
+    async def stop(self, *, timeout_seconds: float = 10.0) -> None:
+        """Stop supervising, SIGTERM every worker's process group, SIGKILL stragglers."""
+        self._stopping.set()
+        processes = [w.process for w in self.workers if w.process is not None]
+        for process in processes:
+            _signal_group(process, signal.SIGTERM)
+        waits = [asyncio.ensure_future(p.wait()) for p in processes]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=timeout_seconds)
+            for process in processes:
+                if process.returncode is None:
+                    log.warning("worker pid %d ignored SIGTERM; killing it", process.pid)
+                _signal_group(process, signal.SIGKILL)
+            if pending:
+                await asyncio.wait(pending)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._client.aclose()
+
+    async def _supervise(self, worker: WorkerProcess) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            worker.port = free_port()
+            process = await asyncio.create_subprocess_exec(
+                *self._command(worker.port),
+                env=self._environ,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                limit=_OUTPUT_LINE_LIMIT,
+            )
+            worker.process = process
+            output = asyncio.create_task(self._forward_output(worker, process))
+            started = time.monotonic()
+            is_healthy = await self._wait_healthy(worker, process)
+            if is_healthy:
+                worker.is_ready = True
+                self._routes_changed()
+                first = self._first_ready[worker.index]
+                if not first.done():
+                    first.set_result(None)
+            elif process.returncode is None:
+                log.error("%s did not answer /healthz in time; restarting it", worker.name)
+                _signal_group(process, signal.SIGKILL)
+            code = await process.wait()
+            await output
+            if worker.is_ready:
+                worker.is_ready = False
+                self._routes_changed()
+            if self._stopping.is_set():
+                return
+            uptime = time.monotonic() - started
+            failures = 0 if is_healthy and uptime > 10 else failures + 1
+            pause = 0.0 if failures <= 1 else min(5.0, 0.25 * 2 ** (failures - 2))
+            worker.restarts += 1
+            log.warning(
+                "%s (pid %d, port %d) exited with code %s after %.1fs; restarting%s",
+                worker.name,
+                process.pid,
+                worker.port,
+                code,
+                uptime,
+                f" in {pause:.2g}s" if pause else "",
+                extra={"worker": worker.name, "exit_code": code, "restarts": worker.restarts},
+            )
+            await asyncio.sleep(pause)
+
+    def _command(self, port: int) -> list[str]:
+        # ``python -m functions_framework`` is the functions-framework console script
+        # run by this interpreter: the same venv, whatever PATH says.
+        return [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            "--asgi",
+            "--source",
+            str(self._source),
+            "--target",
+            WORKER_TARGET,
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+        ]
+
+    async def _wait_healthy(
+        self, worker: WorkerProcess, process: asyncio.subprocess.Process
+    ) -> bool:
+        deadline = time.monotonic() + self._health_timeout_seconds
+        while time.monotonic() < deadline and process.returncode is None:
+            with contextlib.suppress(httpx.HTTPError):
+                response = await self._client.get(f"{worker.base_url}/healthz")
+                if response.status_code == 200:
+                    return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def _forward_output(
+        self, worker: WorkerProcess, process: asyncio.subprocess.Process
+    ) -> None:
+        """Copy the worker's output to ours, noticing when gunicorn replaced a dead worker.
+
+        Lines are copied unchanged so JSON log lines stay parseable.
+        """
+        stream = process.stdout
+        assert stream is not None
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # a line longer than the limit: pass a chunk through
+                line = await stream.read(_OUTPUT_LINE_LIMIT)
+            if not line:
+                return
+            sys.stderr.write(line.decode(errors="replace"))
+            sys.stderr.flush()
+            if b"Worker (pid:" in line and any(m in line for m in _GUNICORN_CRASH_MARKERS):
+                worker.crashes += 1
+                log.warning(
+                    "%s: a worker process died (%s); gunicorn restarted it",
+                    worker.name,
+                    line.decode(errors="replace").strip(),
+                    extra={"worker": worker.name, "crashes": worker.crashes},
+                )
+
+    def _routes_changed(self) -> None:
+        self._on_routes_changed([f"{w.base_url}{STEPS_PATH}" for w in self.workers if w.is_ready])
+
+
+class DevStack:
+    """The local stack of ``relay dev``: API server, dispatcher, sweeper, workers.
+
+    Usable from tests: ``await stack.start()``, talk to ``stack.api_url``, then
+    ``await stack.stop()``.
+
+    Args:
+        data_dir: Where the SQLite database, signing key and outputs live.
+        port: API port on 127.0.0.1; 0 picks a free one (see ``api_url``).
+        workers: Worker processes (ignored with ``in_process``).
+        in_process: Deliver to the engine in this process instead of to workers.
+        environ: The environment settings come from and workers inherit
+            (``os.environ`` when None); ``RELAY_DATA_DIR`` and ``RELAY_BACKEND`` are set
+            from ``data_dir`` and to ``local``.
+        background_tasks: Extra coroutine functions run from start to stop, each given
+            the engine (the scheduler's cron loop).
+        concurrency: Deliveries in flight at once.
+        sweep_interval_seconds: How often the sweeper looks for stalled runs.
+        stale_after_seconds: How long a run may make no progress before the sweeper
+            re-drives it.
+        dispatch_deadline_seconds: Longest one HTTP delivery may take.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        port: int = 8080,
+        workers: int = 2,
+        in_process: bool = False,
+        environ: Mapping[str, str] | None = None,
+        background_tasks: Sequence[BackgroundTask] = (),
+        concurrency: int = 32,
+        sweep_interval_seconds: float = 5.0,
+        stale_after_seconds: float = 30.0,
+        dispatch_deadline_seconds: float = 600.0,
+    ) -> None:
+        if not in_process and workers < 1:
+            raise ConfigurationError("relay dev needs at least one worker, or --in-process")
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self.worker_count = 0 if in_process else workers
+        self.is_in_process = in_process
+        env = dict(os.environ if environ is None else environ)
+        env["RELAY_DATA_DIR"] = str(self.data_dir)
+        env["RELAY_BACKEND"] = "local"
+        self.environ = env
+        self.settings = Settings.from_env(env)
+        self.faults = FaultPlan.parse(self.settings.faults)
+        self._background_tasks = list(background_tasks)
+        self._concurrency = concurrency
+        self._sweep_interval_seconds = sweep_interval_seconds
+        self._stale_after_seconds = stale_after_seconds
+        self._dispatch_deadline_seconds = dispatch_deadline_seconds
+        self._engine: Engine | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._supervisor: WorkerSupervisor | None = None
+        self._server: _Server | None = None
+        self._server_task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- public --------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        """The API's base URL (the bound port once started)."""
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def engine(self) -> Engine:
+        """The engine of this process (API, sweeper, in-process deliveries)."""
+        if self._engine is None:
+            raise RuntimeError("DevStack is not started")
+        return self._engine
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The dispatcher, for its counters."""
+        if self._dispatcher is None:
+            raise RuntimeError("DevStack is not started")
+        return self._dispatcher
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """PIDs of the running worker processes (empty in-process)."""
+        return self._supervisor.pids if self._supervisor else []
+
+    def banner(self) -> str:
+        """The one startup line: API URL, data dir, workers and faults."""
+        if self._supervisor is None:
+            workers = "in-process"
+        else:
+            urls = ", ".join(w.base_url for w in self._supervisor.workers)
+            workers = f"{self.worker_count} ({urls})"
+        return (
+            f"relay dev: API {self.api_url} | data {self.data_dir} | workers {workers}"
+            f" | faults: {self.faults.describe()}"
+        )
+
+    async def start(self) -> None:
+        """Bind the API port, start the workers, the dispatcher, the sweeper and the API.
+
+        Raises:
+            ConfigurationError: the port is taken or a worker did not start.
+        """
+        self._socket = _bind(self.port)
+        self.port = self._socket.getsockname()[1]
+        try:
+            await self._start_parts()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop in dependency order; safe to call twice and after a failed start.
+
+        Background tasks first, then the dispatcher (in-flight deliveries finish and
+        their acks are flushed while the workers still run), then the workers, then
+        the API server, and last the engine's database.
+        """
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._dispatcher is not None:
+            await self._dispatcher.stop(timeout_seconds=10.0)
+        if self._supervisor is not None:
+            await self._supervisor.stop()
+        if self._server is not None and self._server_task is not None:
+            self._server.should_exit = True
+            await asyncio.gather(self._server_task, return_exceptions=True)
+            self._server_task = None
+        if self._dispatcher is not None:
+            await self._dispatcher.aclose()
+            self._dispatcher = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            await asyncio.to_thread(engine.close)
+
+    async def wait_closed(self) -> None:
+        """Return when the API server stops by itself (a fatal server error)."""
+        if self._server_task is not None:
+            await asyncio.shield(self._server_task)
+
+    # -- parts ---------------------------------------------------------------------
+
+    async def _start_parts(self) -> None:
+        from infra.local.dispatcher import Dispatcher, HttpDelivery, InProcessDelivery
+        from infra.local.sqlite_queue import SQLiteTaskQueue
+
+        engine = self._engine = await asyncio.to_thread(self._build_engine)
+        queue = engine.queue
+        if not isinstance(queue, SQLiteTaskQueue):  # build_engine on RELAY_BACKEND=local
+            raise ConfigurationError(f"relay dev needs the SQLite queue, got {type(queue)}")
+        key = await asyncio.to_thread(self.settings.signing_key_bytes)
+        if self.is_in_process:
+            delivery: InProcessDelivery | HttpDelivery = InProcessDelivery(
+                engine, concurrency=self._concurrency
+            )
+        else:
+            delivery = HttpDelivery(
+                [],
+                key,
+                timeout_seconds=self._dispatch_deadline_seconds,
+                max_connections=self._concurrency * 2,
+            )
+        self._dispatcher = Dispatcher(
+            queue,
+            delivery,
+            concurrency=self._concurrency,
+            faults=self.faults,
+            dispatch_deadline_seconds=self._dispatch_deadline_seconds,
+        )
+        await self._start_api(build_api_app(engine, key))
+        if isinstance(delivery, HttpDelivery):
+            self._supervisor = WorkerSupervisor(
+                count=self.worker_count, environ=self.environ, on_routes_changed=delivery.set_urls
+            )
+            await self._supervisor.start()
+        await self._dispatcher.start()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._sweep_forever(), name="relay-sweeper"))
+        for background in self._background_tasks:
+            name = getattr(background, "__name__", "background")
+            self._tasks.append(loop.create_task(_logged(background, engine), name=name))
+
+    def _build_engine(self) -> Engine:
+        from functions._wiring import build_engine
+
+        # Crash faults end the process that runs the step. Workers may die (the
+        # supervisor restarts them); the dev stack itself must not, in-process included.
+        return build_engine(
+            dataclasses.replace(self.settings, faults=_without_crashes(self.settings.faults))
+        )
+
+    async def _start_api(self, app: ASGIApp) -> None:
+        assert self._socket is not None
+        config = uvicorn.Config(
+            app, log_config=None, log_level="warning", access_log=False, lifespan="off"
+        )
+        self._server = _Server(config)
+        self._server_task = asyncio.get_running_loop().create_task(
+            self._server.serve(sockets=[self._socket]), name="relay-api"
+        )
+        while not self._server.started:
+            if self._server_task.done():
+                self._server_task.result()
+                raise ConfigurationError(f"the API server on {self.api_url} stopped during startup")
+            await asyncio.sleep(0.01)
+
+    async def _sweep_forever(self) -> None:
+        engine = self.engine
+        while True:
+            await asyncio.sleep(self._sweep_interval_seconds)
+            try:
+                redriven = await asyncio.to_thread(
+                    engine.runs.sweep, stale_after_seconds=self._stale_after_seconds
+                )
+            except EngineError as exc:
+                log.warning(
+                    "sweep failed; trying again in %gs: %s", self._sweep_interval_seconds, exc
+                )
+                continue
+            if redriven:
+                log.info("sweeper re-drove %d stalled run(s)", redriven, extra={"runs": redriven})
+
+
+def build_api_app(engine: Engine, key: bytes) -> ASGIApp:
+    """The full API (public, worker and admin routes) served by ``relay dev``."""
+    from functions.app import ALL_ROUTES, create_app
+    from functions.auth import HmacVerifier
+
+    return create_app(engine=lambda: engine, verifier=HmacVerifier(key), include=ALL_ROUTES)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _bind(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((HOST, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(
+            f"cannot listen on {HOST}:{port} ({exc.strerror}); is another relay dev "
+            "running? pick another port with --port"
+        ) from exc
+    return sock
+
+
+def _signal_group(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    """Signal the worker's process group: the functions-framework master and its children.
+
+    Each worker was started as a session leader, so its group id is its PID and the
+    signal reaches only processes this stack started.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+def _without_crashes(spec: str) -> str:
+    """``RELAY_FAULTS`` minus its ``crash`` rules (kept: every other rule and the seed)."""
+    kept = [
+        item
+        for item in spec.split(";")
+        if item.strip()
+        and not any(rule.kind is FaultKind.CRASH for rule in FaultPlan.parse(item).rules)
+    ]
+    return ";".join(kept)
+
+
+async def _logged(task: BackgroundTask, engine: Engine) -> None:
+    try:
+        await task(engine)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("background task %s failed", getattr(task, "__name__", task))
+
+
+async def _serve(stack: DevStack) -> None:
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_requested.set)
+    try:
+        await stack.start()
+        print(stack.banner(), flush=True)
+        stopped = asyncio.ensure_future(stop_requested.wait())
+        closed = asyncio.ensure_future(stack.wait_closed())
+        await asyncio.wait([stopped, closed], return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (stopped, closed):
+            waiter.cancel()
+        log.info("relay dev stopping")
+    finally:
+        await stack.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run_dev(port: int, workers: int, data_dir: Path, in_process: bool) -> None:
+    """Run the dev stack in the foreground until SIGINT or SIGTERM, then stop cleanly.
+
+    Raises:
+        ConfigurationError: the port is taken, a worker does not start, or the
+            environment's settings are invalid.
+    """
+    from functions.logs import configure_logging
+
+    configure_logging()
+    # httpx logs every request at INFO: one line per delivery would drown the stack's own.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    stack = DevStack(data_dir=data_dir, port=port, workers=workers, in_process=in_process)
+    asyncio.run(_serve(stack))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m functions.dev``: the same as ``relay dev``, without the CLI package."""
+    parser = argparse.ArgumentParser(prog="python -m functions.dev", description=__doc__)
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--in-process", action="store_true")
+    args = parser.parse_args(argv)
+    data_dir = args.data_dir or Settings.from_env().data_dir
+    try:
+        run_dev(port=args.port, workers=args.workers, data_dir=data_dir, in_process=args.in_process)
+    except EngineError as exc:
+        print(f"relay dev: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
