@@ -7,6 +7,7 @@ messages it makes due commit in one transaction (the outbox needs no second writ
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -77,6 +78,7 @@ class SQLiteDatabase:
         self._path = os.path.realpath(path)
         self._busy_timeout_seconds = busy_timeout_seconds
         self._write_lock = _lock_for(self._path)
+        self._lock_fd: int | None = None
         self._local = _ThreadConnection()
         self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._connections_guard = threading.Lock()
@@ -147,7 +149,7 @@ class SQLiteDatabase:
                 busy timeout or failed with an I/O error; nothing was written.
         """
         conn = self.connection()
-        with self._write_lock:
+        with self._write_lock, self._process_lock():
             try:
                 self._set_synchronous_txn(conn, durable=durable)
                 conn.execute("BEGIN IMMEDIATE")
@@ -241,6 +243,28 @@ class SQLiteDatabase:
         for _, conn in connections:
             conn.close()
         self._local = _ThreadConnection()
+        with self._write_lock:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    @contextmanager
+    def _process_lock(self) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on ``<db>.lock`` for one write transaction.
+
+        Several processes (``relay dev`` workers) write the same file. Without this they
+        meet in SQLite's busy handler, which *sleeps and polls* (1, 2, 5 … 100 ms), so a
+        writer often sleeps long after the lock was freed. ``flock`` blocks in the kernel
+        and wakes the next writer as soon as the lock is released. SQLite's own locking
+        still guards correctness; this only orders the writers.
+        """
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _open_connection(self) -> sqlite3.Connection:
         with self._connections_guard:
@@ -282,7 +306,7 @@ class SQLiteDatabase:
         """Run every unit of ``batch`` in one transaction, each in its own savepoint."""
         try:
             conn = self.connection()
-            with self._write_lock:
+            with self._write_lock, self._process_lock():
                 is_durable = any(w.durable for w in batch)
                 self._set_synchronous_txn(conn, durable=is_durable)
                 conn.execute("BEGIN IMMEDIATE")
