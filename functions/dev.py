@@ -309,7 +309,11 @@ class DevStack:
         sweep_interval_seconds: How often the sweeper looks for stalled runs.
         stale_after_seconds: How long a run may make no progress before the sweeper
             re-drives it.
-        dispatch_deadline_seconds: Longest one HTTP delivery may take.
+        dispatch_deadline_seconds: Longest one HTTP delivery may take. Kept well below
+            Cloud Tasks' 10 minutes because it bounds how long messages leased by a
+            stack that was SIGKILLed stay hidden after a restart. A step that runs
+            longer is not harmed: the worker finishes and commits it, and the
+            redelivery meets the step's lease and is told to retry later.
     """
 
     def __init__(
@@ -324,7 +328,7 @@ class DevStack:
         concurrency: int = 32,
         sweep_interval_seconds: float = 5.0,
         stale_after_seconds: float = 30.0,
-        dispatch_deadline_seconds: float = 600.0,
+        dispatch_deadline_seconds: float = 60.0,
     ) -> None:
         if not in_process and workers < 1:
             raise ConfigurationError("relay dev needs at least one worker, or --in-process")
@@ -465,6 +469,9 @@ class DevStack:
             concurrency=self._concurrency,
             faults=self.faults,
             dispatch_deadline_seconds=self._dispatch_deadline_seconds,
+            # Acks are flushed within milliseconds of a response; a few seconds of
+            # margin is plenty and keeps the post-crash hiding time short.
+            lease_margin_seconds=5.0,
         )
         await self._start_api(build_api_app(engine, key))
         if isinstance(delivery, HttpDelivery):
