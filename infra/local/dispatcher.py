@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
-import httpx
+import aiohttp
 
 from core.domain.records import Message
 from core.engine.saga_runner import HandleResult
@@ -186,15 +186,26 @@ class HttpDelivery:
         self._cooldown_seconds = cooldown_seconds
         self._down_until: dict[str, float] = {}
         self._turn = itertools.count()
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 5.0)),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            # Deliveries go to local workers only; a proxy from the environment would
-            # route 127.0.0.1 traffic through it.
-            trust_env=False,
-        )
+        self._timeout_seconds = timeout_seconds
+        self._max_connections = max_connections
+        # Created on first use, inside the running event loop (aiohttp requires it).
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # aiohttp rather than httpx here: at 32 deliveries in flight httpx's async pool
+        # spent ~75% of the dispatcher's CPU on per-request pool bookkeeping
+        # (bench/transitions.py over HTTP), aiohttp's connector a small fraction of it.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(
+                    total=self._timeout_seconds, connect=min(self._timeout_seconds, 5.0)
+                ),
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                # Deliveries go to local workers only; a proxy from the environment
+                # would route 127.0.0.1 traffic through it.
+                trust_env=False,
+            )
+        return self._session
 
     @property
     def urls(self) -> list[str]:
@@ -223,16 +234,23 @@ class HttpDelivery:
         body = json.dumps(message.to_json(), separators=(",", ":")).encode()
         headers = {"content-type": "application/json", SIGNATURE_HEADER: sign(body, key=self._key)}
         try:
-            response = await self._client.post(url, content=body, headers=headers)
-        except httpx.TransportError as exc:
-            if isinstance(exc, httpx.ConnectError):
+            async with self._client().post(url, data=body, headers=headers) as response:
+                answer = WorkerAnswer(
+                    status=response.status,
+                    headers={k.lower(): v for k, v in response.headers.items()},
+                    text=await response.text(errors="replace"),
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if isinstance(exc, aiohttp.ClientConnectorError):
                 self._down_until[url] = time.monotonic() + self._cooldown_seconds
             return DeliveryOutcome(OutcomeKind.FAILED, f"{url}: {type(exc).__name__}: {exc}")
-        return classify_response(response, url=url, message_id=message.message_id)
+        return classify_response(answer, url=url, message_id=message.message_id)
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def _next_url(self) -> str | None:
         urls = self._urls
@@ -248,14 +266,27 @@ class HttpDelivery:
         return urls[start % len(urls)]
 
 
-def classify_response(response: httpx.Response, *, url: str, message_id: str) -> DeliveryOutcome:
+@dataclass(frozen=True, slots=True)
+class WorkerAnswer:
+    """A worker's HTTP answer, read in full (header names lower-cased)."""
+
+    status: int
+    headers: dict[str, str]
+    text: str
+
+    def json(self) -> Any:
+        """The body parsed as JSON; raises ``ValueError`` when it is not JSON."""
+        return json.loads(self.text)
+
+
+def classify_response(response: WorkerAnswer, *, url: str, message_id: str) -> DeliveryOutcome:
     """Map a worker's HTTP answer to an outcome (the ``POST /v1/steps`` contract).
 
     200s are done; 503 or 429 with a delay is "retry later"; 401/403 mean the signing
     keys disagree, which a restart with the right key fixes, so they are retried (and
     logged as errors); other 4xx can never succeed and are dropped; the rest are retried.
     """
-    status = response.status_code
+    status = response.status
     if 200 <= status < 300:
         return DeliveryOutcome(OutcomeKind.DONE, f"HTTP {status}")
     detail = f"{url}: HTTP {status} {response.text[:200]}".rstrip()
@@ -277,7 +308,7 @@ def classify_response(response: httpx.Response, *, url: str, message_id: str) ->
     return DeliveryOutcome(OutcomeKind.FAILED, detail)
 
 
-def _retry_after_seconds(response: httpx.Response) -> float | None:
+def _retry_after_seconds(response: WorkerAnswer) -> float | None:
     """The delay a worker asked for: JSON ``retry_after_seconds``, else ``Retry-After``."""
     with contextlib.suppress(ValueError):
         body = response.json()
