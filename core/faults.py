@@ -19,6 +19,7 @@ Example: ``order.charge_payment:fail@0.2;*:crash@0.05;*:duplicate@0.1;*:delay=0.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from collections.abc import Mapping
@@ -55,10 +56,16 @@ class FaultRule:
     probability: float
     delay_seconds: float = 0.0
 
-    def matches(self, *, saga: str, step: str, action: str) -> bool:
-        """True when this rule targets the given saga, step and action."""
+    def matches(self, *, saga: str | None, step: str, action: str) -> bool:
+        """True when this rule targets the given saga, step and action.
+
+        ``saga`` None means the caller does not know the saga (a queue message names only
+        run, step and action), so the rule's saga is not checked.
+        """
         return (
-            self.saga in ("*", saga) and self.step in ("*", step) and self.action in ("*", action)
+            (saga is None or self.saga in ("*", saga))
+            and self.step in ("*", step)
+            and self.action in ("*", action)
         )
 
 
@@ -68,7 +75,11 @@ class FaultPlan:
     def __init__(self, rules: tuple[FaultRule, ...] = (), *, seed: int | None = None) -> None:
         self.rules = rules
         self.seed = seed
-        self._rng = random.Random(seed)
+        # A seed alone would make every process (and every restarted worker) replay the
+        # same choices: a worker respawned after an injected crash would crash again on
+        # its first step, forever. Mixing in the process id keeps one process repeatable
+        # for a given pid while processes differ.
+        self._rng = random.Random(None if seed is None else f"{seed}:{os.getpid()}")
         self._lock = threading.Lock()
 
     @property
@@ -109,7 +120,7 @@ class FaultPlan:
         with self._lock:
             return self._rng.random() < probability
 
-    def should(self, kind: FaultKind, *, saga: str, step: str, action: str) -> bool:
+    def should(self, kind: FaultKind, *, saga: str | None, step: str, action: str) -> bool:
         """Decide, at random per the matching rules, whether to inject ``kind`` now."""
         for rule in self.rules:
             matches = rule.kind is kind and rule.matches(saga=saga, step=step, action=action)

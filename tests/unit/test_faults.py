@@ -94,3 +94,24 @@ def test_crash_rule_exits_the_process_after_the_step_ran(monkeypatch: pytest.Mon
         h.engine.handle(item.message)
     assert exits == [137] and calls["a"] == 1
     assert h.engine.runs.get(started.run.run_id).step("a").status.value == "RUNNING"
+
+
+def test_seeded_plans_differ_between_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A respawned worker (another pid) does not replay the crashed worker's choices."""
+
+    def picks(pid: int) -> list[bool]:
+        monkeypatch.setattr("core.faults.os.getpid", lambda: pid)
+        plan = FaultPlan.parse("*:crash@0.5;seed=1")
+        return [
+            plan.should(FaultKind.CRASH, saga="s", step="x", action="execute") for _ in range(40)
+        ]
+
+    assert picks(100) == picks(100)
+    assert picks(100) != picks(101)
+
+
+def test_rules_match_any_saga_when_the_caller_does_not_know_it() -> None:
+    """A saga-qualified rule still fires for a caller that knows only step and action."""
+    plan = FaultPlan.parse("order.charge:duplicate@1")
+    assert plan.should(FaultKind.DUPLICATE, saga=None, step="charge", action="execute")
+    assert not plan.should(FaultKind.DUPLICATE, saga="other", step="charge", action="execute")
