@@ -29,6 +29,7 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+	$(BIN)/mypy tests/typing
 
 test: install lint typecheck ## everything CI runs
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15

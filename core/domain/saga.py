@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import CodeType
-from typing import Any
+from typing import Any, overload
 
 from pydantic import BaseModel, ValidationError
 
@@ -111,13 +111,27 @@ class StepHandle:
         """Call the step function directly (unit tests of step code)."""
         return self.fn(ctx)
 
+    @overload
+    def compensation(self, fn: StepFunction, /) -> StepFunction: ...
+
+    @overload
     def compensation(
         self,
-        fn: StepFunction | None = None,
+        fn: None = None,
+        /,
         *,
         retry: RetryPolicy | None = None,
         timeout_seconds: float | None = None,
-    ) -> Any:
+    ) -> Callable[[StepFunction], StepFunction]: ...
+
+    def compensation(
+        self,
+        fn: StepFunction | None = None,
+        /,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout_seconds: float | None = None,
+    ) -> StepFunction | Callable[[StepFunction], StepFunction]:
         """Declare the function that undoes this step (decorator, with or without args)."""
 
         def register(func: StepFunction) -> StepFunction:
@@ -162,9 +176,11 @@ class Saga:
 
     # -- declaration -----------------------------------------------------------------
 
+    @overload
     def step(
         self,
-        fn: StepFunction | None = None,
+        fn: StepFunction,
+        /,
         *,
         name: str | None = None,
         after: Sequence[str] | None = None,
@@ -172,7 +188,34 @@ class Saga:
         retry: RetryPolicy | None = None,
         timeout_seconds: float = 30.0,
         compensate_on_failure: bool = True,
-    ) -> Any:
+    ) -> StepHandle: ...
+
+    @overload
+    def step(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        after: Sequence[str] | None = None,
+        parallel: bool = False,
+        retry: RetryPolicy | None = None,
+        timeout_seconds: float = 30.0,
+        compensate_on_failure: bool = True,
+    ) -> Callable[[StepFunction], StepHandle]: ...
+
+    def step(
+        self,
+        fn: StepFunction | None = None,
+        /,
+        *,
+        name: str | None = None,
+        after: Sequence[str] | None = None,
+        parallel: bool = False,
+        retry: RetryPolicy | None = None,
+        timeout_seconds: float = 30.0,
+        compensate_on_failure: bool = True,
+    ) -> StepHandle | Callable[[StepFunction], StepHandle]:
         """Declare a step (decorator, with or without arguments).
 
         Args:
