@@ -32,6 +32,7 @@ from typing import Any, overload
 from pydantic import BaseModel, ValidationError
 
 from core.domain.context import StepContext
+from core.domain.records import RunSnapshot
 from core.domain.retry_policy import (
     DEFAULT_COMPENSATION_RETRY,
     DEFAULT_STEP_RETRY,
@@ -43,8 +44,8 @@ from core.errors import DefinitionError, InputValidationError
 StepFunction = Callable[[StepContext], Any]
 """A step or compensation: sync or async, returns JSON, a pydantic model or a Result."""
 
-Invariant = Callable[[Any], Iterable[str]]
-"""Checks one finished run (a ``RunSnapshot``) and yields what is wrong with it."""
+Invariant = Callable[[RunSnapshot], Iterable[str]]
+"""Checks one finished run and yields what is wrong with it (``relay chaos``)."""
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 MAX_TIMEOUT_SECONDS = 1800.0  # Cloud Tasks' longest dispatch deadline (30 min).

@@ -13,9 +13,17 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from core.domain.context import StepContext
-from core.domain.records import Message, RunSnapshot, StateChange, StepName, StepRecord
+from core.domain.records import (
+    Message,
+    RunRecord,
+    RunSnapshot,
+    StateChange,
+    StepName,
+    StepRecord,
+)
 from core.domain.retry_policy import RetryPolicy
 from core.domain.saga import Saga, StepFunction
 from core.domain.status import Action, RunStatus, StepStatus
@@ -233,9 +241,8 @@ class SagaRunner:
         ready, checks, is_complete = planner.success_follow_up(saga, steps, done.name)
         new_run = None
         if is_complete:
-            outputs: dict[str, object] = {name: rec.output for name, rec in steps.items()}
             new_run = run.evolve(
-                now=now, status=RunStatus.COMPLETED, output=saga.build_output(outputs)
+                now=now, status=RunStatus.COMPLETED, output=self._run_output(saga, run, steps)
             )
         outbox = tuple(
             Message(run.run_id, name, Action.EXECUTE, steps[name].attempt + 1) for name in ready
@@ -243,6 +250,13 @@ class SagaRunner:
         return StateChange(
             run.run_id, run=new_run, steps=(done,), checks=tuple(checks), outbox=outbox
         )
+
+    def _run_output(self, saga: Saga, run: RunRecord, steps: dict[StepName, StepRecord]) -> Any:
+        """The run's output; a custom builder sees real outputs, references loaded."""
+        if saga.output is None:
+            return {name: record.output for name, record in steps.items()}
+        outputs = self._outputs.outputs_of(RunSnapshot(run, steps))
+        return to_json_value(saga.build_output(outputs), step="<run output>")
 
     def _failure_change(
         self,

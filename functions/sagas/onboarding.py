@@ -7,15 +7,15 @@ account was closed. Importing this module does no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Annotated, Any, cast
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from core.domain.context import StepContext
 from core.domain.records import RunSnapshot
 from core.domain.retry_policy import RetryPolicy
-from core.domain.saga import Saga, StepFunction, StepHandle
+from core.domain.saga import Saga
 from core.domain.status import RunStatus
 from functions.demo import emails, users
 
@@ -56,23 +56,6 @@ saga = Saga(
 )
 
 
-_StepDecorator = Callable[[StepFunction], StepHandle]
-_UndoDecorator = Callable[[StepFunction], StepFunction]
-
-
-def _step(retry: RetryPolicy) -> _StepDecorator:
-    """``saga.step`` with its decorator type spelled out: core annotates it ``Any``.
-
-    Without this, mypy --strict rejects every decorated step as untyped.
-    """
-    return cast(_StepDecorator, saga.step(retry=retry, timeout_seconds=STEP_TIMEOUT_SECONDS))
-
-
-def _undoes(step: StepHandle) -> _UndoDecorator:
-    """``step.compensation`` with its decorator type spelled out (see :func:`_step`)."""
-    return cast(_UndoDecorator, step.compensation(retry=_UNDO_RETRY))
-
-
 def _input(ctx: StepContext) -> OnboardingInput:
     """The run input as the model (the engine parses it; direct unit calls may pass JSON)."""
     if isinstance(ctx.input, OnboardingInput):
@@ -80,7 +63,7 @@ def _input(ctx: StepContext) -> OnboardingInput:
     return OnboardingInput.model_validate(ctx.input)
 
 
-@_step(_SERVICE_RETRY)
+@saga.step(retry=_SERVICE_RETRY, timeout_seconds=STEP_TIMEOUT_SECONDS)
 def create_user(ctx: StepContext) -> dict[str, Any]:
     """Open the account; an email already in use rejects the run without retry."""
     request = _input(ctx)
@@ -88,13 +71,13 @@ def create_user(ctx: StepContext) -> dict[str, Any]:
     return {"user_id": user.user_id, "email": user.email}
 
 
-@_undoes(create_user)
+@create_user.compensation(retry=_UNDO_RETRY)
 def deactivate_user(ctx: StepContext) -> None:
     """Close the account so the address is free again and nobody can sign in to it."""
     users.deactivate(ctx.idempotency_key)
 
 
-@_step(_SERVICE_RETRY)
+@saga.step(retry=_SERVICE_RETRY, timeout_seconds=STEP_TIMEOUT_SECONDS)
 def send_welcome_email(ctx: StepContext) -> dict[str, Any]:
     """Welcome the new user by email."""
     request = _input(ctx)
@@ -104,7 +87,7 @@ def send_welcome_email(ctx: StepContext) -> dict[str, Any]:
     return {"message_id": email.message_id}
 
 
-@_undoes(send_welcome_email)
+@send_welcome_email.compensation(retry=_UNDO_RETRY)
 def send_closure_email(ctx: StepContext) -> None:
     """Apologise and explain the account was closed, if (and only if) it was announced.
 

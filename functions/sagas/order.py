@@ -12,15 +12,15 @@ Importing this module does no I/O; the demo database opens on the first service 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Collection, Iterator, Mapping
-from typing import Annotated, Any, Literal, cast
+from collections.abc import Collection, Iterator, Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from core.domain.context import StepContext
 from core.domain.records import RunRecord, RunSnapshot
 from core.domain.retry_policy import RetryPolicy
-from core.domain.saga import Saga, StepFunction, StepHandle
+from core.domain.saga import Saga
 from core.domain.status import RunStatus
 from core.result import Failure, Result, Success
 from functions.demo import emails, inventory, orders, payments
@@ -89,23 +89,6 @@ saga = Saga(
 )
 
 
-_StepDecorator = Callable[[StepFunction], StepHandle]
-_UndoDecorator = Callable[[StepFunction], StepFunction]
-
-
-def _step(retry: RetryPolicy) -> _StepDecorator:
-    """``saga.step`` with its decorator type spelled out: core annotates it ``Any``.
-
-    Without this, mypy --strict rejects every decorated step as untyped.
-    """
-    return cast(_StepDecorator, saga.step(retry=retry, timeout_seconds=STEP_TIMEOUT_SECONDS))
-
-
-def _undoes(step: StepHandle) -> _UndoDecorator:
-    """``step.compensation`` with its decorator type spelled out (see :func:`_step`)."""
-    return cast(_UndoDecorator, step.compensation(retry=_UNDO_RETRY))
-
-
 def _order(ctx: StepContext) -> OrderInput:
     """The run input as the model (the engine parses it; direct unit calls may pass JSON)."""
     if isinstance(ctx.input, OrderInput):
@@ -121,7 +104,7 @@ def _key(run_id: str, step: str) -> str:
 # -- steps ----------------------------------------------------------------------------
 
 
-@_step(_SERVICE_RETRY)
+@saga.step(retry=_SERVICE_RETRY, timeout_seconds=STEP_TIMEOUT_SECONDS)
 def validate_order(ctx: StepContext) -> Result[dict[str, Any], str]:
     """Price the order against the catalogue; an unknown SKU rejects it without retry."""
     order = _order(ctx)
@@ -145,13 +128,13 @@ def validate_order(ctx: StepContext) -> Result[dict[str, Any], str]:
     return Success({"lines": priced, "total_cents": total, "currency": order.currency})
 
 
-@_undoes(validate_order)
+@validate_order.compensation(retry=_UNDO_RETRY)
 def withdraw_validation(ctx: StepContext) -> None:
     """Mark the validation withdrawn so the audit trail shows the request was abandoned."""
     orders.withdraw_validation(ctx.idempotency_key)
 
 
-@_step(_SERVICE_RETRY)
+@saga.step(retry=_SERVICE_RETRY, timeout_seconds=STEP_TIMEOUT_SECONDS)
 def reserve_inventory(ctx: StepContext) -> dict[str, Any]:
     """Hold stock for every line, all or nothing; a shortage rejects the order."""
     lines = [(line["sku"], line["quantity"]) for line in ctx.outputs["validate_order"]["lines"]]
@@ -162,13 +145,13 @@ def reserve_inventory(ctx: StepContext) -> dict[str, Any]:
     }
 
 
-@_undoes(reserve_inventory)
+@reserve_inventory.compensation(retry=_UNDO_RETRY)
 def release_inventory(ctx: StepContext) -> None:
     """Give the held stock back (also when the reserve attempt timed out: it may have held)."""
     inventory.release(ctx.idempotency_key)
 
 
-@_step(_PAYMENT_RETRY)
+@saga.step(retry=_PAYMENT_RETRY, timeout_seconds=STEP_TIMEOUT_SECONDS)
 def charge_payment(ctx: StepContext) -> dict[str, Any]:
     """Charge the order total to the card; a decline rejects the order without retry."""
     order = _order(ctx)
@@ -182,13 +165,13 @@ def charge_payment(ctx: StepContext) -> dict[str, Any]:
     }
 
 
-@_undoes(charge_payment)
+@charge_payment.compensation(retry=_UNDO_RETRY)
 def refund_payment(ctx: StepContext) -> None:
     """Refund the charge in full (also when the charge attempt failed: it may have gone through)."""
     payments.refund(ctx.idempotency_key)
 
 
-@_step(_SERVICE_RETRY)
+@saga.step(retry=_SERVICE_RETRY, timeout_seconds=STEP_TIMEOUT_SECONDS)
 def create_order(ctx: StepContext) -> dict[str, Any]:
     """Open the order, pointing at the reservation and the payment that back it."""
     order = _order(ctx)
@@ -204,13 +187,13 @@ def create_order(ctx: StepContext) -> dict[str, Any]:
     return {"order_id": created.order_id, "status": created.status}
 
 
-@_undoes(create_order)
+@create_order.compensation(retry=_UNDO_RETRY)
 def cancel_order(ctx: StepContext) -> None:
     """Cancel the order so the customer and the warehouse see it is off."""
     orders.cancel(ctx.idempotency_key)
 
 
-@_step(_SERVICE_RETRY)
+@saga.step(retry=_SERVICE_RETRY, timeout_seconds=STEP_TIMEOUT_SECONDS)
 def send_confirmation(ctx: StepContext) -> dict[str, Any]:
     """Email the customer that the order is placed."""
     order = _order(ctx)
@@ -221,7 +204,7 @@ def send_confirmation(ctx: StepContext) -> dict[str, Any]:
     return {"message_id": email.message_id}
 
 
-@_undoes(send_confirmation)
+@send_confirmation.compensation(retry=_UNDO_RETRY)
 def send_cancellation(ctx: StepContext) -> None:
     """Tell the customer the order is off, if (and only if) they were told it was placed.
 
