@@ -452,6 +452,11 @@ class DevStack:
         if not isinstance(queue, SQLiteTaskQueue):  # build_engine on RELAY_BACKEND=local
             raise ConfigurationError(f"relay dev needs the SQLite queue, got {type(queue)}")
         key = await asyncio.to_thread(self.settings.signing_key_bytes)
+        # This stack is the only dispatcher of its data dir: leases still held are those of
+        # a previous stack that was killed, and would hide their messages until expiry.
+        released = await asyncio.to_thread(queue.release_all_leases)
+        if released:
+            log.info("released %d message lease(s) left by a previous stack", released)
         if self.is_in_process:
             delivery: InProcessDelivery | HttpDelivery = InProcessDelivery(
                 engine, concurrency=self._concurrency

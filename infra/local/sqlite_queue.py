@@ -38,6 +38,9 @@ _DELETE_BY_RECEIPT: Final = "DELETE FROM queue WHERE message_id = ? AND receipt 
 _RELEASE_BY_RECEIPT: Final = (
     "UPDATE queue SET visible_at = ?, receipt = NULL WHERE message_id = ? AND receipt = ?"
 )
+_RELEASE_ALL_LEASES: Final = (
+    "UPDATE queue SET visible_at = ?, receipt = NULL WHERE receipt IS NOT NULL AND visible_at > ?"
+)
 _COUNT: Final = "SELECT COUNT(*) FROM queue"
 
 
@@ -148,6 +151,26 @@ class SQLiteTaskQueue:
             durable=False,
             unavailable=QueueUnavailable,
         )
+
+    def release_all_leases(self) -> int:
+        """Make every leased message due now; returns how many were leased.
+
+        Only for a dispatcher starting on a database no other dispatcher uses (``relay
+        dev``): leases held by a dispatcher that was killed would otherwise hide their
+        messages until they expire. Delayed messages that were never leased keep their
+        delay. A worker still running one of those deliveries is harmless: the step's own
+        lease in the state store answers the redelivery with "retry later".
+
+        Raises:
+            QueueUnavailable: the database is locked or failing; nothing changed.
+        """
+        now = self._clock()
+        cursor = self._db.run_write(
+            lambda conn: conn.execute(_RELEASE_ALL_LEASES, (now, now)),
+            durable=False,
+            unavailable=QueueUnavailable,
+        )
+        return int(cursor.rowcount)
 
     def pending_count(self) -> int:
         """Messages queued or leased."""

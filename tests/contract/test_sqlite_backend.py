@@ -199,3 +199,19 @@ def test_closed_database_refuses_new_connections(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="closed"):
         SQLiteStateStore(database).load_run(run_id=RunId("r-1"))
+
+
+def test_release_all_leases_makes_leased_messages_due_but_keeps_delays(tmp_path: Path) -> None:
+    """Leases of a dead dispatcher are handed back; delayed, never-leased messages stay delayed."""
+    now = [1000.0]
+    database = SQLiteDatabase(tmp_path / "relay.db")
+    queue = SQLiteTaskQueue(database, clock=lambda: now[0])
+    leased = Message(RunId("r1"), StepName("a"), Action.EXECUTE, 1)
+    delayed = Message(RunId("r1"), StepName("b"), Action.EXECUTE, 1, not_before=5000.0)
+    queue.enqueue(messages=[leased, delayed])
+    assert [d.message for d in queue.lease_due(now=now[0], limit=10, lease_seconds=60)] == [leased]
+    assert queue.lease_due(now=now[0], limit=10, lease_seconds=60) == []
+    assert queue.release_all_leases() == 1
+    again = queue.lease_due(now=now[0], limit=10, lease_seconds=60)
+    assert [d.message for d in again] == [leased] and again[0].delivery_count == 2
+    database.close()
