@@ -1,0 +1,1 @@
+"""Entry points, the bundle's sagas and demo services: the edge where configuration is read."""
