@@ -113,16 +113,20 @@ def main() -> None:
 )
 def dev(port: int, workers: int, in_process: bool, data_dir: Path | None) -> None:
     """Run the whole stack locally: HTTP API, queue dispatcher, workers, sweeper, scheduler."""
+    from core.errors import EngineError
     from functions.dev import run_dev
 
     if workers < 1 and not in_process:
         raise click.BadParameter("at least one worker is needed", param_hint="--workers")
-    run_dev(
-        port=port,
-        workers=workers,
-        data_dir=data_dir or _settings().data_dir,
-        in_process=in_process,
-    )
+    try:
+        run_dev(
+            port=port,
+            workers=workers,
+            data_dir=data_dir or _settings().data_dir,
+            in_process=in_process,
+        )
+    except EngineError as exc:  # a taken port, a worker that would not start, bad settings
+        _fail(str(exc), code=EXIT_USAGE)
 
 
 # -- relay start -------------------------------------------------------------------------
