@@ -331,7 +331,7 @@ def _faults_observed(log_text: str) -> dict[str, int]:
     lines = log_text.splitlines()
     return {
         "worker_crashes": sum(1 for line in lines if _CRASH_LINE.search(line)),
-        "worker_restart_lines": sum(1 for line in lines if _RESTART_LINE.search(line)),
+        "worker_restarts": sum(1 for line in lines if _RESTART_LINE.search(line)),
     }
 
 
