@@ -149,7 +149,9 @@ class WorkerSupervisor:
         loop = asyncio.get_running_loop()
         for worker in self.workers:
             self._first_ready[worker.index] = loop.create_future()
-            self._tasks.append(loop.create_task(self._supervise(worker), name=worker.name))
+            task = loop.create_task(self._supervise(worker), name=worker.name)
+            task.add_done_callback(_log_crash)
+            self._tasks.append(task)
         waiting = list(self._first_ready.values())
         _, pending = await asyncio.wait(waiting, timeout=self._health_timeout_seconds)
         if pending:
@@ -190,6 +192,7 @@ class WorkerSupervisor:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
                 limit=_OUTPUT_LINE_LIMIT,
             )
             worker.process = process
@@ -642,6 +645,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"relay dev: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    """Report a background task that died of an exception instead of losing it silently."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s crashed", task.get_name(), exc_info=task.exception())
+
+
+def _die_with_parent() -> None:
+    """In the forked worker, before exec: ask Linux to SIGTERM it when ``relay dev`` dies.
+
+    Workers lead their own sessions (so Ctrl-C reaches the stack first and the stack
+    stops them in order); without this, a SIGKILLed stack would leave them running.
+    gunicorn's master forwards the SIGTERM to its worker. Elsewhere this is a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 if __name__ == "__main__":

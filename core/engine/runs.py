@@ -252,7 +252,8 @@ class RunService:
                 self._queue.enqueue(messages=messages)
                 redriven += 1
                 log.info(
-                    "sweeper re-drove run",
+                    "sweeper re-enqueued the messages of a stalled run "
+                    "(the queue drops those that already exist)",
                     extra={"run_id": header.run_id, "messages": len(messages)},
                 )
         return redriven

@@ -449,6 +449,10 @@ class SagaRunner:
         if delay:
             time.sleep(delay)
         if not self._faults.is_empty and self._faults.should(FaultKind.FAIL, **names):
+            log.warning(
+                "RELAY_FAULTS: injected failure",
+                extra={"run_id": run.run_id, "attempt": claimed.attempt, **names},
+            )
             outcome = AttemptOutcome(
                 is_success=False, error=f"{InjectedFault.__name__}: RELAY_FAULTS"
             )

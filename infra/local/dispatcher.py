@@ -651,6 +651,7 @@ class Dispatcher:
         duplicate: asyncio.Task[DeliveryOutcome] | None = None
         if self._is_duplicate(item.message):
             self._duplicates += 1
+            log.warning("RELAY_FAULTS: delivering %s twice", item.message.message_id)
             duplicate = asyncio.create_task(self._deliver_once(item.message))
             self._track(duplicate)
         task = asyncio.create_task(self._deliver(item, duplicate))
