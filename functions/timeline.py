@@ -104,12 +104,14 @@ def run_duration(header: Mapping[str, Any], *, now: float | None = None) -> floa
 def runs_table(headers: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
     """One row per run header: id, saga, coloured status, creation time, duration."""
     table = Table(title=title, header_style="bold", show_lines=False)
-    table.add_column("run id", no_wrap=True)
+    # Rich shrinks wrappable columns first: the run id (cut with an ellipsis) and the
+    # error give way on a narrow terminal; status, time and duration never do.
+    table.add_column("run id", overflow="ellipsis", min_width=14)
     table.add_column("saga", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("created", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
-    table.add_column("error", no_wrap=True)
+    table.add_column("error", overflow="ellipsis")
     for header in headers:
         table.add_row(
             str(header["run_id"]),
