@@ -2,7 +2,7 @@
 
 It starts ``relay dev`` (HTTP API, queue dispatcher, sweeper and worker processes that
 receive signed deliveries, as Cloud Tasks would send them) on a fresh data directory,
-starts order runs over HTTP (most complete; a declined card or an unknown SKU makes
+starts order runs over HTTP (most complete; a declined payment or an unknown SKU makes
 some compensate) and one onboarding run, waits for them, stops the stack, and then shows
 the runs, the timelines of one completed and one compensated order with what each did
 to the demo services, and the result of every invariant the sagas declare.

@@ -20,14 +20,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import NonRetryableStepError
+from core.errors import ConfigurationError, NonRetryableStepError
 
 DB_FILE_NAME = "demo.db"
 INITIAL_STOCK = 1_000_000
 """Units of every SKU at seeding: enough that chaos campaigns never run out by accident."""
 
 BUSY_TIMEOUT_SECONDS = 30.0
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: charges keep the payment token, not card digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +72,7 @@ CREATE TABLE IF NOT EXISTS charges (
     charge_id    TEXT NOT NULL,
     customer_id  TEXT NOT NULL,
     amount_cents INTEGER NOT NULL CHECK (amount_cents >= 0),
-    card_last4   TEXT NOT NULL,
+    payment_token TEXT NOT NULL,
     status       TEXT NOT NULL CHECK (status IN ('charged', 'refunded', 'voided')),
     created_at   REAL NOT NULL,
     refunded_at  REAL
@@ -364,7 +364,13 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
     with _write_lock(path):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            found = conn.execute("PRAGMA user_version").fetchone()[0]
+            if found not in (0, SCHEMA_VERSION):
+                raise ConfigurationError(
+                    f"{path} holds demo data of schema version {found}, this code uses "
+                    f"{SCHEMA_VERSION}; it is throwaway demo data: delete the file and retry"
+                )
+            if found != SCHEMA_VERSION:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)

@@ -1,14 +1,16 @@
-"""Demo payment provider: card charges and refunds keyed by the caller's idempotency key.
+"""Demo payment provider: charges and refunds keyed by the caller's idempotency key.
 
 A demo stand-in for an external payment API (Stripe and Adyen take an ``Idempotency-Key``
 header for the same reason). Steps are delivered at least once and a timed-out attempt may
 still complete later, so ``charge`` with a key that already charged returns that charge,
 and ``refund`` (the compensation, which receives the same key) refunds exactly that charge,
-once. Only the last four card digits are stored.
+once. Callers pass a payment token (as from a provider's client-side tokenisation), never
+a card number, so run inputs that Relay stores and shows hold nothing secret.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -17,17 +19,21 @@ from core.errors import NonRetryableStepError
 from functions.demo import db
 
 SERVICE = "payments"
-DECLINED_CARD = "4000000000000002"
-"""The card number the demo provider always declines (Stripe's test number for a decline)."""
+GOOD_TOKEN = "tok_visa"
+"""A payment token the demo provider accepts."""
+DECLINED_TOKEN = "tok_chargeDeclined"
+"""The payment token the demo provider always declines (named after Stripe's test token)."""
+TOKEN_PATTERN = r"^tok_[A-Za-z0-9]{2,40}$"
+"""What a payment token looks like."""
 
 
 class PaymentDeclined(NonRetryableStepError):
-    """Raised when the provider declines the card; nothing is charged or recorded."""
+    """Raised when the provider declines the payment method; nothing is charged or recorded."""
 
-    def __init__(self, *, key: str, card_last4: str) -> None:
+    def __init__(self, *, key: str, payment_token: str) -> None:
         self.key = key
-        self.card_last4 = card_last4
-        super().__init__(f"card ending {card_last4} was declined for payment {key!r}")
+        self.payment_token = payment_token
+        super().__init__(f"payment method {payment_token} was declined for payment {key!r}")
 
 
 class ChargeVoided(NonRetryableStepError):
@@ -54,7 +60,7 @@ class Charge:
     charge_id: str
     customer_id: str
     amount_cents: int
-    card_last4: str
+    payment_token: str
     status: str
 
     @property
@@ -78,22 +84,21 @@ class Ledger:
         return self.charged_cents - self.refunded_cents
 
 
-def charge(key: str, customer_id: str, amount_cents: int, card_number: str) -> Charge:
-    """Charge ``amount_cents`` to the card, once per key.
+def charge(key: str, customer_id: str, amount_cents: int, payment_token: str) -> Charge:
+    """Charge ``amount_cents`` to the tokenised payment method, once per key.
 
     Idempotent: a second call with the same key and arguments returns the first charge.
 
     Raises:
-        PaymentDeclined: the card is the demo's declined card (nothing recorded).
+        PaymentDeclined: the token is the demo's declined token (nothing recorded).
         ChargeVoided: the key was refunded before it was charged (nothing charged).
         IdempotencyKeyReused: the key already charged a different amount or customer.
-        ValueError: the amount is not positive or the card number is not digits.
+        ValueError: the amount is not positive or the token is malformed.
     """
     if amount_cents <= 0:
         raise ValueError(f"amount must be positive, got {amount_cents} cents")
-    if not card_number.isdigit():
-        raise ValueError("card number must contain digits only")
-    last4 = card_number[-4:]
+    if not re.match(TOKEN_PATTERN, payment_token):
+        raise ValueError("payment token must look like tok_<letters or digits>")
     with db.transaction() as conn:
         existing = _load_txn(conn, key)
         if existing is not None:
@@ -106,13 +111,15 @@ def charge(key: str, customer_id: str, amount_cents: int, card_number: str) -> C
                     detail=f"a charge of {existing.amount_cents} cents to {existing.customer_id!r}",
                 )
             return existing
-        if card_number == DECLINED_CARD:
-            raise PaymentDeclined(key=key, card_last4=last4)
-        created = Charge(key, db.stable_id("ch", key), customer_id, amount_cents, last4, "charged")
+        if payment_token == DECLINED_TOKEN:
+            raise PaymentDeclined(key=key, payment_token=payment_token)
+        created = Charge(
+            key, db.stable_id("ch", key), customer_id, amount_cents, payment_token, "charged"
+        )
         conn.execute(
-            "INSERT INTO charges (key, charge_id, customer_id, amount_cents, card_last4, status, "
-            "created_at) VALUES (?, ?, ?, ?, ?, 'charged', ?)",
-            (key, created.charge_id, customer_id, amount_cents, last4, time.time()),
+            "INSERT INTO charges (key, charge_id, customer_id, amount_cents, payment_token, "
+            "status, created_at) VALUES (?, ?, ?, ?, ?, 'charged', ?)",
+            (key, created.charge_id, customer_id, amount_cents, payment_token, time.time()),
         )
         db.record_txn(
             conn, service=SERVICE, action="charge", key=key, detail=f"{amount_cents} cents"
@@ -134,7 +141,7 @@ def refund(key: str) -> bool:
         now = time.time()
         if existing is None:
             conn.execute(
-                "INSERT INTO charges (key, charge_id, customer_id, amount_cents, card_last4, "
+                "INSERT INTO charges (key, charge_id, customer_id, amount_cents, payment_token, "
                 "status, created_at, refunded_at) VALUES (?, ?, '', 0, '', 'voided', ?, ?)",
                 (key, db.stable_id("ch", key), now, now),
             )
@@ -169,7 +176,7 @@ def net_charged(key: str) -> int:
 
 def charges(key_prefix: str | None = None) -> list[Charge]:
     """Charges and void markers, optionally only for keys starting with ``key_prefix``."""
-    sql = "SELECT key, charge_id, customer_id, amount_cents, card_last4, status FROM charges"
+    sql = "SELECT key, charge_id, customer_id, amount_cents, payment_token, status FROM charges"
     params: tuple[str, ...] = ()
     if key_prefix:
         sql += " WHERE key >= ? AND key < ?"
@@ -193,7 +200,7 @@ def ledger() -> Ledger:
 
 def _load_txn(conn: sqlite3.Connection, key: str) -> Charge | None:
     row = conn.execute(
-        "SELECT key, charge_id, customer_id, amount_cents, card_last4, status FROM charges "
+        "SELECT key, charge_id, customer_id, amount_cents, payment_token, status FROM charges "
         "WHERE key = ?",
         (key,),
     ).fetchone()

@@ -1,4 +1,4 @@
-"""The example order saga: validate, reserve stock, charge the card, open the order, confirm.
+"""The example order saga: validate, reserve stock, charge payment, open the order, confirm.
 
 Every step calls a demo service (``functions.demo``) with ``ctx.idempotency_key``, and
 every step has a compensation that undoes it with the same key, so a redelivered or
@@ -33,7 +33,7 @@ UNKNOWN_SKU = "SKU-DISCONTINUED"
 """A SKU the demo catalogue does not sell; ``demo_inputs`` uses it for rejected orders."""
 
 # Service calls are idempotent, so retrying them is always safe; business rejections
-# (declined card, unknown SKU, out of stock) are NonRetryableStepError and skip retries.
+# (declined payment, unknown SKU, out of stock) are NonRetryableStepError and skip retries.
 _SERVICE_RETRY = RetryPolicy(max_attempts=4, initial_delay_seconds=0.5, max_delay_seconds=10.0)
 _PAYMENT_RETRY = RetryPolicy(max_attempts=5, initial_delay_seconds=1.0, max_delay_seconds=30.0)
 # A compensation that gives up leaves the run FAILED for a human, so undo steps try hard.
@@ -62,7 +62,7 @@ class OrderInput(BaseModel):
         StringConstraints(strip_whitespace=True, max_length=254, pattern=emails.ADDRESS_PATTERN),
     ]
     items: list[OrderItem] = Field(min_length=1, max_length=100)
-    card_number: Annotated[str, StringConstraints(pattern=r"^[0-9]{12,19}$")]
+    payment_token: Annotated[str, StringConstraints(pattern=payments.TOKEN_PATTERN)]
     currency: Literal["USD"] = "USD"
 
     def lines(self) -> tuple[tuple[str, int], ...]:
@@ -84,7 +84,7 @@ def _build_output(outputs: Mapping[str, Any]) -> dict[str, Any]:
 saga = Saga(
     "order",
     input_model=OrderInput,
-    description="Validate, reserve stock, charge the card, create the order, confirm by email",
+    description="Validate, reserve stock, charge payment, create the order, confirm by email",
     output=_build_output,
 )
 
@@ -153,15 +153,15 @@ def release_inventory(ctx: StepContext) -> None:
 
 @saga.step(retry=_PAYMENT_RETRY, timeout_seconds=STEP_TIMEOUT_SECONDS)
 def charge_payment(ctx: StepContext) -> dict[str, Any]:
-    """Charge the order total to the card; a decline rejects the order without retry."""
+    """Charge the order total; a decline rejects the order without retry."""
     order = _order(ctx)
     amount = int(ctx.outputs["validate_order"]["total_cents"])
-    charge = payments.charge(ctx.idempotency_key, order.customer_id, amount, order.card_number)
+    charge = payments.charge(ctx.idempotency_key, order.customer_id, amount, order.payment_token)
     return {
         "payment_key": charge.key,
         "charge_id": charge.charge_id,
         "amount_cents": charge.amount_cents,
-        "card_last4": charge.card_last4,
+        "payment_token": charge.payment_token,
     }
 
 
@@ -370,13 +370,13 @@ def ledger_violations(
 
 # -- demo -------------------------------------------------------------------------------
 
-GOOD_CARD = "4242424242424242"
+GOOD_TOKEN = payments.GOOD_TOKEN
 
 
 def demo_inputs(count: int, seed: int) -> list[dict[str, Any]]:
     """Order inputs for ``relay demo`` and chaos campaigns, the same for the same seed.
 
-    Most are valid; about 15% use the declined card (they compensate after the charge
+    Most are valid; about 15% use the declined token (they compensate after the charge
     fails) and about 10% name an unknown SKU (they compensate right after validation).
     From three inputs on, each kind appears at least once.
     """
@@ -402,7 +402,7 @@ def demo_inputs(count: int, seed: int) -> list[dict[str, Any]]:
                 "customer_id": f"cust-{seed}-{number:04d}",
                 "email": f"customer{number}@example.com",
                 "items": items,
-                "card_number": payments.DECLINED_CARD if kind == "declined" else GOOD_CARD,
+                "payment_token": payments.DECLINED_TOKEN if kind == "declined" else GOOD_TOKEN,
                 "currency": "USD",
             }
         )

@@ -33,9 +33,9 @@ GOOD_ORDER = {
     "customer_id": "cust-1",
     "email": "ada@example.com",
     "items": [{"sku": "SKU-BOOK", "quantity": 2}],
-    "card_number": "4242424242424242",
+    "payment_token": "tok_visa",
 }
-DECLINED_ORDER = {**GOOD_ORDER, "customer_id": "cust-2", "card_number": "4000000000000002"}
+DECLINED_ORDER = {**GOOD_ORDER, "customer_id": "cust-2", "payment_token": "tok_chargeDeclined"}
 ORDER_STEPS = [
     "validate_order",
     "reserve_inventory",
@@ -189,12 +189,12 @@ def test_start_with_invalid_input_exits_2_naming_the_fields_and_writes_nothing(
     relay_data_dir: Path,
 ) -> None:
     """Field errors are printed, the exit code is 2, and no run or message is stored."""
-    bad = {"customer_id": "cust-1", "items": [], "card_number": "12"}
+    bad = {"customer_id": "cust-1", "items": [], "payment_token": "12"}
 
     result = relay("start", "order", "--input", json.dumps(bad))
 
     assert result.exit_code == 2
-    for field in ("email", "items", "card_number"):
+    for field in ("email", "items", "payment_token"):
         assert field in result.stderr
     assert stored_run_count(relay_data_dir) == (0, 0)
 

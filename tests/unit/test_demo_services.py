@@ -12,7 +12,7 @@ import pytest
 
 from functions.demo import db, emails, inventory, orders, payments, users
 
-GOOD_CARD = "4242424242424242"
+GOOD_TOKEN = payments.GOOD_TOKEN
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -44,7 +44,7 @@ def test_database_lives_in_relay_data_dir(demo_db: Path) -> None:
 def test_reset_restores_stock_and_clears_records(demo_db: Path) -> None:
     """reset() puts every SKU back to its seeded stock and forgets every record."""
     inventory.reserve("k1", [("SKU-MUG", 5)])
-    payments.charge("k2", "c1", 100, GOOD_CARD)
+    payments.charge("k2", "c1", 100, GOOD_TOKEN)
     db.reset()
     assert stock("SKU-MUG") == db.INITIAL_STOCK
     assert inventory.get_reservation("k1") is None
@@ -55,10 +55,10 @@ def test_reset_restores_stock_and_clears_records(demo_db: Path) -> None:
 def test_journal_records_changes_in_commit_order(demo_db: Path) -> None:
     """Every state change is journaled in commit order; reads and repeats add nothing."""
     inventory.reserve("run-1:reserve", [("SKU-PEN", 1)])
-    payments.charge("run-1:charge", "c1", 12_000, GOOD_CARD)
-    payments.charge("run-1:charge", "c1", 12_000, GOOD_CARD)
+    payments.charge("run-1:charge", "c1", 12_000, GOOD_TOKEN)
+    payments.charge("run-1:charge", "c1", 12_000, GOOD_TOKEN)
     inventory.products()
-    payments.charge("run-2:charge", "c2", 100, GOOD_CARD)
+    payments.charge("run-2:charge", "c2", 100, GOOD_TOKEN)
     entries = db.journal("run-1:")
     assert [(e.service, e.action, e.key) for e in entries] == [
         ("inventory", "reserve", "run-1:reserve"),
@@ -162,7 +162,7 @@ def test_processes_sharing_the_file_neither_lose_nor_duplicate_effects(demo_db: 
         "from functions.demo import db, inventory, payments\n"
         "for i in range(25):\n"
         "    inventory.reserve(f'k{i}', [('SKU-MUG', 1)])\n"
-        "    payments.charge(f'k{i}', 'c', 100, '4242424242424242')\n"
+        "    payments.charge(f'k{i}', 'c', 100, 'tok_visa')\n"
         "db.close_all()\n"
     )
     env = {"RELAY_DATA_DIR": str(demo_db.parent), "PYTHONPATH": str(REPO_ROOT)}
@@ -179,18 +179,18 @@ def test_processes_sharing_the_file_neither_lose_nor_duplicate_effects(demo_db: 
 
 def test_charge_twice_with_the_same_key_charges_once(demo_db: Path) -> None:
     """A repeated charge under one key returns the first charge; the ledger shows one charge."""
-    first = payments.charge("k", "cust", 2_500, GOOD_CARD)
-    second = payments.charge("k", "cust", 2_500, GOOD_CARD)
+    first = payments.charge("k", "cust", 2_500, GOOD_TOKEN)
+    second = payments.charge("k", "cust", 2_500, GOOD_TOKEN)
     assert first == second
-    assert first.card_last4 == "4242"
+    assert first.payment_token == "tok_visa"
     assert payments.net_charged("k") == 2_500
     assert payments.ledger() == payments.Ledger(2_500, 0, 1, 0)
 
 
-def test_declined_card_records_nothing(demo_db: Path) -> None:
-    """The declined card raises PaymentDeclined (non-retryable) and leaves no trace."""
+def test_declined_payment_records_nothing(demo_db: Path) -> None:
+    """The declined token raises PaymentDeclined (non-retryable) and leaves no trace."""
     with pytest.raises(payments.PaymentDeclined) as raised:
-        payments.charge("k", "cust", 2_500, payments.DECLINED_CARD)
+        payments.charge("k", "cust", 2_500, payments.DECLINED_TOKEN)
     assert not raised.value.retryable
     assert payments.get_charge("k") is None
     assert payments.ledger() == payments.Ledger(0, 0, 0, 0)
@@ -199,15 +199,15 @@ def test_declined_card_records_nothing(demo_db: Path) -> None:
 
 def test_charge_same_key_other_amount_is_rejected(demo_db: Path) -> None:
     """Reusing a key for a different amount raises IdempotencyKeyReused and charges nothing more."""
-    payments.charge("k", "cust", 100, GOOD_CARD)
+    payments.charge("k", "cust", 100, GOOD_TOKEN)
     with pytest.raises(db.IdempotencyKeyReused):
-        payments.charge("k", "cust", 200, GOOD_CARD)
+        payments.charge("k", "cust", 200, GOOD_TOKEN)
     assert payments.ledger().charged_cents == 100
 
 
 def test_refund_happens_exactly_once(demo_db: Path) -> None:
     """refund() returns the money on the first call only; net charged ends at zero."""
-    payments.charge("k", "cust", 900, GOOD_CARD)
+    payments.charge("k", "cust", 900, GOOD_TOKEN)
     assert payments.refund("k") is True
     assert payments.refund("k") is False
     assert payments.net_charged("k") == 0
@@ -219,16 +219,16 @@ def test_refund_without_charge_is_a_noop_that_refuses_a_late_charge(demo_db: Pat
     assert payments.refund("k") is False
     assert payments.ledger().net_cents == 0
     with pytest.raises(payments.ChargeVoided):
-        payments.charge("k", "cust", 900, GOOD_CARD)
+        payments.charge("k", "cust", 900, GOOD_TOKEN)
     assert payments.net_charged("k") == 0
     assert payments.ledger() == payments.Ledger(0, 0, 0, 0)
 
 
 def test_charges_lists_by_key_prefix(demo_db: Path) -> None:
     """charges(prefix) returns only the keys under that prefix."""
-    payments.charge("r-1:charge", "c", 1, GOOD_CARD)
-    payments.charge("r-10:charge", "c", 1, GOOD_CARD)
-    payments.charge("r-2:charge", "c", 1, GOOD_CARD)
+    payments.charge("r-1:charge", "c", 1, GOOD_TOKEN)
+    payments.charge("r-10:charge", "c", 1, GOOD_TOKEN)
+    payments.charge("r-2:charge", "c", 1, GOOD_TOKEN)
     assert [c.key for c in payments.charges("r-1:")] == ["r-1:charge"]
     assert len(payments.charges()) == 3
 

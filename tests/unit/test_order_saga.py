@@ -51,7 +51,7 @@ def order_input(**changes: Any) -> dict[str, Any]:
         "customer_id": "cust-1",
         "email": "ada@example.com",
         "items": [{"sku": "SKU-MUG", "quantity": 2}, {"sku": "SKU-LAMP", "quantity": 1}],
-        "card_number": order.GOOD_CARD,
+        "payment_token": order.GOOD_TOKEN,
         "currency": "USD",
     }
     base.update(changes)
@@ -104,9 +104,9 @@ def test_good_order_completes_with_its_outputs(harness: Harness) -> None:
     assert order.ledger_violations([run.run_id]) == []
 
 
-def test_declined_card_compensates_in_reverse_order(harness: Harness) -> None:
-    """A declined card is not retried; charge, stock and validation are undone in that order."""
-    snapshot = run_saga(harness, "order", order_input(card_number=payments.DECLINED_CARD))
+def test_declined_payment_compensates_in_reverse_order(harness: Harness) -> None:
+    """A declined payment is not retried; charge, stock and validation are undone in that order."""
+    snapshot = run_saga(harness, "order", order_input(payment_token=payments.DECLINED_TOKEN))
     run = snapshot.run
     assert run.status is RunStatus.COMPENSATED
     assert "PaymentDeclined" in (run.error or "")
@@ -243,8 +243,8 @@ def test_cancellation_email_follows_a_confirmation_that_went_out(demo_db: Path) 
         ({"email": "not-an-address"}, "email"),
         ({"items": []}, "items"),
         ({"items": [{"sku": "SKU-MUG", "quantity": 0}]}, "items"),
-        ({"card_number": "4242-4242-4242"}, "card_number"),
-        ({"card_number": "12345678901"}, "card_number"),
+        ({"payment_token": "4242424242424242"}, "payment_token"),
+        ({"payment_token": "tok_"}, "payment_token"),
         ({"currency": "EUR"}, "currency"),
     ],
 )
