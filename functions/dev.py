@@ -54,7 +54,7 @@ STEPS_PATH: Final = "/v1/steps"
 BackgroundTask = Callable[["Engine"], Awaitable[None]]
 """A coroutine function run beside the stack from start to stop (cancelled at stop).
 
-This is the hook for the local scheduler (cron loop): ``DevStack(background_tasks=[...])``.
+``run_dev`` passes the local scheduler here (``functions.cron.run_cron_loop``).
 """
 
 _OUTPUT_LINE_LIMIT: Final = 1024 * 1024
@@ -626,7 +626,15 @@ def run_dev(port: int, workers: int, data_dir: Path, in_process: bool) -> None:
     configure_logging()
     # httpx logs every request at INFO: one line per delivery would drown the stack's own.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    stack = DevStack(data_dir=data_dir, port=port, workers=workers, in_process=in_process)
+    from functions.cron import run_cron_loop
+
+    stack = DevStack(
+        data_dir=data_dir,
+        port=port,
+        workers=workers,
+        in_process=in_process,
+        background_tasks=[run_cron_loop],
+    )
     asyncio.run(_serve(stack))
 
 

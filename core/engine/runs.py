@@ -109,7 +109,8 @@ class RunService:
         ]
         stored, is_created = self._store.create_run(run=run, steps=steps, outbox=outbox)
         if not is_created:
-            if stored.saga != saga.name or stored.input != normalized:
+            # The run id derives from saga and key, so only the input can differ.
+            if stored.input != normalized:
                 raise IdempotencyKeyReusedError(run_id=stored.run_id, saga=stored.saga)
             if stored.status is not RunStatus.PENDING:
                 return StartResult(stored, False)

@@ -14,7 +14,7 @@ from typing import Any
 from core.domain.saga import Saga
 from core.domain.triggers import Schedule, topic_matches, validate_topic
 from core.engine.runs import RunService, StartResult
-from core.errors import EngineError, InputValidationError
+from core.errors import ConfigurationError, EngineError, InputValidationError
 from core.registry import SagaRegistry
 from core.scheduling import iso_utc
 
@@ -61,7 +61,7 @@ class TriggerService:
         event = {"topic": topic, "data": data, "id": event_id}
         started: list[StartResult] = []
         rejected: dict[str, str] = {}
-        for saga in self._registry.loaded():
+        for saga in self._sagas():
             for trigger in saga.event_triggers:
                 if not topic_matches(trigger.pattern, topic):
                     continue
@@ -82,7 +82,17 @@ class TriggerService:
 
     def schedules(self) -> list[tuple[Saga, Schedule]]:
         """Every schedule of every saga this process serves."""
-        return [(saga, item) for saga in self._registry.loaded() for item in saga.schedules]
+        return [(saga, item) for saga in self._sagas() for item in saga.schedules]
+
+    def _sagas(self) -> list[Saga]:
+        """Every saga that imports; one broken module must not stop unrelated triggers."""
+        sagas: list[Saga] = []
+        for name in self._registry.names():
+            try:
+                sagas.append(self._registry.get(name))
+            except ConfigurationError as exc:
+                log.error("saga %s cannot be loaded; its triggers are skipped: %s", name, exc)
+        return sagas
 
     def fire_schedule(self, *, name: str, scheduled_at: float) -> StartResult:
         """Start the run for one scheduled time of schedule ``name`` (idempotent).

@@ -94,3 +94,15 @@ def test_a_scheduled_time_starts_exactly_one_run() -> None:
         h.engine.triggers.fire_schedule(name="nope", scheduled_at=0)
     h.pump()
     assert h.engine.runs.get(one.run.run_id).run.status is RunStatus.COMPLETED
+
+
+def test_a_saga_that_fails_to_import_does_not_block_other_events() -> None:
+    """Events still start runs of healthy sagas when another saga's module is broken."""
+    from core.registry import SagaRegistry
+
+    h = Harness([make_saga()])
+    registry = SagaRegistry({"greeter": h.registry.get("greeter"), "broken": "no.such.module:saga"})
+    h.engine.triggers._registry = registry
+    outcome = h.engine.triggers.publish(topic="users.eu.created", data={"name": "x"}, event_id="e9")
+    assert [r.run.saga for r in outcome.started] == ["greeter"]
+    assert [s.name for _, s in h.engine.triggers.schedules()] == ["hourly-greeting"]
