@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -110,12 +111,25 @@ class JsonLinesHandler(logging.Handler):
 _HANDLER_NAME = "relay-json"
 
 
-def configure_logging(level: int | str = logging.INFO, *, stream: TextIO | None = None) -> None:
+LOG_LEVEL_ENV = "RELAY_LOG_LEVEL"
+
+
+def configure_logging(level: int | str | None = None, *, stream: TextIO | None = None) -> None:
     """Send the root logger's records to ``stream`` (stderr) as JSON lines.
 
+    ``level`` defaults to ``RELAY_LOG_LEVEL`` (DEBUG, INFO, WARNING, ERROR; INFO when unset).
+    An unknown name falls back to INFO with a warning rather than failing: this runs at
+    import of an entry point, where raising would take the whole function down.
     Safe to call more than once (a warm container re-importing an entry point): the
     previous Relay handler is replaced, other handlers are left alone.
     """
+    invalid: str | None = None
+    if level is None:
+        name = os.environ.get(LOG_LEVEL_ENV, "INFO").strip().upper() or "INFO"
+        if name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            level = name
+        else:
+            level, invalid = "INFO", name
     root = logging.getLogger()
     for existing in list(root.handlers):
         if existing.get_name() == _HANDLER_NAME:
@@ -125,3 +139,7 @@ def configure_logging(level: int | str = logging.INFO, *, stream: TextIO | None 
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    if invalid is not None:
+        logging.getLogger("relay").warning(
+            "%s=%r is not a log level; using INFO", LOG_LEVEL_ENV, invalid
+        )

@@ -6,6 +6,8 @@ import io
 import json
 import logging
 
+import pytest
+
 from functions.auth import HmacVerifier
 from functions.logs import REDACTED, configure_logging
 from tests.functions.support import SIGNING_KEY
@@ -82,3 +84,16 @@ def test_configuring_twice_keeps_one_relay_handler() -> None:
 
     names = [handler.get_name() for handler in logging.getLogger().handlers]
     assert names.count("relay-json") == 1
+
+
+def test_log_level_comes_from_relay_log_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RELAY_LOG_LEVEL sets the level; an unknown name falls back to INFO with a warning."""
+    monkeypatch.setattr(logging.getLogger(), "level", logging.getLogger().level)
+    monkeypatch.setenv("RELAY_LOG_LEVEL", "warning")
+    configure_logging(stream=io.StringIO())
+    assert logging.getLogger().level == logging.WARNING
+    stream = io.StringIO()
+    monkeypatch.setenv("RELAY_LOG_LEVEL", "chatty")
+    configure_logging(stream=stream)
+    assert logging.getLogger().level == logging.INFO
+    assert "is not a log level" in stream.getvalue()
