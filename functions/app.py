@@ -10,25 +10,19 @@ engine errors become HTTP outcomes (STYLE.md, section 5).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from core.domain.records import Message, RunRecord, RunSnapshot, StepRecord
-from core.domain.status import RunStatus
-from core.domain.triggers import validate_topic
+from core.domain.records import RunRecord
 from core.errors import (
     ConcurrencyConflict,
     ConfigurationError,
@@ -41,6 +35,18 @@ from core.errors import (
     UnknownSagaError,
 )
 from functions.auth import DeliveryVerifier, Forbidden, Unauthenticated
+from functions.http_parsing import (
+    HttpError,
+    idempotency_key,
+    parse_event,
+    parse_json,
+    parse_limit,
+    parse_message,
+    parse_statuses,
+    read_body,
+    scheduled_time,
+)
+from functions.views import run_header_view, run_view
 
 if TYPE_CHECKING:
     from core.engine.engine import Engine
@@ -57,44 +63,10 @@ ADMIN: Final = "admin"
 ALL_ROUTES: Final = frozenset({PUBLIC_API, WORKER, ADMIN})
 
 MAX_BODY_BYTES: Final = 1024 * 1024
-MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
-DEFAULT_LIST_LIMIT: Final = 50
-MAX_LIST_LIMIT: Final = 1000
 INFRASTRUCTURE_RETRY_SECONDS: Final = 1.0
 
 T = TypeVar("T")
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class HttpError(Exception):
-    """Raised by a handler to refuse a request with ``status`` and a JSON error body.
-
-    The body is ``{"error": code, "message": message, **fields}``; callers treat 4xx
-    other than 401/403/429 as permanent, so only a request that can never succeed as
-    sent gets one.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        /,
-        *,
-        headers: Mapping[str, str] | None = None,
-        **fields: Any,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
-        self.fields = fields
-
-    def response(self) -> JSONResponse:
-        """The response that refuses the request."""
-        body = {"error": self.code, "message": self.message, **self.fields}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
 def create_app(
@@ -164,8 +136,8 @@ class _Api:
     async def start_run(self, request: Request) -> Response:
         """``POST /v1/sagas/{name}/runs``: validate the input and start (or find) the run."""
         name = request.path_params["name"]
-        key = _idempotency_key(request.headers)
-        raw_input = _parse_json(await self._body(request), what="request body")
+        key = idempotency_key(request.headers)
+        raw_input = parse_json(await self._body(request), what="request body")
         result = await self._call(lambda e: e.runs.start(name, raw_input, idempotency_key=key))
         return _started(result)
 
@@ -178,15 +150,15 @@ class _Api:
         """``GET /v1/runs?saga=&status=&limit=``: run headers, newest first."""
         query = request.query_params
         saga = query.get("saga") or None
-        statuses = _statuses(query.getlist("status"))
-        limit = _limit(query.get("limit"))
+        statuses = parse_statuses(query.getlist("status"))
+        limit = parse_limit(query.get("limit"))
         runs = await self._call(lambda e: e.runs.list(saga=saga, statuses=statuses, limit=limit))
         return JSONResponse({"runs": [run_header_view(run) for run in runs]})
 
     async def deliver_step(self, request: Request) -> Response:
         """``POST /v1/steps``: one queue delivery; 200 acknowledges, 503 asks for redelivery."""
         body = await self._authenticated_body(request)
-        message = _parse_message(body)
+        message = parse_message(body)
         request.state.run_id = message.run_id
         result = await self._call(lambda e: e.handle(message))
         if result.is_done:
@@ -197,7 +169,7 @@ class _Api:
     async def deliver_event(self, request: Request) -> Response:
         """``POST /v1/events``: start a run of every saga subscribed to the topic."""
         body = await self._authenticated_body(request)
-        topic, data, event_id = _parse_event(_parse_json(body, what="event"))
+        topic, data, event_id = parse_event(parse_json(body, what="event"))
         outcome = await self._call(
             lambda e: e.triggers.publish(topic=topic, data=data, event_id=event_id)
         )
@@ -210,7 +182,7 @@ class _Api:
 
         body = await self._authenticated_body(request)
         name = request.path_params["name"]
-        scheduled_at = _scheduled_time(body, request.headers)
+        scheduled_at = scheduled_time(body, request.headers)
         try:
             result = await self._call(
                 lambda e: e.triggers.fire_schedule(name=name, scheduled_at=scheduled_at)
@@ -238,7 +210,7 @@ class _Api:
         return await run_in_threadpool(_with_engine, self._engine, operation)
 
     async def _body(self, request: Request) -> bytes:
-        return await _read_body(request, limit=self._max_body_bytes)
+        return await read_body(request, limit=self._max_body_bytes)
 
     async def _authenticated_body(self, request: Request) -> bytes:
         """The body, once the verifier accepted it; nothing is parsed before that."""
@@ -349,169 +321,6 @@ async def _unhandled_exception(request: Request, exc: Exception) -> Response:
 # -- request parsing -----------------------------------------------------------------
 
 
-async def _read_body(request: Request, *, limit: int) -> bytes:
-    """The request body, refusing (413) more than ``limit`` bytes before buffering them."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.strip().isdigit():
-            raise HttpError(
-                400, "invalid_header", "Content-Length is not a number", header="Content-Length"
-            )
-        if int(declared) > limit:
-            raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> HttpError:
-    return HttpError(413, "body_too_large", f"request body exceeds {limit} bytes", limit=limit)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _parse_json(body: bytes, *, what: str) -> Any:
-    """Strict JSON: UTF-8, not empty, no NaN/Infinity (they cannot be stored as JSON)."""
-    if not body.strip():
-        raise HttpError(400, "malformed_json", f"{what} is empty; send a JSON document")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise HttpError(400, "malformed_json", f"{what} is not UTF-8 encoded") from None
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise HttpError(400, "malformed_json", f"{what} is not valid JSON: {exc}") from None
-
-
-def _json_object(body: bytes, *, what: str) -> dict[str, Any]:
-    payload = _parse_json(body, what=what)
-    if not isinstance(payload, dict):
-        raise HttpError(400, f"malformed_{what}", f"{what} must be a JSON object")
-    return payload
-
-
-def _idempotency_key(headers: Headers) -> str | None:
-    """The ``Idempotency-Key`` header, checked: it becomes part of a stored run id."""
-    values = headers.getlist("idempotency-key")
-    if not values:
-        return None
-    key = values[0]
-    is_valid = (
-        len(values) == 1
-        and 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH
-        and all(" " <= char <= "~" for char in key)
-    )
-    if not is_valid:
-        raise HttpError(
-            400,
-            "invalid_header",
-            f"Idempotency-Key must be one header of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} "
-            "printable ASCII characters",
-            header="Idempotency-Key",
-        )
-    return key
-
-
-def _query_error(parameter: str, message: str, error_type: str) -> HttpError:
-    detail = [{"loc": ["query", parameter], "msg": message, "type": error_type}]
-    return HttpError(
-        422,
-        "invalid_query",
-        f"query parameter {parameter!r}: {message}",
-        parameter=parameter,
-        detail=detail,
-    )
-
-
-def _statuses(values: Sequence[str]) -> list[RunStatus] | None:
-    """``status=A&status=B`` or ``status=A,B``; None when absent (any status)."""
-    names = [part.strip() for value in values for part in value.split(",") if part.strip()]
-    if not names:
-        return None
-    try:
-        return [RunStatus(name.upper()) for name in names]
-    except ValueError:
-        allowed = ", ".join(status.value for status in RunStatus)
-        raise _query_error("status", f"must be one of {allowed}", "enum") from None
-
-
-def _limit(text: str | None) -> int:
-    if text is None:
-        return DEFAULT_LIST_LIMIT
-    try:
-        limit = int(text.strip())
-    except ValueError:
-        raise _query_error("limit", "must be an integer", "int_parsing") from None
-    if not 1 <= limit <= MAX_LIST_LIMIT:
-        raise _query_error("limit", f"must be between 1 and {MAX_LIST_LIMIT}", "range")
-    return limit
-
-
-def _parse_message(body: bytes) -> Message:
-    payload = _json_object(body, what="message")
-    try:
-        return Message.from_json(payload)
-    except (ValueError, TypeError) as exc:
-        raise HttpError(400, "malformed_message", str(exc)) from None
-
-
-def _parse_event(payload: Any) -> tuple[str, Any, str]:
-    """``{"topic": str, "data": any JSON, "id": str}`` into its three parts."""
-    if not isinstance(payload, dict):
-        raise HttpError(400, "malformed_event", "event must be a JSON object")
-    topic, event_id = payload.get("topic"), payload.get("id")
-    for field, value in (("topic", topic), ("id", event_id)):
-        if not isinstance(value, str) or not value:
-            message = f"event field {field!r} must be a non-empty string"
-            raise HttpError(400, "malformed_event", message)
-    assert isinstance(topic, str) and isinstance(event_id, str)
-    try:
-        validate_topic(topic)  # here, so a ValueError from deeper down stays a 500
-    except ValueError as exc:
-        raise HttpError(400, "malformed_event", str(exc)) from None
-    return topic, payload.get("data"), event_id
-
-
-SCHEDULE_TIME_HEADER: Final = "X-CloudScheduler-ScheduleTime"
-"""Cloud Scheduler's own scheduled time, used when the body names none."""
-
-
-def _scheduled_time(body: bytes, headers: Headers) -> float:
-    """The scheduled time: the body's ``scheduled_time``, the scheduler's header, or now.
-
-    Retried invocations must name the same time to find the same run; "now" is only a
-    fallback for hand-made calls.
-    """
-    text: Any = None
-    if body.strip():
-        text = _json_object(body, what="schedule").get("scheduled_time")
-    text = text if text is not None else headers.get(SCHEDULE_TIME_HEADER)
-    if text is None:
-        return time.time()
-    if not isinstance(text, str):
-        raise HttpError(400, "malformed_schedule", "scheduled_time must be an ISO-8601 string")
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise HttpError(
-            400, "malformed_schedule", f"scheduled_time {text!r} is not an ISO-8601 time"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-# -- responses -----------------------------------------------------------------------
-
-
 def _started(result: StartResult) -> Response:
     run = result.run
     return JSONResponse(
@@ -532,55 +341,6 @@ def _retry_later(seconds: float, body: dict[str, Any]) -> Response:
         status_code=503,
         headers={"Retry-After": _retry_after_header(seconds)},
     )
-
-
-def iso_time(epoch_seconds: float | None) -> str | None:
-    """An epoch time as ISO-8601 UTC with milliseconds (``...T12:00:00.000Z``)."""
-    if epoch_seconds is None:
-        return None
-    moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def run_header_view(run: RunRecord) -> dict[str, Any]:
-    """The public JSON view of a run header (list entries, and the top of a run view)."""
-    return {
-        "run_id": run.run_id,
-        "saga": run.saga,
-        "status": run.status.value,
-        "input": run.input,
-        "output": run.output,
-        "error": run.error,
-        "created_at": iso_time(run.created_at),
-        "updated_at": iso_time(run.updated_at),
-    }
-
-
-def step_view(step: StepRecord) -> dict[str, Any]:
-    """The public JSON view of one step record."""
-    return {
-        "name": step.name,
-        "status": step.status.value,
-        "attempts": step.attempt,
-        "started_at": iso_time(step.started_at),
-        "finished_at": iso_time(step.finished_at),
-        "error": step.error,
-    }
-
-
-def run_view(snapshot: RunSnapshot, step_order: Sequence[str] | None = None) -> dict[str, Any]:
-    """The public JSON view of a run with its steps.
-
-    Steps follow ``step_order`` (the saga's definition order); without it, the order
-    they started in, unstarted steps last.
-    """
-    records = list(snapshot.steps.values())
-    if step_order:
-        rank = {name: index for index, name in enumerate(step_order)}
-        records.sort(key=lambda r: rank.get(r.name, len(rank)))
-    else:
-        records.sort(key=lambda r: (r.started_at is None, r.started_at or 0.0))
-    return {**run_header_view(snapshot.run), "steps": [step_view(r) for r in records]}
 
 
 def _run_view_of(engine: Engine, run_id: str) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def local_engine() -> Iterator[Engine]:
 
 def snapshot_view(engine: Engine, snapshot: RunSnapshot) -> dict[str, Any]:
     """The ``GET /v1/runs/{id}`` view of ``snapshot``, steps in definition order."""
-    from functions.app import run_view
+    from functions.views import run_view
 
     return run_view(snapshot, [step.name for step in engine.ordered_steps(snapshot)])
 
@@ -257,7 +257,7 @@ def runs() -> None:
 def list_runs(saga: str | None, statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Run headers, newest first."""
     from core.domain.status import RunStatus
-    from functions.app import run_header_view
+    from functions.views import run_header_view
 
     wanted = [RunStatus(s.upper()) for s in statuses] or None
     with local_engine() as engine:

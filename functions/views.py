@@ -1,0 +1,58 @@
+"""JSON views of runs and steps: the shapes of the HTTP contract and ``relay runs --json``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from core.domain.records import RunRecord, RunSnapshot, StepRecord
+
+
+def iso_time(epoch_seconds: float | None) -> str | None:
+    """An epoch time as ISO-8601 UTC with milliseconds (``...T12:00:00.000Z``)."""
+    if epoch_seconds is None:
+        return None
+    moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def run_header_view(run: RunRecord) -> dict[str, Any]:
+    """The public JSON view of a run header (list entries, and the top of a run view)."""
+    return {
+        "run_id": run.run_id,
+        "saga": run.saga,
+        "status": run.status.value,
+        "input": run.input,
+        "output": run.output,
+        "error": run.error,
+        "created_at": iso_time(run.created_at),
+        "updated_at": iso_time(run.updated_at),
+    }
+
+
+def step_view(step: StepRecord) -> dict[str, Any]:
+    """The public JSON view of one step record."""
+    return {
+        "name": step.name,
+        "status": step.status.value,
+        "attempts": step.attempt,
+        "started_at": iso_time(step.started_at),
+        "finished_at": iso_time(step.finished_at),
+        "error": step.error,
+    }
+
+
+def run_view(snapshot: RunSnapshot, step_order: Sequence[str] | None = None) -> dict[str, Any]:
+    """The public JSON view of a run with its steps.
+
+    Steps follow ``step_order`` (the saga's definition order); without it, the order
+    they started in, unstarted steps last.
+    """
+    records = list(snapshot.steps.values())
+    if step_order:
+        rank = {name: index for index, name in enumerate(step_order)}
+        records.sort(key=lambda r: rank.get(r.name, len(rank)))
+    else:
+        records.sort(key=lambda r: (r.started_at is None, r.started_at or 0.0))
+    return {**run_header_view(snapshot.run), "steps": [step_view(r) for r in records]}
