@@ -1,8 +1,9 @@
 """Adapter fixtures for the contract suites: every suite runs once per registered adapter.
 
 To add an adapter (Firestore, DynamoDB, Cloud Tasks, SQS, GCS, S3...), write one fixture
-function below and decorate it with the registrar of its port. The parametrised fixtures
-at the bottom of this file pick up every registered fixture by name.
+function and decorate it with the registrar of its port (``tests/contract/registry.py``):
+local ones below, cloud ones in ``backends_aws.py`` / ``backends_gcp.py``, which this
+module imports. The parametrised fixtures at the bottom pick up every registered fixture.
 
 * ``@state_store_backend`` fixtures return a :class:`StoreAndQueue`: the store, and the
   queue its outbox lands on when the store delivers its own outbox (else None).
@@ -16,10 +17,8 @@ unclosed resource into a failure).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 
@@ -34,33 +33,15 @@ from infra.local.sqlite_store import SQLiteStateStore
 from infra.memory.io_manager import MemoryIOManager
 from infra.memory.state_store import MemoryStateStore
 from infra.memory.task_queue import MemoryTaskQueue
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-_STATE_STORE_BACKENDS: list[str] = []
-_PULL_QUEUE_BACKENDS: list[str] = []
-_IO_MANAGER_BACKENDS: list[str] = []
-
-
-def _registrar(registry: list[str]) -> Callable[[F], F]:
-    def register(fixture_function: F) -> F:
-        registry.append(fixture_function.__name__)
-        return pytest.fixture(fixture_function)  # type: ignore[no-any-return]
-
-    return register
-
-
-state_store_backend = _registrar(_STATE_STORE_BACKENDS)
-pull_queue_backend = _registrar(_PULL_QUEUE_BACKENDS)
-io_manager_backend = _registrar(_IO_MANAGER_BACKENDS)
-
-
-@dataclass(frozen=True)
-class StoreAndQueue:
-    """A state store and, when it delivers its own outbox, the queue it delivers to."""
-
-    store: StateStore
-    outbox_queue: PullQueue | None
+from tests.contract.registry import (
+    IO_MANAGER_BACKENDS,
+    PULL_QUEUE_BACKENDS,
+    STATE_STORE_BACKENDS,
+    StoreAndQueue,
+    io_manager_backend,
+    pull_queue_backend,
+    state_store_backend,
+)
 
 
 @pytest.fixture
@@ -119,6 +100,11 @@ def filesystem_io(tmp_path: Path) -> IOManager:
     return FilesystemIOManager(tmp_path / "results")
 
 
+# --- cloud backends: one module each; importing them registers their fixtures ----------
+
+from tests.contract.backends_aws import *  # noqa: E402, F403
+from tests.contract.backends_gcp import *  # noqa: E402, F403
+
 # --- the parametrised fixtures the suites use (keep these last) -------------------------
 
 
@@ -126,7 +112,7 @@ def _backend_id(fixture_name: str) -> str:
     return fixture_name.rsplit("_", 1)[0]
 
 
-@pytest.fixture(params=_STATE_STORE_BACKENDS, ids=_backend_id)
+@pytest.fixture(params=STATE_STORE_BACKENDS, ids=_backend_id)
 def store_and_queue(request: pytest.FixtureRequest) -> StoreAndQueue:
     """Each registered state store, with the queue its outbox lands on (if any)."""
     result: StoreAndQueue = request.getfixturevalue(request.param)
@@ -150,14 +136,14 @@ def outbox_queue(store_and_queue: StoreAndQueue) -> PullQueue:
     return store_and_queue.outbox_queue
 
 
-@pytest.fixture(params=_PULL_QUEUE_BACKENDS, ids=_backend_id)
+@pytest.fixture(params=PULL_QUEUE_BACKENDS, ids=_backend_id)
 def pull_queue(request: pytest.FixtureRequest) -> PullQueue:
     """Each registered pull queue."""
     result: PullQueue = request.getfixturevalue(request.param)
     return result
 
 
-@pytest.fixture(params=_IO_MANAGER_BACKENDS, ids=_backend_id)
+@pytest.fixture(params=IO_MANAGER_BACKENDS, ids=_backend_id)
 def io_manager(request: pytest.FixtureRequest) -> IOManager:
     """Each registered I/O manager."""
     result: IOManager = request.getfixturevalue(request.param)

@@ -25,9 +25,7 @@ def reporting_saga() -> Saga:
 def test_due_firings_lists_each_scheduled_time_in_the_window_once() -> None:
     """A five-minute schedule fires twelve times in an hour, at the exact times."""
     saga = reporting_saga()
-    firings = due_firings(
-        [(saga, saga.schedules[0])], after=HOUR_START, until=HOUR_START + 3600
-    )
+    firings = due_firings([(saga, saga.schedules[0])], after=HOUR_START, until=HOUR_START + 3600)
     assert len(firings) == 12
     assert firings[0].scheduled_at == HOUR_START + 300
     assert firings[-1].scheduled_at == HOUR_START + 3600

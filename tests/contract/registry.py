@@ -1,0 +1,44 @@
+"""Registries of contract-suite backends, shared by conftest.py and the backend modules.
+
+A backend module (``backends_aws.py``, ``backends_gcp.py``) decorates its fixtures with the
+registrar of their port; ``conftest.py`` imports those modules so their fixtures exist and
+are listed before the parametrised fixtures are built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+
+from core.ports.state_store import StateStore
+from core.ports.task_queue import PullQueue
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STATE_STORE_BACKENDS: list[str] = []
+PULL_QUEUE_BACKENDS: list[str] = []
+IO_MANAGER_BACKENDS: list[str] = []
+
+
+def _registrar(registry: list[str]) -> Callable[[F], F]:
+    def register(fixture_function: F) -> F:
+        registry.append(fixture_function.__name__)
+        return pytest.fixture(fixture_function)  # type: ignore[no-any-return]
+
+    return register
+
+
+state_store_backend = _registrar(STATE_STORE_BACKENDS)
+pull_queue_backend = _registrar(PULL_QUEUE_BACKENDS)
+io_manager_backend = _registrar(IO_MANAGER_BACKENDS)
+
+
+@dataclass(frozen=True)
+class StoreAndQueue:
+    """A state store and, when it delivers its own outbox, the queue it delivers to."""
+
+    store: StateStore
+    outbox_queue: PullQueue | None
