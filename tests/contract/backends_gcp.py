@@ -1,8 +1,26 @@
 """GCP adapters (Firestore, GCS) against their emulators, for the contract suites.
 
-No backend is registered yet: this module is filled in by the backend's own change.
+The emulators start once per session, lazily (``tests/emulators/gcp.py``); each test gets
+its own Firestore collection and its own bucket, so no test sees another's data.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from collections.abc import Iterator
+
+from core.ports.clock import FixedClock
+from infra.gcp.firestore import FirestoreStateStore
+from tests.contract.registry import StoreAndQueue, state_store_backend
+from tests.emulators.gcp import FirestoreEmulator, firestore_emulator, storage_emulator
+
+__all__ = ["firestore_emulator", "firestore_store", "storage_emulator"]
+
+
+@state_store_backend
+def firestore_store(
+    firestore_emulator: FirestoreEmulator, clock: FixedClock
+) -> Iterator[StoreAndQueue]:
+    client = firestore_emulator.client()
+    store = FirestoreStateStore(client, collection=firestore_emulator.unique_collection())
+    yield StoreAndQueue(store=store, outbox_queue=None)
+    client.close()

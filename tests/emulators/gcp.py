@@ -1,0 +1,187 @@
+"""The Google Cloud emulators: Firestore (gcloud, Java) and Cloud Storage (PyPI).
+
+Each is started once per test session, on a free loopback port, the first time a test
+asks for it, and stopped by process group at the end (the Firestore emulator is a gcloud
+wrapper that spawns a Java child). Tests isolate themselves with a fresh collection or
+bucket name. Without gcloud/Java, or when an emulator does not start, the tests that need
+it skip with the reason — or fail under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.emulators import unavailable
+from tests.emulators.processes import ServerProcess, free_port, start_server
+
+if TYPE_CHECKING:
+    from google.cloud import firestore, storage
+
+FIRESTORE_PROJECT = "relay-test"
+STORAGE_PROJECT = "test"
+_START_TIMEOUT_SECONDS = 90.0
+
+
+@contextmanager
+def environment_variable(name: str, value: str) -> Iterator[None]:
+    """Set ``name`` for the duration of the block, then restore what was there."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def _http_answers(url: str, expected: str | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as response:
+            body: bytes = response.read()
+    except (OSError, urllib.error.URLError):
+        return False
+    return expected is None or body.decode(errors="replace").strip() == expected
+
+
+@dataclass(frozen=True)
+class FirestoreEmulator:
+    """A running Firestore emulator; ``client()`` builds a client pointed at it."""
+
+    host: str
+    project: str
+    startup_seconds: float
+
+    def client(self) -> firestore.Client:
+        """A Firestore client for the emulator (``FIRESTORE_EMULATOR_HOST`` is read once,
+        at construction, and restored right after)."""
+        from google.cloud import firestore
+
+        with environment_variable("FIRESTORE_EMULATOR_HOST", self.host):
+            return firestore.Client(project=self.project)
+
+    def unique_collection(self) -> str:
+        """A collection name no other test uses, so tests need no reset between them."""
+        return f"relay_runs_{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True)
+class StorageEmulator:
+    """A running Cloud Storage emulator; ``client()`` builds a client pointed at it."""
+
+    endpoint: str
+    project: str
+    startup_seconds: float
+
+    def client(self) -> storage.Client:
+        """An anonymous storage client for the emulator (``STORAGE_EMULATOR_HOST`` is
+        read once, at construction, and restored right after)."""
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        with environment_variable("STORAGE_EMULATOR_HOST", self.endpoint):
+            return storage.Client(project=self.project, credentials=AnonymousCredentials())
+
+    def unique_bucket_name(self) -> str:
+        """A bucket name no other test uses."""
+        return f"relay-test-{uuid.uuid4().hex[:16]}"
+
+
+def _require_module(module: str, extra: str) -> None:
+    try:
+        __import__(module)
+    except ImportError as exc:
+        unavailable(f"{module} is not installed ({exc}); install the '{extra}' extra")
+
+
+def _start(name: str, command: list[str], *, port: int, log_dir: Path, ready: Any) -> ServerProcess:
+    env = {**os.environ, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
+    try:
+        return start_server(
+            name,
+            command,
+            port=port,
+            log_dir=log_dir,
+            env=env,
+            ready=ready,
+            timeout_seconds=_START_TIMEOUT_SECONDS,
+        )
+    except (OSError, RuntimeError) as exc:
+        unavailable(f"{name} did not start: {exc}")
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirestoreEmulator]:
+    """The Firestore emulator (``gcloud emulators firestore start``), once per session."""
+    _require_module("google.cloud.firestore", "gcp")
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        unavailable("gcloud is not on PATH: the Firestore emulator ships with the Cloud SDK")
+    if shutil.which("java") is None:
+        unavailable("java is not on PATH: the Firestore emulator needs a Java runtime")
+    port = free_port()
+    started = time.monotonic()
+    server = _start(
+        "firestore-emulator",
+        [gcloud, "emulators", "firestore", "start", f"--host-port=127.0.0.1:{port}"],
+        port=port,
+        log_dir=tmp_path_factory.mktemp("firestore-emulator"),
+        ready=lambda: _http_answers(f"http://127.0.0.1:{port}/", "Ok"),
+    )
+    try:
+        yield FirestoreEmulator(
+            host=f"127.0.0.1:{port}",
+            project=FIRESTORE_PROJECT,
+            startup_seconds=time.monotonic() - started,
+        )
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def storage_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorageEmulator]:
+    """The Cloud Storage emulator (PyPI ``gcloud-storage-emulator``, in memory), once."""
+    _require_module("google.cloud.storage", "gcp")
+    executable = shutil.which("gcloud-storage-emulator") or _next_to_python(
+        "gcloud-storage-emulator"
+    )
+    if executable is None:
+        unavailable("gcloud-storage-emulator is not installed; install the 'dev' extra")
+    port = free_port()
+    started = time.monotonic()
+    server = _start(
+        "storage-emulator",
+        [executable, "start", "--host", "127.0.0.1", "--port", str(port), "--no-store-on-disk"],
+        port=port,
+        log_dir=tmp_path_factory.mktemp("storage-emulator"),
+        ready=lambda: _http_answers(f"http://127.0.0.1:{port}/"),
+    )
+    try:
+        yield StorageEmulator(
+            endpoint=f"http://127.0.0.1:{port}",
+            project=STORAGE_PROJECT,
+            startup_seconds=time.monotonic() - started,
+        )
+    finally:
+        server.stop()
+
+
+def _next_to_python(name: str) -> str | None:
+    """A console script installed in the running interpreter's environment."""
+    import sys
+
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else None
