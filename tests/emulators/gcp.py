@@ -161,12 +161,28 @@ def storage_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stora
     if executable is None:
         unavailable("gcloud-storage-emulator is not installed; install the 'dev' extra")
     port = free_port()
+    work_dir = tmp_path_factory.mktemp("storage-emulator")
     started = time.monotonic()
     server = _start(
         "storage-emulator",
-        [executable, "start", "--host", "127.0.0.1", "--port", str(port), "--no-store-on-disk"],
+        # Objects stay in memory, but the emulator always writes its bucket list to
+        # ./.cloudstorage/.meta (its --data-dir flag is ignored in 0.5): run it in a
+        # directory of its own, not the repository. `exec` keeps the PID we stop.
+        [
+            "/bin/sh",
+            "-c",
+            'cd "$0" && exec "$@"',
+            str(work_dir),
+            executable,
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-store-on-disk",
+        ],
         port=port,
-        log_dir=tmp_path_factory.mktemp("storage-emulator"),
+        log_dir=work_dir,
         ready=lambda: _http_answers(f"http://127.0.0.1:{port}/"),
     )
     try:

@@ -1,0 +1,258 @@
+"""Step outputs too large to keep inline, as Cloud Storage objects.
+
+Layout in the bucket: ``<prefix><run_id>/<step>/<result_id>.json`` (``.pkl`` only when
+the caller asked for pickle), plus one empty *order marker* per result,
+``<prefix><run_id>/<step>/_order/<sequence>-<result_id>``, written before the result's
+first save: listing the markers, which sort by sequence, gives the save order. Markers
+rather than custom object metadata, because metadata cannot be read without one request
+per object on every emulator, and rather than an index object, which concurrent saves
+would have to read-modify-write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pickle
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from core.ports.io_manager import Serializer
+from infra.gcp._errors import google_errors
+
+if TYPE_CHECKING:
+    from google.cloud.storage import Client  # type: ignore[import-untyped]
+
+_SUFFIXES: Final[Mapping[Serializer, str]] = {"json": ".json", "pickle": ".pkl"}
+_CONTENT_TYPES: Final[Mapping[Serializer, str]] = {
+    "json": "application/json",
+    "pickle": "application/octet-stream",
+}
+_ORDER_DIR: Final = "_order/"
+_FORBIDDEN: Final = ("/", "\\", "\x00", "\r", "\n")
+
+
+def _check_component(kind: str, value: str) -> str:
+    """Return ``value`` if it is safe as one level of an object name, else raise ``ValueError``.
+
+    Ids come from run ids and step names that users influence: a ``/`` or ``..`` would
+    let one run read or delete another's results; Cloud Storage also refuses CR and LF.
+    """
+    if not value or value in {".", ".."} or any(c in value for c in _FORBIDDEN):
+        raise ValueError(
+            f"{kind} {value!r} cannot be used as a storage key: it must be non-empty, "
+            "not '.' or '..', and contain no '/', '\\', NUL, CR or LF"
+        )
+    return value
+
+
+def _encode(value: Any, serializer: Serializer, where: str) -> bytes:
+    """Serialise ``value``; ``TypeError`` naming ``where`` when JSON cannot hold it."""
+    if serializer == "pickle":
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    if serializer != "json":
+        raise ValueError(f"unknown serializer {serializer!r}; use 'json' or 'pickle'")
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"result {where} is not JSON-serialisable ({exc}); return JSON data or save "
+            "it with serializer='pickle'"
+        ) from exc
+
+
+class _Sequence:
+    """Increasing numbers for order markers: nanoseconds, never repeating in a process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def next(self) -> int:
+        with self._lock:
+            self._last = max(self._last + 1, time.time_ns())
+            return self._last
+
+
+class GcsIOManager:
+    """An ``IOManager`` keeping each result in its own Cloud Storage object.
+
+    An object upload is atomic (readers see the old object or the new one, never a
+    part), and it completes before the step commit that references it.
+
+    Args:
+        client: A ``google.cloud.storage.Client`` (created while ``STORAGE_EMULATOR_HOST``
+            is set to talk to the emulator).
+        bucket: The bucket results live in; it must exist.
+        prefix: Prepended to every object name (``"relay/"`` keeps results in a folder).
+        timeout_seconds: Budget of one request, retries of transient errors included;
+            past it the call raises ``StoreUnavailable``.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        bucket: str,
+        prefix: str = "",
+        timeout_seconds: float = 30.0,
+    ) -> None:
+        from google.cloud.storage.retry import DEFAULT_RETRY  # type: ignore[import-untyped]
+
+        self._client = client
+        self._bucket = client.bucket(bucket)
+        self._prefix = prefix
+        self._timeout = timeout_seconds
+        # Every request here is idempotent (uploads overwrite with the same bytes), so the
+        # library's retry of transient errors applies to all of them, within the budget.
+        self._retry = DEFAULT_RETRY.with_timeout(timeout_seconds)
+        self._sequence = _Sequence()
+
+    @classmethod
+    def from_settings(
+        cls, *, bucket: str, prefix: str = "", project: str | None = None
+    ) -> GcsIOManager:
+        """A manager on ``bucket`` with Application Default Credentials.
+
+        ``STORAGE_EMULATOR_HOST``, when set, points the client at an emulator.
+        """
+        from google.cloud.storage import Client
+
+        return cls(Client(project=project), bucket=bucket, prefix=prefix)
+
+    def describe(self) -> Mapping[str, str]:
+        """Bucket, prefix, project and endpoint, for logs and errors."""
+        return {
+            "backend": "gcs",
+            "bucket": str(self._bucket.name),
+            "prefix": self._prefix,
+            "project": str(self._client.project),
+            "endpoint": str(self._client.api_endpoint),
+        }
+
+    def save(
+        self,
+        *,
+        run_id: str,
+        step: str,
+        result_id: str,
+        value: Any,
+        serializer: Serializer = "json",
+    ) -> str:
+        """Store ``value``, replacing any earlier result with this key.
+
+        One listing (does the result exist, in either format?), one upload of the order
+        marker on the first save, one upload of the result, and one delete when the
+        format changed.
+
+        Returns:
+            The ``gs://bucket/name`` URL of the object.
+
+        Raises:
+            TypeError: ``value`` is not JSON-serialisable and pickle was not asked for.
+            ValueError: an id is not a safe object-name component.
+            ConfigurationError: the bucket does not exist or access is denied.
+            StoreUnavailable: Cloud Storage stayed unreachable for the whole timeout.
+        """
+        step_dir = self._step_dir(run_id, step)
+        _check_component("result id", result_id)
+        data = _encode(value, serializer, f"{run_id}/{step}/{result_id}")
+        name = step_dir + result_id + _SUFFIXES[serializer]
+        other = step_dir + result_id + _SUFFIXES["pickle" if serializer == "json" else "json"]
+        with google_errors(f"save result {name!r}", self.describe()):
+            existing = {
+                blob.name
+                for blob in self._client.list_blobs(
+                    self._bucket,
+                    prefix=step_dir + result_id + ".",
+                    retry=self._retry,
+                    timeout=self._timeout,
+                )
+            }
+            if name not in existing and other not in existing:
+                # Mark the order before the result exists: a crash in between leaves a
+                # marker that list_results skips, never a result missing from the order.
+                marker = f"{step_dir}{_ORDER_DIR}{self._sequence.next():020d}-{result_id}"
+                self._bucket.blob(marker).upload_from_string(
+                    b"", retry=self._retry, timeout=self._timeout
+                )
+            self._bucket.blob(name).upload_from_string(
+                data,
+                content_type=_CONTENT_TYPES[serializer],
+                retry=self._retry,
+                timeout=self._timeout,
+            )
+            if other in existing:
+                self._delete(other)
+        return f"gs://{self._bucket.name}/{name}"
+
+    def load(self, *, run_id: str, step: str, result_id: str) -> Any:
+        """Return the stored value; raises ``KeyError`` when there is none."""
+        from google.api_core.exceptions import NotFound
+
+        step_dir = self._step_dir(run_id, step)
+        _check_component("result id", result_id)
+        for serializer, suffix in _SUFFIXES.items():
+            name = step_dir + result_id + suffix
+            with google_errors(f"load result {name!r}", self.describe()):
+                try:
+                    data = self._bucket.blob(name).download_as_bytes(
+                        retry=self._retry, timeout=self._timeout
+                    )
+                except NotFound:
+                    continue
+            if serializer == "pickle":
+                return pickle.loads(data)  # Safe: we wrote it, and only on request.
+            return json.loads(data)
+        raise KeyError(f"no result {result_id!r} for step {step!r} of run {run_id!r}")
+
+    def list_results(self, *, run_id: str, step: str) -> list[str]:
+        """The result ids stored for one step of one run, in first-save order (one listing)."""
+        step_dir = self._step_dir(run_id, step)
+        markers: list[str] = []
+        present: set[str] = set()
+        with google_errors(f"list results under {step_dir!r}", self.describe()):
+            for blob in self._client.list_blobs(
+                self._bucket, prefix=step_dir, retry=self._retry, timeout=self._timeout
+            ):
+                relative: str = blob.name[len(step_dir) :]
+                if relative.startswith(_ORDER_DIR):
+                    markers.append(relative[len(_ORDER_DIR) :])
+                elif "/" not in relative and relative.endswith((".json", ".pkl")):
+                    present.add(relative.rsplit(".", 1)[0])
+        # Markers sort by their zero-padded sequence; dict.fromkeys keeps the first of
+        # two racing first saves. Results without a marker (none are written so) go last.
+        ordered = [marker.split("-", 1)[1] for marker in sorted(markers)]
+        listed = [result_id for result_id in dict.fromkeys(ordered) if result_id in present]
+        return listed + sorted(present.difference(listed))
+
+    def clear_run(self, *, run_id: str) -> int:
+        """Delete every object of ``run_id``; returns the number of results deleted."""
+        run_dir = self._prefix + _check_component("run id", run_id) + "/"
+        count = 0
+        with google_errors(f"clear run {run_id!r}", self.describe()):
+            names = [
+                blob.name
+                for blob in self._client.list_blobs(
+                    self._bucket, prefix=run_dir, retry=self._retry, timeout=self._timeout
+                )
+            ]
+            for name in names:
+                relative = name[len(run_dir) :]
+                if relative.count("/") == 1 and relative.endswith((".json", ".pkl")):
+                    count += 1
+                self._delete(name)
+        return count
+
+    def _step_dir(self, run_id: str, step: str) -> str:
+        run = _check_component("run id", run_id)
+        return f"{self._prefix}{run}/{_check_component('step', step)}/"
+
+    def _delete(self, name: str) -> None:
+        """Delete one object; one that is already gone (a concurrent clear) is fine."""
+        from google.api_core.exceptions import NotFound
+
+        with contextlib.suppress(NotFound):
+            self._bucket.delete_blob(name, retry=self._retry, timeout=self._timeout)

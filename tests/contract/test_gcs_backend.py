@@ -1,0 +1,122 @@
+"""Guarantees specific to the Cloud Storage I/O manager, beyond the shared port contract.
+
+Run against the real storage emulator: the object layout and references, save order
+kept by order markers, error translation, and the lazy import of the client library.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.errors import ConfigurationError, StoreUnavailable
+from infra.gcp.gcs_io import GcsIOManager
+from tests.emulators.gcp import StorageEmulator, environment_variable
+from tests.emulators.processes import free_port
+
+
+@pytest.fixture
+def storage_client(storage_emulator: StorageEmulator) -> Iterator[Any]:
+    client = storage_emulator.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def bucket(storage_client: Any, storage_emulator: StorageEmulator) -> Iterator[Any]:
+    created = storage_client.create_bucket(storage_emulator.unique_bucket_name())
+    yield created
+    for blob in storage_client.list_blobs(created):
+        blob.delete()
+    created.delete()
+
+
+def names(client: Any, bucket: Any) -> list[str]:
+    return sorted(blob.name for blob in client.list_blobs(bucket))
+
+
+def test_importing_the_adapter_imports_no_google_library() -> None:
+    """Importing infra.gcp.gcs_io loads no Google module: the client loads on first use."""
+    code = (
+        "import sys; before = set(sys.modules); import infra.gcp.gcs_io; "
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith(('google', 'grpc'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_objects_are_laid_out_per_run_and_step(storage_client: Any, bucket: Any) -> None:
+    """Results are <prefix><run>/<step>/<id>.json|.pkl, with one order marker each."""
+    manager = GcsIOManager(storage_client, bucket=bucket.name, prefix="relay/")
+
+    ref = manager.save(run_id="r-1", step="extract", result_id="0", value={"a": 1})
+    manager.save(run_id="r-1", step="extract", result_id="1", value={1}, serializer="pickle")
+    manager.save(run_id="r-1", step="extract", result_id="0", value={"a": 2})
+
+    assert ref == f"gs://{bucket.name}/relay/r-1/extract/0.json"
+    assert bucket.blob("relay/r-1/extract/0.json").download_as_bytes() == b'{"a":2}'
+    stored = names(storage_client, bucket)
+    assert [n for n in stored if "/_order/" not in n] == [
+        "relay/r-1/extract/0.json",
+        "relay/r-1/extract/1.pkl",
+    ]
+    markers = [n.rsplit("/", 1)[1] for n in stored if "/_order/" in n]
+    assert [m.split("-", 1)[1] for m in markers] == ["0", "1"]  # one per result, in order
+
+
+def test_order_survives_a_new_manager(storage_client: Any, bucket: Any) -> None:
+    """Save order lives in the bucket, not in the process: another instance lists it too."""
+    first = GcsIOManager(storage_client, bucket=bucket.name)
+    for result_id in ["b", "a", "c"]:
+        first.save(run_id="r-1", step="s", result_id=result_id, value=result_id)
+
+    second = GcsIOManager(storage_client, bucket=bucket.name)
+
+    assert second.list_results(run_id="r-1", step="s") == ["b", "a", "c"]
+
+
+def test_missing_bucket_is_a_configuration_error(storage_client: Any) -> None:
+    """Saving into a bucket that does not exist says so, and is not retried as transient."""
+    manager = GcsIOManager(storage_client, bucket="relay-test-no-such-bucket")
+
+    with pytest.raises(ConfigurationError, match="relay-test-no-such-bucket"):
+        manager.save(run_id="r-1", step="s", result_id="0", value=0)
+
+
+def test_unreachable_storage_raises_store_unavailable() -> None:
+    """No server at the endpoint: StoreUnavailable (retryable) within the timeout, chained."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    with environment_variable("STORAGE_EMULATOR_HOST", endpoint):
+        client = storage.Client(project="test", credentials=AnonymousCredentials())
+    try:
+        manager = GcsIOManager(client, bucket="b", timeout_seconds=1.0)
+        with pytest.raises(StoreUnavailable, match="bucket=b") as info:
+            manager.load(run_id="r-1", step="s", result_id="0")
+        assert info.value.__cause__ is not None
+    finally:
+        client.close()
+
+
+def test_describe_names_bucket_prefix_and_endpoint(
+    storage_client: Any, bucket: Any, storage_emulator: StorageEmulator
+) -> None:
+    """describe() says where results go, for logs and error messages."""
+    described = GcsIOManager(storage_client, bucket=bucket.name, prefix="p/").describe()
+
+    assert described["bucket"] == bucket.name
+    assert described["prefix"] == "p/"
+    assert described["endpoint"] == storage_emulator.endpoint
