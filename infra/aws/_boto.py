@@ -1,0 +1,182 @@
+"""Shared by the AWS adapters: client settings and the botocore error classification.
+
+botocore is imported inside the functions, never at module import: an adapter only calls
+them once it holds a client, by which time botocore is loaded anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from core.errors import ConfigurationError, EngineError, InfrastructureError
+
+if TYPE_CHECKING:
+    from botocore.config import Config
+
+ErrorKind = Literal["unavailable", "configuration", "rejected"]
+
+# Worth retrying later: throttling, server-side failures, and timeouts.
+_UNAVAILABLE_CODES: Final = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "SlowDown",
+        "InternalServerError",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "TransactionInProgressException",
+        "KMS.ThrottlingException",
+    }
+)
+
+# A wrong name, region, endpoint or credential: retrying cannot help.
+_CONFIGURATION_CODES: Final = frozenset(
+    {
+        "ResourceNotFoundException",
+        "QueueDoesNotExist",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "NoSuchBucket",
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidSignatureException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "MissingAuthenticationToken",
+    }
+)
+
+
+def client_config(*, max_pool_connections: int = 32, **overrides: Any) -> Config:
+    """The botocore settings for Relay's clients: standard retry mode, short timeouts.
+
+    The standard retry mode retries throttling and transient errors a few times with
+    backoff before an adapter sees them; what is left becomes ``StoreUnavailable`` /
+    ``QueueUnavailable`` for the engine's own retry policy.
+    """
+    from botocore.config import Config
+
+    return Config(
+        retries={"mode": "standard", "max_attempts": 3},
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=max_pool_connections,
+        **overrides,
+    )
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` (empty for other exceptions)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, Mapping):
+        return ""
+    error = response.get("Error")
+    if not isinstance(error, Mapping):
+        return ""
+    return str(error.get("Code", ""))
+
+
+def classify(exc: BaseException) -> ErrorKind | None:
+    """How an exception from a boto3 call should surface, or None if it is not botocore's.
+
+    ``unavailable``: throttled, failing or unreachable (retryable). ``configuration``: a
+    missing resource or bad credentials. ``rejected``: any other request the service
+    refused (a validation error, an item too large).
+    """
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectionError,
+        HTTPClientError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+    )
+
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        if code in _UNAVAILABLE_CODES:
+            return "unavailable"
+        if code in _CONFIGURATION_CODES:
+            return "configuration"
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return "unavailable" if status >= 500 else "rejected"
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError | NoRegionError):
+        return "configuration"
+    if isinstance(exc, ConnectionError | HTTPClientError):
+        return "unavailable"
+    if isinstance(exc, BotoCoreError):
+        return "rejected"
+    return None
+
+
+def describe_client(client: Any, service: str) -> dict[str, str]:
+    """Backend, service, region and endpoint of a boto3 client, for ``describe()``."""
+    meta = client.meta
+    return {
+        "backend": "aws",
+        "service": service,
+        "region": str(meta.region_name),
+        "endpoint": str(meta.endpoint_url),
+    }
+
+
+def engine_error(
+    exc: BaseException, *, service: str, where: str, unavailable: type[InfrastructureError]
+) -> EngineError | None:
+    """The ``core.errors`` exception for a botocore one; None for any other exception.
+
+    Args:
+        exc: What the boto3 call raised.
+        service: The service name for the message ("DynamoDB", "SQS", "S3").
+        where: The resource, region and endpoint (from ``describe()``).
+        unavailable: The retryable class for this port (``StoreUnavailable``...).
+    """
+    kind = classify(exc)
+    if kind is None:
+        return None
+    if kind == "unavailable":
+        return unavailable(f"{service} unavailable ({where}): {exc}")
+    if kind == "configuration":
+        return ConfigurationError(
+            f"{service} refused access or the resource is missing ({where}): {exc}; check "
+            "the name, region, endpoint (AWS_ENDPOINT_URL) and credentials"
+        )
+    return ConfigurationError(f"{service} rejected the request ({where}): {exc}")
+
+
+@contextlib.contextmanager
+def translated(
+    *, service: str, where: str, unavailable: type[InfrastructureError]
+) -> Iterator[None]:
+    """Re-raise botocore exceptions from the block as ``core.errors``, chained."""
+    try:
+        yield
+    except Exception as exc:
+        error = engine_error(exc, service=service, where=where, unavailable=unavailable)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def where(description: Mapping[str, str], resource: str) -> str:
+    """``describe()`` as one phrase for error messages: resource, region, endpoint."""
+    return (
+        f"{resource} {description.get(resource, '?')!r} in {description.get('region', '?')} "
+        f"at {description.get('endpoint', '?')}"
+    )

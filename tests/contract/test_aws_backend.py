@@ -1,0 +1,256 @@
+"""Guarantees specific to the AWS adapters on moto server, beyond the shared port contracts.
+
+Call counts are observed on the real clients through botocore's event hooks (nothing is
+stubbed): they are the cost figures of the AWS backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.domain.records import RunId, RunRecord, StateChange, StepName, StepRecord
+from core.domain.status import RunStatus, StepStatus
+from core.errors import (
+    ConcurrencyConflict,
+    ConfigurationError,
+    DefinitionError,
+    StoreUnavailable,
+)
+from infra.aws.dynamodb import DynamoDBStateStore, create_table
+from tests.emulators.aws import AwsClients, unique_name
+from tests.emulators.processes import free_port
+
+T0 = 1_700_000_000.0
+DAY = 24 * 3600.0
+
+
+@contextlib.contextmanager
+def counting(client: Any) -> Iterator[Counter[str]]:
+    """Count the API calls a boto3 client makes inside the block, by operation name."""
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    client.meta.events.register("before-call", count)
+    try:
+        yield calls
+    finally:
+        client.meta.events.unregister("before-call", count)
+
+
+@pytest.fixture
+def table(aws_clients: AwsClients) -> Iterator[str]:
+    name = unique_name("relay-state")
+    create_table(aws_clients.dynamodb, table_name=name)
+    yield name
+    aws_clients.dynamodb.delete_table(TableName=name)
+
+
+@pytest.fixture
+def store(aws_clients: AwsClients, table: str) -> DynamoDBStateStore:
+    return DynamoDBStateStore(aws_clients.dynamodb, table_name=table, retention_seconds=DAY)
+
+
+def new_run(
+    run_id: str = "r-1", steps: tuple[str, ...] = ("a", "b")
+) -> tuple[RunRecord, list[StepRecord]]:
+    run = RunRecord(
+        run_id=RunId(run_id),
+        saga="order",
+        status=RunStatus.PENDING,
+        input={"n": 1},
+        definition_hash="h",
+        created_at=T0,
+        updated_at=T0,
+    )
+    return run, [StepRecord(run_id=RunId(run_id), name=StepName(n), updated_at=T0) for n in steps]
+
+
+def raw_items(aws: AwsClients, table: str, run_id: str) -> dict[str, dict[str, Any]]:
+    items = aws.dynamodb.query(
+        TableName=table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"RUN#{run_id}"}},
+        ConsistentRead=True,
+    )["Items"]
+    return {item["sk"]["S"]: item for item in items}
+
+
+# -- DynamoDB ------------------------------------------------------------------------------
+
+
+def test_dynamodb_calls_per_step_transition(
+    aws_clients: AwsClients, store: DynamoDBStateStore
+) -> None:
+    """Create, load, claim and commit are one call each; a terminal commit also stamps step TTLs."""
+    run, steps = new_run()
+    with counting(aws_clients.dynamodb) as create_calls:
+        store.create_run(run=run, steps=steps, outbox=())
+    with counting(aws_clients.dynamodb) as load_calls:
+        snapshot = store.load_run(run_id=run.run_id)
+    assert snapshot is not None
+    claimed = snapshot.step("a").evolve(now=T0 + 1, status=StepStatus.RUNNING, attempt=1)
+    with counting(aws_clients.dynamodb) as claim_calls:
+        store.apply(
+            change=StateChange(
+                run.run_id,
+                run=snapshot.run.evolve(now=T0 + 1, status=RunStatus.RUNNING),
+                steps=(claimed,),
+            )
+        )
+    done = claimed.evolve(now=T0 + 2, status=StepStatus.SUCCEEDED, output={"ok": 1})
+    with counting(aws_clients.dynamodb) as commit_calls:
+        store.apply(change=StateChange(run.run_id, steps=(done,)))
+    after = store.load_run(run_id=run.run_id)
+    assert after is not None
+    finished = after.run.evolve(now=T0 + 3, status=RunStatus.COMPLETED)
+    b_done = after.step("b").evolve(now=T0 + 3, status=StepStatus.SUCCEEDED)
+    with counting(aws_clients.dynamodb) as final_calls:
+        store.apply(change=StateChange(run.run_id, run=finished, steps=(b_done,)))
+
+    assert create_calls == {"TransactWriteItems": 1}
+    assert load_calls == {"Query": 1}
+    assert claim_calls == {"TransactWriteItems": 1}
+    assert commit_calls == {"TransactWriteItems": 1}
+    # The terminal commit, then one Query and one UpdateItem per step it did not write.
+    assert final_calls == {"TransactWriteItems": 1, "Query": 1, "UpdateItem": 1}
+
+
+def test_finished_run_expires_with_all_its_steps(
+    aws_clients: AwsClients, store: DynamoDBStateStore, table: str
+) -> None:
+    """A terminal run's header and every step get expires_at = updated_at + retention."""
+    run, steps = new_run(steps=("a", "b", "c"))
+    store.create_run(run=run, steps=steps, outbox=())
+    failed = run.evolve(now=T0 + 5, status=RunStatus.FAILED, error="boom")
+    a_failed = steps[0].evolve(now=T0 + 5, status=StepStatus.FAILED)
+
+    store.apply(change=StateChange(run.run_id, run=failed, steps=(a_failed,)))
+
+    items = raw_items(aws_clients, table, "r-1")
+    assert {sk: item.get("expires_at", {}).get("N") for sk, item in items.items()} == {
+        sk: str(int(T0 + 5 + DAY)) for sk in ("RUN", "STEP#a", "STEP#b", "STEP#c")
+    }
+    assert items["RUN"]["gsi2pk"] == {"S": "STATUS#FAILED"}
+
+
+def test_retried_run_loses_its_expiry(
+    aws_clients: AwsClients, store: DynamoDBStateStore, table: str
+) -> None:
+    """A run made active again (retry) keeps no TTL on its header or any step."""
+    run, steps = new_run(steps=("a", "b"))
+    store.create_run(run=run, steps=steps, outbox=())
+    failed = run.evolve(now=T0 + 5, status=RunStatus.FAILED)
+    store.apply(change=StateChange(run.run_id, run=failed))
+    retried = failed.evolve(now=T0 + 6, status=RunStatus.RUNNING)
+    a_retried = steps[0].evolve(now=T0 + 6, budget_start=0)
+
+    with counting(aws_clients.dynamodb) as calls:
+        store.apply(change=StateChange(run.run_id, run=retried, steps=(a_retried,)))
+
+    items = raw_items(aws_clients, table, "r-1")
+    assert [sk for sk, item in items.items() if "expires_at" in item] == []
+    snapshot = store.load_run(run_id=run.run_id)
+    assert snapshot is not None
+    assert snapshot.run == retried
+    # Revival: the guarded write fails, the steps' TTL is cleared, the write is repeated.
+    assert calls == {"TransactWriteItems": 2, "Query": 1, "UpdateItem": 1}
+
+
+def test_stale_retry_of_a_finished_run_still_conflicts(store: DynamoDBStateStore) -> None:
+    """The revival path keeps the version check: a stale header is still a conflict."""
+    run, steps = new_run()
+    store.create_run(run=run, steps=steps, outbox=())
+    store.apply(change=StateChange(run.run_id, run=run.evolve(now=T0 + 1, status=RunStatus.FAILED)))
+
+    with pytest.raises(
+        ConcurrencyConflict, match="run header: expected version 1, found version 2"
+    ):
+        store.apply(
+            change=StateChange(run.run_id, run=run.evolve(now=T0 + 2, status=RunStatus.RUNNING))
+        )
+
+
+def test_change_over_the_transaction_limit_is_refused(store: DynamoDBStateStore) -> None:
+    """Over 100 items cannot be one DynamoDB transaction: a clear error, and nothing written."""
+    run, steps = new_run(steps=tuple(f"s{i}" for i in range(100)))
+
+    with pytest.raises(DefinitionError, match="at most 100"):
+        store.create_run(run=run, steps=steps, outbox=())
+
+    assert store.load_run(run_id=run.run_id) is None
+
+
+def test_missing_table_is_a_configuration_error(aws_clients: AwsClients) -> None:
+    """A wrong table name says so (with region and endpoint) instead of looking retryable."""
+    store = DynamoDBStateStore(aws_clients.dynamodb, table_name="no-such-table")
+
+    with pytest.raises(ConfigurationError, match="no-such-table"):
+        store.load_run(run_id=RunId("r-1"))
+    assert store.describe()["table"] == "no-such-table"
+    assert store.describe()["endpoint"] == aws_clients.endpoint_url
+
+
+def test_create_table_with_exist_ok_is_idempotent(aws_clients: AwsClients, table: str) -> None:
+    """Creating the table again is a no-op with exist_ok, an error without."""
+    create_table(aws_clients.dynamodb, table_name=table, exist_ok=True)
+
+    with pytest.raises(ConfigurationError, match=table):
+        create_table(aws_clients.dynamodb, table_name=table)
+
+
+def unreachable_client(service: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    ).client(
+        service,  # type: ignore[call-overload]
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
+
+
+def test_unreachable_services_raise_retryable_errors(aws_clients: AwsClients) -> None:
+    """Connection failures become StoreUnavailable, chained to botocore's."""
+    client = unreachable_client("dynamodb")
+    try:
+        store = DynamoDBStateStore(client, table_name="t")
+
+        with pytest.raises(StoreUnavailable) as store_error:
+            store.load_run(run_id=RunId("r-1"))
+    finally:
+        client.close()
+
+    assert store_error.value.retryable
+    assert type(store_error.value.__cause__).__module__.startswith("botocore")
+
+
+# -- imports -------------------------------------------------------------------------------
+
+
+def test_importing_the_aws_adapters_does_not_import_boto3() -> None:
+    """boto3 and botocore load only when a client is built (cold start of other targets)."""
+    code = (
+        "import sys, infra.aws.dynamodb; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.stdout.strip() == "[]"
