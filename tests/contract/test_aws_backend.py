@@ -7,8 +7,10 @@ stubbed): they are the cost figures of the AWS backend.
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,15 +18,17 @@ from typing import Any
 
 import pytest
 
-from core.domain.records import RunId, RunRecord, StateChange, StepName, StepRecord
-from core.domain.status import RunStatus, StepStatus
+from core.domain.records import Message, RunId, RunRecord, StateChange, StepName, StepRecord
+from core.domain.status import Action, RunStatus, StepStatus
 from core.errors import (
     ConcurrencyConflict,
     ConfigurationError,
     DefinitionError,
+    QueueUnavailable,
     StoreUnavailable,
 )
 from infra.aws.dynamodb import DynamoDBStateStore, create_table
+from infra.aws.sqs import SqsTaskQueue, create_queue
 from tests.emulators.aws import AwsClients, unique_name
 from tests.emulators.processes import free_port
 
@@ -222,18 +226,139 @@ def unreachable_client(service: str) -> Any:
 
 
 def test_unreachable_services_raise_retryable_errors(aws_clients: AwsClients) -> None:
-    """Connection failures become StoreUnavailable, chained to botocore's."""
-    client = unreachable_client("dynamodb")
+    """Connection failures become StoreUnavailable / QueueUnavailable, chained to botocore's."""
+    clients = [unreachable_client(s) for s in ("dynamodb", "sqs")]
     try:
-        store = DynamoDBStateStore(client, table_name="t")
+        store = DynamoDBStateStore(clients[0], table_name="t")
+        queue = SqsTaskQueue(clients[1], queue_url="http://127.0.0.1:1/000000000000/q")
 
         with pytest.raises(StoreUnavailable) as store_error:
             store.load_run(run_id=RunId("r-1"))
+        with pytest.raises(QueueUnavailable):
+            queue.pending_count()
     finally:
-        client.close()
+        for client in clients:
+            client.close()
 
     assert store_error.value.retryable
     assert type(store_error.value.__cause__).__module__.startswith("botocore")
+
+
+# -- SQS -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def standard_queue(aws_clients: AwsClients) -> Iterator[str]:
+    created = create_queue(aws_clients.sqs, name=unique_name("relay-std"), max_receive_count=2)
+    yield created.queue_url
+    aws_clients.sqs.delete_queue(QueueUrl=created.queue_url)
+    aws_clients.sqs.delete_queue(QueueUrl=created.dead_letter_queue_url)
+
+
+def message(step: str = "s", not_before: float | None = None) -> Message:
+    return Message(RunId("r-1"), StepName(step), Action.EXECUTE, 1, not_before)
+
+
+def test_standard_queue_delays_with_delay_seconds(
+    aws_clients: AwsClients, standard_queue: str
+) -> None:
+    """On a standard queue not_before becomes DelaySeconds: SQS itself holds the message back."""
+    queue = SqsTaskQueue(aws_clients.sqs, queue_url=standard_queue)
+    due_at = time.time() + 1
+
+    queue.enqueue(messages=[message(not_before=due_at)])
+
+    attributes = aws_clients.sqs.get_queue_attributes(
+        QueueUrl=standard_queue, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
+    assert queue.lease_due(now=time.time(), limit=10, lease_seconds=30) == []
+    time.sleep(max(0.0, due_at - time.time()) + 0.2)
+    leased = queue.lease_due(now=time.time(), limit=10, lease_seconds=30)
+    assert [(d.message.step, d.delivery_count) for d in leased] == [("s", 1)]
+
+
+def test_standard_queue_redelays_a_message_received_early(
+    aws_clients: AwsClients, standard_queue: str
+) -> None:
+    """A message visible before its not_before (a delay over 900 s) is sent again, not delivered."""
+    # An enqueuing clock 10 s fast sends the message without delay, as a 900 s hop would.
+    fast = SqsTaskQueue(aws_clients.sqs, queue_url=standard_queue, clock=lambda: time.time() + 10)
+    queue = SqsTaskQueue(aws_clients.sqs, queue_url=standard_queue)
+    due_at = time.time() + 1.5
+    fast.enqueue(messages=[message(not_before=due_at)])
+
+    with counting(aws_clients.sqs) as calls:
+        early = queue.lease_due(now=time.time(), limit=10, lease_seconds=30)
+
+    assert early == []
+    assert calls["SendMessageBatch"] == 1
+    assert calls["DeleteMessageBatch"] == 1
+    assert queue.pending_count() == 1
+    time.sleep(max(0.0, due_at - time.time()) + 0.6)
+    leased = queue.lease_due(now=time.time(), limit=10, lease_seconds=30)
+    # A fresh copy: the early receive does not count as a delivery (nor for the DLQ).
+    assert [(d.message, d.delivery_count) for d in leased] == [(message(not_before=due_at), 1)]
+
+
+def test_standard_queue_does_not_deduplicate(aws_clients: AwsClients, standard_queue: str) -> None:
+    """Standard SQS delivers a duplicate enqueue twice; only a batch's own repeats are dropped."""
+    queue = SqsTaskQueue(aws_clients.sqs, queue_url=standard_queue)
+
+    queue.enqueue(messages=[message(), message()])
+    queue.enqueue(messages=[message()])
+
+    assert queue.pending_count() == 2
+
+
+def test_unacked_message_moves_to_the_dead_letter_queue(
+    aws_clients: AwsClients, standard_queue: str
+) -> None:
+    """After max_receive_count deliveries without an ack, SQS moves the message to the DLQ."""
+    queue = SqsTaskQueue(aws_clients.sqs, queue_url=standard_queue)
+    queue.enqueue(messages=[message()])
+
+    counts = [
+        [d.delivery_count for d in queue.lease_due(now=time.time(), limit=1, lease_seconds=0)]
+        for _ in range(3)
+    ]
+
+    assert counts == [[1], [2], []]
+    dlq_url = standard_queue + "-dlq"
+    moved = aws_clients.sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10)
+    assert [json.loads(m["Body"])["step"] for m in moved.get("Messages", [])] == ["s"]
+
+
+def test_enqueue_sends_batches_of_ten(aws_clients: AwsClients, standard_queue: str) -> None:
+    """25 messages take three SendMessageBatch calls; a lease of 25 takes three receives."""
+    queue = SqsTaskQueue(aws_clients.sqs, queue_url=standard_queue)
+
+    with counting(aws_clients.sqs) as send_calls:
+        queue.enqueue(messages=[message(f"s{i}") for i in range(25)])
+    with counting(aws_clients.sqs) as lease_calls:
+        leased = queue.lease_due(now=time.time(), limit=25, lease_seconds=30)
+    with counting(aws_clients.sqs) as ack_calls:
+        queue.ack(receipts=[d.receipt for d in leased])
+
+    assert send_calls == {"SendMessageBatch": 3}
+    assert len(leased) == 25
+    assert lease_calls == {"ReceiveMessage": 3}
+    assert ack_calls == {"DeleteMessageBatch": 3}
+    assert queue.pending_count() == 0
+
+
+def test_fifo_queue_refuses_delays_beyond_its_visibility_limit(aws_clients: AwsClients) -> None:
+    """A FIFO queue cannot hold a message back more than 12 h: refused before anything is sent."""
+    created = create_queue(aws_clients.sqs, name=unique_name("relay-fifo"), is_fifo=True)
+    queue = SqsTaskQueue(aws_clients.sqs, queue_url=created.queue_url)
+    try:
+        with pytest.raises(ConfigurationError, match="FIFO"):
+            queue.enqueue(messages=[message("now"), message("later", not_before=time.time() + DAY)])
+        assert queue.pending_count() == 0
+        assert queue.is_fifo
+    finally:
+        aws_clients.sqs.delete_queue(QueueUrl=created.queue_url)
+        aws_clients.sqs.delete_queue(QueueUrl=created.dead_letter_queue_url)
 
 
 # -- imports -------------------------------------------------------------------------------
@@ -242,7 +367,7 @@ def test_unreachable_services_raise_retryable_errors(aws_clients: AwsClients) ->
 def test_importing_the_aws_adapters_does_not_import_boto3() -> None:
     """boto3 and botocore load only when a client is built (cold start of other targets)."""
     code = (
-        "import sys, infra.aws.dynamodb; "
+        "import sys, infra.aws.dynamodb, infra.aws.sqs; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))"
     )
     result = subprocess.run(
