@@ -3,25 +3,27 @@
 Each fixture creates its own table, queue or bucket with a unique name on the session's
 moto server (``tests/emulators/aws.py``) and deletes it afterwards. The SQS queue is a
 FIFO queue, the kind whose de-duplication the contract's duplicate-enqueue tests need;
-standard-queue behaviour is covered in ``test_aws_backend.py``. S3 is registered by its
-own change.
+standard-queue behaviour is covered in ``test_aws_backend.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from core.ports.io_manager import IOManager
 from core.ports.task_queue import PullQueue
 from infra.aws.dynamodb import DynamoDBStateStore, create_table
+from infra.aws.s3_io import S3IOManager
 from infra.aws.sqs import SqsTaskQueue, create_queue
 from tests.contract.registry import (
     StoreAndQueue,
+    io_manager_backend,
     real_time_pull_queue_backend,
     state_store_backend,
 )
 from tests.emulators.aws import AwsClients, aws_clients, moto_endpoint, unique_name
 
-__all__ = ["aws_clients", "dynamodb_store", "moto_endpoint", "sqs_queue"]
+__all__ = ["aws_clients", "dynamodb_store", "moto_endpoint", "s3_io", "sqs_queue"]
 
 
 @state_store_backend
@@ -40,3 +42,20 @@ def sqs_queue(aws_clients: AwsClients) -> Iterator[PullQueue]:
     yield SqsTaskQueue(aws_clients.sqs, queue_url=created.queue_url)
     aws_clients.sqs.delete_queue(QueueUrl=created.queue_url)
     aws_clients.sqs.delete_queue(QueueUrl=created.dead_letter_queue_url)
+
+
+@io_manager_backend
+def s3_io(aws_clients: AwsClients) -> Iterator[IOManager]:
+    bucket = unique_name("relay-results")
+    aws_clients.s3.create_bucket(Bucket=bucket)
+    yield S3IOManager(aws_clients.s3, bucket=bucket, prefix="outputs/")
+    delete_bucket(aws_clients, bucket)
+
+
+def delete_bucket(aws: AwsClients, bucket: str) -> None:
+    """Delete a test bucket and everything in it."""
+    listing = aws.s3.list_objects_v2(Bucket=bucket)
+    objects = [{"Key": obj["Key"]} for obj in listing.get("Contents", []) if "Key" in obj]
+    if objects:
+        aws.s3.delete_objects(Bucket=bucket, Delete={"Objects": objects})
+    aws.s3.delete_bucket(Bucket=bucket)

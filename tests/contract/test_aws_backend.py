@@ -28,7 +28,9 @@ from core.errors import (
     StoreUnavailable,
 )
 from infra.aws.dynamodb import DynamoDBStateStore, create_table
+from infra.aws.s3_io import S3IOManager
 from infra.aws.sqs import SqsTaskQueue, create_queue
+from tests.contract.backends_aws import delete_bucket
 from tests.emulators.aws import AwsClients, unique_name
 from tests.emulators.processes import free_port
 
@@ -227,15 +229,18 @@ def unreachable_client(service: str) -> Any:
 
 def test_unreachable_services_raise_retryable_errors(aws_clients: AwsClients) -> None:
     """Connection failures become StoreUnavailable / QueueUnavailable, chained to botocore's."""
-    clients = [unreachable_client(s) for s in ("dynamodb", "sqs")]
+    clients = [unreachable_client(s) for s in ("dynamodb", "sqs", "s3")]
     try:
         store = DynamoDBStateStore(clients[0], table_name="t")
         queue = SqsTaskQueue(clients[1], queue_url="http://127.0.0.1:1/000000000000/q")
+        io = S3IOManager(clients[2], bucket="b")
 
         with pytest.raises(StoreUnavailable) as store_error:
             store.load_run(run_id=RunId("r-1"))
         with pytest.raises(QueueUnavailable):
             queue.pending_count()
+        with pytest.raises(StoreUnavailable):
+            io.save(run_id="r-1", step="s", result_id="0", value=1)
     finally:
         for client in clients:
             client.close()
@@ -361,13 +366,50 @@ def test_fifo_queue_refuses_delays_beyond_its_visibility_limit(aws_clients: AwsC
         aws_clients.sqs.delete_queue(QueueUrl=created.dead_letter_queue_url)
 
 
+# -- S3 ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bucket(aws_clients: AwsClients) -> Iterator[str]:
+    name = unique_name("relay-results")
+    aws_clients.s3.create_bucket(Bucket=name)
+    yield name
+    delete_bucket(aws_clients, name)
+
+
+def test_s3_layout_and_calls(aws_clients: AwsClients, bucket: str) -> None:
+    """Results live at <prefix><run>/<step>/<id>.json with an s3:// reference; load is one GET."""
+    io = S3IOManager(aws_clients.s3, bucket=bucket, prefix="relay/")
+
+    with counting(aws_clients.s3) as save_calls:
+        ref = io.save(run_id="r-1", step="s", result_id="0", value={"a": 1})
+    with counting(aws_clients.s3) as load_calls:
+        assert io.load(run_id="r-1", step="s", result_id="0") == {"a": 1}
+
+    assert ref == f"s3://{bucket}/relay/r-1/s/0.json"
+    body = aws_clients.s3.get_object(Bucket=bucket, Key="relay/r-1/s/0.json")["Body"]
+    with contextlib.closing(body):
+        assert body.read() == b'{"a":1}'
+    assert save_calls == {"HeadObject": 1, "DeleteObject": 1, "PutObject": 1}
+    assert load_calls == {"GetObject": 1}
+    assert io.describe()["bucket"] == bucket
+
+
+def test_s3_missing_bucket_is_a_configuration_error(aws_clients: AwsClients) -> None:
+    """A wrong bucket name is reported as configuration, naming the bucket."""
+    io = S3IOManager(aws_clients.s3, bucket=unique_name("missing"))
+
+    with pytest.raises(ConfigurationError, match="missing-"):
+        io.save(run_id="r-1", step="s", result_id="0", value=1)
+
+
 # -- imports -------------------------------------------------------------------------------
 
 
 def test_importing_the_aws_adapters_does_not_import_boto3() -> None:
     """boto3 and botocore load only when a client is built (cold start of other targets)."""
     code = (
-        "import sys, infra.aws.dynamodb, infra.aws.sqs; "
+        "import sys, infra.aws.dynamodb, infra.aws.sqs, infra.aws.s3_io; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))"
     )
     result = subprocess.run(

@@ -1,0 +1,271 @@
+"""Step outputs too large to keep inline, as S3 objects in one bucket.
+
+Layout: ``<prefix><run_id>/<step>/<result_id>.json`` (or ``.pkl`` when the caller asked
+for pickle). Each object carries its first-save time in the ``relay-saved-at`` user
+metadata, which is what ``list_results`` orders by: S3 lists keys alphabetically and
+``LastModified`` changes on every overwrite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pickle
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from core.errors import StoreUnavailable
+from core.ports.io_manager import Serializer
+from infra.aws._boto import (
+    client_config,
+    describe_client,
+    engine_error,
+    error_code,
+    translated,
+    where,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+_SUFFIXES: Final[Mapping[Serializer, str]] = {"json": ".json", "pickle": ".pkl"}
+_CONTENT_TYPES: Final[Mapping[Serializer, str]] = {
+    "json": "application/json",
+    "pickle": "application/x-python-pickle",
+}
+_SAVED_AT: Final = "relay-saved-at"
+_MISSING_CODES: Final = frozenset({"404", "NoSuchKey", "NotFound"})
+_MAX_KEY_BYTES: Final = 1024
+_DELETE_BATCH: Final = 1000
+
+
+def _check_component(kind: str, value: str) -> str:
+    """Return ``value`` if it is safe as one key component, else raise ``ValueError``.
+
+    The same rule as the filesystem manager: a ``/`` or ``..`` in a run id or step name
+    would let one run read or delete another's results.
+    """
+    if not value or value in {".", ".."} or "/" in value or "\\" in value or "\x00" in value:
+        raise ValueError(
+            f"{kind} {value!r} cannot be used as a storage key: it must be non-empty, "
+            "not '.' or '..', and contain no '/', '\\' or NUL"
+        )
+    return value
+
+
+def _encode_value(value: Any, serializer: Serializer, where_: str) -> bytes:
+    if serializer == "pickle":
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    if serializer != "json":
+        raise ValueError(f"unknown serializer {serializer!r}; use 'json' or 'pickle'")
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"result {where_} is not JSON-serialisable ({exc}); return JSON data or save "
+            "it with serializer='pickle'"
+        ) from exc
+
+
+class S3IOManager:
+    """An ``IOManager`` keeping each result in its own S3 object.
+
+    A PutObject is atomic and, once it returns, durable and strongly consistent for
+    reads, so the object exists before the step commit that references it.
+
+    Calls: ``save`` = HeadObject (keeps the first-save time) + DeleteObject of the other
+    format + PutObject; ``load`` = one GetObject (two for pickled results);
+    ``list_results`` = ListObjectsV2 + one HeadObject per result; ``clear_run`` =
+    ListObjectsV2 + DeleteObjects per 1,000 objects.
+
+    Args:
+        client: A boto3 S3 client (thread-safe).
+        bucket: The bucket; created by Terraform (or ``client.create_bucket`` in tests).
+        prefix: Prepended to every key as is (end it with ``/`` for a folder).
+    """
+
+    def __init__(self, client: S3Client, *, bucket: str, prefix: str = "") -> None:
+        self._client = client
+        self._bucket = bucket
+        self._prefix = prefix
+        self._lock = threading.Lock()
+        self._last_saved_ns = 0
+
+    @classmethod
+    def from_settings(
+        cls,
+        *,
+        bucket: str,
+        prefix: str = "",
+        region_name: str | None = None,
+        endpoint_url: str | None = None,
+    ) -> S3IOManager:
+        """A manager with its own client; ``AWS_ENDPOINT_URL`` and the usual AWS variables apply."""
+        import boto3
+
+        client = boto3.session.Session().client(
+            "s3", region_name=region_name, endpoint_url=endpoint_url, config=client_config()
+        )
+        return cls(client, bucket=bucket, prefix=prefix)
+
+    def describe(self) -> Mapping[str, str]:
+        """Region, endpoint, bucket and prefix, for logs and errors."""
+        return {
+            **describe_client(self._client, "s3"),
+            "bucket": self._bucket,
+            "prefix": self._prefix,
+        }
+
+    def save(
+        self,
+        *,
+        run_id: str,
+        step: str,
+        result_id: str,
+        value: Any,
+        serializer: Serializer = "json",
+    ) -> str:
+        """Store ``value``, replacing any earlier result with this key (in either format).
+
+        Returns:
+            The ``s3://bucket/key`` URL of the object.
+
+        Raises:
+            TypeError: ``value`` is not JSON-serialisable and pickle was not asked for.
+            ValueError: an id is not a safe key component.
+            StoreUnavailable: S3 throttled or failed.
+        """
+        stem = self._stem(run_id, step, result_id)
+        data = _encode_value(value, serializer, f"{run_id}/{step}/{result_id}")
+        target = stem + _SUFFIXES[serializer]
+        other = stem + _SUFFIXES["pickle" if serializer == "json" else "json"]
+        saved_at = self._saved_at(target) or self._now_ns()
+        with self._translated():
+            # Delete the other format first: a crash in between leaves no result (the
+            # retried step saves it again), never a stale one that load() prefers.
+            self._client.delete_object(Bucket=self._bucket, Key=other)
+            self._client.put_object(
+                Bucket=self._bucket,
+                Key=target,
+                Body=data,
+                ContentType=_CONTENT_TYPES[serializer],
+                Metadata={_SAVED_AT: str(saved_at)},
+            )
+        return f"s3://{self._bucket}/{target}"
+
+    def load(self, *, run_id: str, step: str, result_id: str) -> Any:
+        """Return the stored value; raises ``KeyError`` when there is none."""
+        stem = self._stem(run_id, step, result_id)
+        for serializer, suffix in _SUFFIXES.items():
+            try:
+                response = self._client.get_object(Bucket=self._bucket, Key=stem + suffix)
+                with contextlib.closing(response["Body"]) as body:
+                    data = body.read()
+            except Exception as exc:
+                if error_code(exc) in _MISSING_CODES:
+                    continue
+                error = self._error(exc)
+                if error is None:
+                    raise
+                raise error from exc
+            if serializer == "pickle":
+                return pickle.loads(data)  # Safe: we wrote it, and only on request.
+            return json.loads(data)
+        raise KeyError(f"no result {result_id!r} for step {step!r} of run {run_id!r}")
+
+    def list_results(self, *, run_id: str, step: str) -> list[str]:
+        """The result ids stored for one step of one run, in first-save order."""
+        folder = f"{self._prefix}{_check_component('run id', run_id)}/"
+        folder += f"{_check_component('step', step)}/"
+        keys = [key for key in self._keys(folder) if key.endswith((".json", ".pkl"))]
+        order: dict[str, tuple[int, str]] = {}
+        for key in keys:
+            result_id = key[len(folder) :].rsplit(".", 1)[0]
+            saved_at = self._saved_at(key)
+            if saved_at is None:  # deleted since the listing
+                continue
+            rank = (saved_at, result_id)
+            order[result_id] = min(order.get(result_id, rank), rank)
+        return sorted(order, key=order.__getitem__)
+
+    def clear_run(self, *, run_id: str) -> int:
+        """Delete every result of ``run_id`` (DeleteObjects, 1,000 at a time); returns how many."""
+        folder = self._prefix + _check_component("run id", run_id) + "/"
+        keys = list(self._keys(folder))
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[start : start + _DELETE_BATCH]
+            with self._translated():
+                response = self._client.delete_objects(
+                    Bucket=self._bucket,
+                    Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+                )
+            errors = response.get("Errors", [])
+            if errors:
+                first = errors[0]
+                raise StoreUnavailable(
+                    f"S3 could not delete {len(errors)} result(s) of run {run_id!r}, e.g. "
+                    f"{first.get('Key')}: {first.get('Code')} ({self._where}); clear it again"
+                )
+        return sum(1 for key in keys if key.endswith((".json", ".pkl")))
+
+    # -- internals ---------------------------------------------------------------------
+
+    @property
+    def _where(self) -> str:
+        return where(self.describe(), "bucket")
+
+    def _translated(self) -> contextlib.AbstractContextManager[None]:
+        return translated(service="S3", where=self._where, unavailable=StoreUnavailable)
+
+    def _error(self, exc: Exception) -> Exception | None:
+        return engine_error(exc, service="S3", where=self._where, unavailable=StoreUnavailable)
+
+    def _stem(self, run_id: str, step: str, result_id: str) -> str:
+        stem = (
+            f"{self._prefix}{_check_component('run id', run_id)}/"
+            f"{_check_component('step', step)}/{_check_component('result id', result_id)}"
+        )
+        if len((stem + ".json").encode()) > _MAX_KEY_BYTES:
+            raise ValueError(
+                f"result {run_id}/{step}/{result_id} cannot be used as a storage key: S3 keys "
+                f"are at most {_MAX_KEY_BYTES} bytes"
+            )
+        return stem
+
+    def _now_ns(self) -> int:
+        """Wall-clock nanoseconds, strictly increasing within this process."""
+        with self._lock:
+            self._last_saved_ns = max(time.time_ns(), self._last_saved_ns + 1)
+            return self._last_saved_ns
+
+    def _saved_at(self, key: str) -> int | None:
+        """The first-save time recorded on ``key``; None when the object does not exist."""
+        try:
+            head = self._client.head_object(Bucket=self._bucket, Key=key)
+        except Exception as exc:
+            if error_code(exc) in _MISSING_CODES:
+                return None
+            error = self._error(exc)
+            if error is None:
+                raise
+            raise error from exc
+        value = head.get("Metadata", {}).get(_SAVED_AT, "")
+        return int(value) if value.isdigit() else 0
+
+    def _keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        token: str | None = None
+        while True:
+            with self._translated():
+                if token is None:
+                    page = self._client.list_objects_v2(Bucket=self._bucket, Prefix=prefix)
+                else:
+                    page = self._client.list_objects_v2(
+                        Bucket=self._bucket, Prefix=prefix, ContinuationToken=token
+                    )
+            keys.extend(obj["Key"] for obj in page.get("Contents", []) if "Key" in obj)
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return keys
