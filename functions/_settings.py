@@ -30,6 +30,22 @@ class Settings:
             read from (or created in) ``<data_dir>/signing.key``.
         inline_output_limit_bytes: ``RELAY_INLINE_OUTPUT_LIMIT``: outputs larger than
             this go through the I/O manager.
+        dynamodb_table: ``RELAY_DYNAMODB_TABLE``: the single table of the aws backend.
+        sqs_queue_url: ``RELAY_SQS_QUEUE_URL``: the step queue of the aws backend.
+        s3_bucket: ``RELAY_S3_BUCKET``: large outputs on aws (none: outputs stay inline).
+        gcp_project: ``GOOGLE_CLOUD_PROJECT``: the project of the gcp backend.
+        firestore_database: ``RELAY_FIRESTORE_DATABASE``: Firestore database id.
+        firestore_collection: ``RELAY_FIRESTORE_COLLECTION``: collection of run documents.
+        gcs_bucket: ``RELAY_GCS_BUCKET``: large outputs on gcp (none: outputs stay inline).
+        tasks_queue: ``RELAY_TASKS_QUEUE``: Cloud Tasks queue path
+            (``projects/P/locations/L/queues/Q``).
+        worker_url: ``RELAY_WORKER_URL``: where Cloud Tasks delivers step messages.
+        tasks_service_account: ``RELAY_TASKS_SERVICE_ACCOUNT``: the identity whose OIDC
+            token Cloud Tasks attaches, and that the worker accepts.
+        tasks_audience: ``RELAY_TASKS_AUDIENCE``: the token audience (default: the worker URL).
+
+    Emulator endpoints are the SDKs' own variables (``AWS_ENDPOINT_URL``,
+    ``FIRESTORE_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST``), read by the SDKs themselves.
     """
 
     backend: str = "local"
@@ -39,6 +55,17 @@ class Settings:
     faults: str = ""
     signing_key: str | None = None
     inline_output_limit_bytes: int = 64 * 1024
+    dynamodb_table: str = "relay"
+    sqs_queue_url: str | None = None
+    s3_bucket: str | None = None
+    gcp_project: str | None = None
+    firestore_database: str | None = None
+    firestore_collection: str = "relay_runs"
+    gcs_bucket: str | None = None
+    tasks_queue: str | None = None
+    worker_url: str | None = None
+    tasks_service_account: str | None = None
+    tasks_audience: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -77,6 +104,17 @@ class Settings:
             faults=env.get("RELAY_FAULTS", ""),
             signing_key=env.get("RELAY_SIGNING_KEY") or None,
             inline_output_limit_bytes=limit,
+            dynamodb_table=env.get("RELAY_DYNAMODB_TABLE", "relay"),
+            sqs_queue_url=env.get("RELAY_SQS_QUEUE_URL") or None,
+            s3_bucket=env.get("RELAY_S3_BUCKET") or None,
+            gcp_project=env.get("GOOGLE_CLOUD_PROJECT") or None,
+            firestore_database=env.get("RELAY_FIRESTORE_DATABASE") or None,
+            firestore_collection=env.get("RELAY_FIRESTORE_COLLECTION", "relay_runs"),
+            gcs_bucket=env.get("RELAY_GCS_BUCKET") or None,
+            tasks_queue=env.get("RELAY_TASKS_QUEUE") or None,
+            worker_url=env.get("RELAY_WORKER_URL") or None,
+            tasks_service_account=env.get("RELAY_TASKS_SERVICE_ACCOUNT") or None,
+            tasks_audience=env.get("RELAY_TASKS_AUDIENCE") or None,
         )
 
     def signing_key_bytes(self) -> bytes:

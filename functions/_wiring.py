@@ -65,9 +65,28 @@ def build_backend(settings: Settings) -> Backend:
         return Backend(
             store=MemoryStateStore(), queue=MemoryTaskQueue(), io_manager=MemoryIOManager()
         )
+    if settings.backend == "aws":
+        return _aws_backend(settings)
     raise ConfigurationError(
-        f"RELAY_BACKEND={settings.backend!r}: this build ships the local and memory backends; "
-        "the gcp and aws adapters are installed with the 'gcp' and 'aws' extras"
+        f"RELAY_BACKEND={settings.backend!r} is not available in this build: the gcp backend "
+        "needs its Cloud Tasks queue (infra/gcp/cloud_tasks.py); use local, memory or aws"
+    )
+
+
+def _aws_backend(settings: Settings) -> Backend:
+    """DynamoDB state, SQS steps, S3 outputs; boto3 is imported here, not at cold start."""
+    from infra.aws.dynamodb import DynamoDBStateStore
+    from infra.aws.s3_io import S3IOManager
+    from infra.aws.sqs import SqsTaskQueue
+
+    if not settings.sqs_queue_url:
+        raise ConfigurationError("RELAY_BACKEND=aws needs RELAY_SQS_QUEUE_URL (the step queue)")
+    return Backend(
+        store=DynamoDBStateStore.from_settings(table_name=settings.dynamodb_table),
+        queue=SqsTaskQueue.from_settings(queue_url=settings.sqs_queue_url),
+        io_manager=(
+            S3IOManager.from_settings(bucket=settings.s3_bucket) if settings.s3_bucket else None
+        ),
     )
 
 
