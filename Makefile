@@ -4,11 +4,21 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# gcloud-tasks-emulator pins protobuf<5, which current Google clients refuse: its own venv.
+TASKS_EMULATOR_VENV := .venv-tasks-emulator
+TASKS_EMULATOR_STAMP := $(TASKS_EMULATOR_VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo dev test test-fast lint typecheck bench check clean
+.PHONY: install tasks-emulator demo dev test test-fast lint typecheck bench check clean
 
-install: $(STAMP)
+install: $(STAMP) $(TASKS_EMULATOR_STAMP)
+
+tasks-emulator: $(TASKS_EMULATOR_STAMP) ## the Cloud Tasks emulator's own virtualenv
+
+$(TASKS_EMULATOR_STAMP):
+	@test -x $(TASKS_EMULATOR_VENV)/bin/python || $(PYTHON) -m venv $(TASKS_EMULATOR_VENV)
+	$(TASKS_EMULATOR_VENV)/bin/python -m pip install --quiet 'gcloud-tasks-emulator==0.6.2'
+	@touch $@
 
 $(STAMP): pyproject.toml requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,4 +54,4 @@ bench: install ## benchmarks (not tests): ratios against same-run baselines
 check: test
 
 clean:
-	rm -rf $(VENV) .relay .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TASKS_EMULATOR_VENV) .relay .pytest_cache .mypy_cache .ruff_cache

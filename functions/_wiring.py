@@ -67,10 +67,53 @@ def build_backend(settings: Settings) -> Backend:
         )
     if settings.backend == "aws":
         return _aws_backend(settings)
+    if settings.backend == "gcp":
+        return _gcp_backend(settings)
     raise ConfigurationError(
-        f"RELAY_BACKEND={settings.backend!r} is not available in this build: the gcp backend "
-        "needs its Cloud Tasks queue (infra/gcp/cloud_tasks.py); use local, memory or aws"
+        f"RELAY_BACKEND={settings.backend!r} is not available in this build; "
+        "use local, memory, gcp or aws"
     )
+
+
+def _gcp_backend(settings: Settings) -> Backend:
+    """Firestore state, Cloud Tasks steps, GCS outputs; Google clients are imported here.
+
+    ``FIRESTORE_EMULATOR_HOST``, ``CLOUD_TASKS_EMULATOR_HOST`` and ``STORAGE_EMULATOR_HOST``
+    point the clients at emulators (read by the adapters' ``from_settings``).
+    """
+    queue_path, worker_url = settings.tasks_queue, settings.worker_url
+    if not queue_path or not worker_url:
+        missing = [
+            name
+            for name, value in (("RELAY_TASKS_QUEUE", queue_path), ("RELAY_WORKER_URL", worker_url))
+            if not value
+        ]
+        raise ConfigurationError(
+            f"RELAY_BACKEND=gcp needs {' and '.join(missing)} (the Cloud Tasks queue path "
+            "projects/P/locations/L/queues/Q, and the worker URL tasks are POSTed to)"
+        )
+    from infra.gcp.cloud_tasks import CloudTasksQueue
+    from infra.gcp.firestore import FirestoreStateStore
+
+    queue = CloudTasksQueue.from_settings(
+        queue_path=queue_path,
+        worker_url=worker_url,
+        service_account_email=settings.tasks_service_account,
+        audience=settings.tasks_audience,
+    )
+    store = FirestoreStateStore.from_settings(
+        project=settings.gcp_project,
+        database=settings.firestore_database,
+        collection=settings.firestore_collection,
+    )
+    io_manager: IOManager | None = None
+    if settings.gcs_bucket:
+        from infra.gcp.gcs_io import GcsIOManager
+
+        io_manager = GcsIOManager.from_settings(
+            bucket=settings.gcs_bucket, project=settings.gcp_project
+        )
+    return Backend(store=store, queue=queue, io_manager=io_manager, closers=(queue.close,))
 
 
 def _aws_backend(settings: Settings) -> Backend:

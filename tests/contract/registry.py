@@ -21,6 +21,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 STATE_STORE_BACKENDS: list[str] = []
 PULL_QUEUE_BACKENDS: list[str] = []
 IO_MANAGER_BACKENDS: list[str] = []
+PUSH_QUEUE_BACKENDS: list[str] = []
+"""Push queues (Cloud Tasks): fixtures return a ``tests.contract.push.PushQueueUnderTest``."""
 REAL_TIME_PULL_QUEUES: set[str] = set()
 """Pull queues that keep their own (wall-clock) time, such as a cloud queue on an emulator:
 the queue suite waits for real with them instead of moving the shared fixed clock."""
@@ -37,6 +39,7 @@ def _registrar(registry: list[str]) -> Callable[[F], F]:
 state_store_backend = _registrar(STATE_STORE_BACKENDS)
 pull_queue_backend = _registrar(PULL_QUEUE_BACKENDS)
 io_manager_backend = _registrar(IO_MANAGER_BACKENDS)
+push_queue_backend = _registrar(PUSH_QUEUE_BACKENDS)
 
 
 def real_time_pull_queue_backend(fixture_function: F) -> F:

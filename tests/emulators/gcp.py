@@ -1,4 +1,4 @@
-"""The Google Cloud emulators: Firestore (gcloud, Java) and Cloud Storage (PyPI).
+"""The Google Cloud emulators: Firestore (gcloud, Java), Cloud Storage and Cloud Tasks (PyPI).
 
 Each is started once per test session, on a free loopback port, the first time a test
 asks for it, and stopped by process group at the end (the Firestore emulator is a gcloud
@@ -27,7 +27,7 @@ from tests.emulators import unavailable
 from tests.emulators.processes import ServerProcess, free_port, start_server
 
 if TYPE_CHECKING:
-    from google.cloud import firestore, storage
+    from google.cloud import firestore, storage, tasks_v2
 
 FIRESTORE_PROJECT = "relay-test"
 STORAGE_PROJECT = "test"
@@ -201,3 +201,85 @@ def _next_to_python(name: str) -> str | None:
 
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else None
+
+
+# --- Cloud Tasks ---------------------------------------------------------------------
+
+TASKS_PROJECT = "relay-test"
+TASKS_LOCATION = "us-central1"
+TASKS_EMULATOR_VENV = Path(__file__).resolve().parents[2] / ".venv-tasks-emulator"
+"""The emulator's own virtualenv (``make tasks-emulator``; ``make install`` builds it):
+``gcloud-tasks-emulator`` pins protobuf<5, which the project's Google clients refuse."""
+
+
+@dataclass(frozen=True)
+class TasksEmulator:
+    """A running Cloud Tasks emulator; ``client()`` talks to it over plain gRPC."""
+
+    host: str
+    project: str
+    location: str
+    startup_seconds: float
+
+    def client(self) -> tasks_v2.CloudTasksClient:
+        """A Cloud Tasks client on an insecure channel to the emulator (no credentials)."""
+        import grpc
+        from google.cloud import tasks_v2
+        from google.cloud.tasks_v2.services.cloud_tasks.transports import (
+            CloudTasksGrpcTransport,
+        )
+
+        channel = grpc.insecure_channel(self.host)
+        transport = CloudTasksGrpcTransport(host=self.host, channel=channel)
+        return tasks_v2.CloudTasksClient(transport=transport)
+
+    def unique_queue_path(self) -> str:
+        """A queue path no other test uses (the queue is not created)."""
+        return (
+            f"projects/{self.project}/locations/{self.location}/queues/"
+            f"relay-{uuid.uuid4().hex[:16]}"
+        )
+
+    @contextmanager
+    def queue(self, client: tasks_v2.CloudTasksClient) -> Iterator[str]:
+        """Create a fresh queue, yield its path, delete it (and its tasks) afterwards."""
+        from google.cloud import tasks_v2
+
+        path = self.unique_queue_path()
+        parent = path.rsplit("/queues/", 1)[0]
+        client.create_queue(parent=parent, queue=tasks_v2.Queue(name=path))
+        try:
+            yield path
+        finally:
+            client.delete_queue(name=path)
+
+
+@pytest.fixture(scope="session")
+def tasks_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TasksEmulator]:
+    """The Cloud Tasks emulator (PyPI ``gcloud-tasks-emulator==0.6.2``, own venv), once."""
+    _require_module("google.cloud.tasks_v2", "gcp")
+    executable = TASKS_EMULATOR_VENV / "bin" / "gcloud-tasks-emulator"
+    if not executable.exists():
+        unavailable(
+            f"{executable} is missing: run `make tasks-emulator` (part of `make install`) "
+            "to create the emulator's own virtualenv"
+        )
+    port = free_port()
+    started = time.monotonic()
+    server = _start(
+        "tasks-emulator",
+        # HTTP tasks go to their own URLs; --target-* only matter for App Engine tasks.
+        [str(executable), "start", f"--port={port}", "--quiet"],
+        port=port,
+        log_dir=tmp_path_factory.mktemp("tasks-emulator"),
+        ready=None,
+    )
+    try:
+        yield TasksEmulator(
+            host=f"127.0.0.1:{port}",
+            project=TASKS_PROJECT,
+            location=TASKS_LOCATION,
+            startup_seconds=time.monotonic() - started,
+        )
+    finally:
+        server.stop()

@@ -1,0 +1,75 @@
+"""The composition root's gcp branch: which variables it needs, and what it builds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from core import ConfigurationError
+from functions._settings import Settings
+from functions._wiring import build_backend
+
+_COMPLETE = {
+    "RELAY_BACKEND": "gcp",
+    "GOOGLE_CLOUD_PROJECT": "relay-test",
+    "RELAY_TASKS_QUEUE": "projects/relay-test/locations/us-central1/queues/steps",
+    "RELAY_WORKER_URL": "https://worker.example/relay/worker",
+    "RELAY_TASKS_SERVICE_ACCOUNT": "tasks@relay-test.iam.gserviceaccount.com",
+}
+
+
+@pytest.fixture
+def emulator_variables(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Point every Google client at an emulator address (nothing connects at build time)."""
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", "127.0.0.1:9")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")
+    yield
+
+
+@pytest.mark.parametrize(
+    ("removed", "message"),
+    [
+        (("RELAY_TASKS_QUEUE",), "needs RELAY_TASKS_QUEUE \\("),
+        (("RELAY_WORKER_URL",), "needs RELAY_WORKER_URL \\("),
+        (("RELAY_TASKS_QUEUE", "RELAY_WORKER_URL"), "RELAY_TASKS_QUEUE and RELAY_WORKER_URL"),
+    ],
+)
+def test_gcp_backend_names_the_missing_variable(removed: tuple[str, ...], message: str) -> None:
+    """RELAY_BACKEND=gcp without the queue path or the worker URL says which is missing."""
+    environ = {key: value for key, value in _COMPLETE.items() if key not in removed}
+    with pytest.raises(ConfigurationError, match=message):
+        build_backend(Settings.from_env(environ))
+
+
+def test_gcp_backend_refuses_a_malformed_queue_path(emulator_variables: None) -> None:
+    """A RELAY_TASKS_QUEUE that is not a queue path is refused with the variable's name."""
+    environ = {**_COMPLETE, "RELAY_TASKS_QUEUE": "steps"}
+    with pytest.raises(ConfigurationError, match="RELAY_TASKS_QUEUE"):
+        build_backend(Settings.from_env(environ))
+
+
+def test_gcp_backend_builds_firestore_cloud_tasks_and_no_io_manager(
+    emulator_variables: None,
+) -> None:
+    """Without RELAY_GCS_BUCKET the gcp backend is Firestore + Cloud Tasks, outputs inline."""
+    from infra.gcp.cloud_tasks import CloudTasksQueue
+    from infra.gcp.firestore import FirestoreStateStore
+
+    backend = build_backend(Settings.from_env(_COMPLETE))
+    assert isinstance(backend.store, FirestoreStateStore)
+    assert isinstance(backend.queue, CloudTasksQueue)
+    assert backend.io_manager is None
+    described = backend.queue.describe()
+    assert (described["project"], described["queue"]) == ("relay-test", "steps")
+    assert described["worker_url"] == _COMPLETE["RELAY_WORKER_URL"]
+
+
+def test_gcp_backend_adds_gcs_outputs_when_a_bucket_is_set(emulator_variables: None) -> None:
+    """RELAY_GCS_BUCKET adds the GCS I/O manager on that bucket."""
+    from infra.gcp.gcs_io import GcsIOManager
+
+    backend = build_backend(Settings.from_env({**_COMPLETE, "RELAY_GCS_BUCKET": "outputs"}))
+    assert isinstance(backend.io_manager, GcsIOManager)
+    assert backend.io_manager.describe()["bucket"] == "outputs"
