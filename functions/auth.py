@@ -2,7 +2,8 @@
 
 Deliveries change run state, so the worker authenticates them before it parses a byte:
 HMAC signatures between Relay's own processes locally; OIDC tokens (Cloud Tasks, Pub/Sub
-push, Cloud Scheduler) and IAM on the clouds, once those backends ship.
+push, Cloud Scheduler) on GCP (``functions/auth_oidc.py``); IAM on AWS, where deliveries
+never come over HTTP.
 """
 
 from __future__ import annotations
@@ -125,13 +126,30 @@ def verifier_for(settings: Settings) -> DeliveryVerifier:
     """The verifier that matches how deliveries reach this backend.
 
     Raises:
-        ConfigurationError: the backend's verifier is not available in this build.
+        ConfigurationError: the backend's verifier lacks configuration (naming the
+            variable), or the backend has no HTTP deliveries to verify.
     """
     if settings.backend in ("local", "memory"):
         return HmacVerifier(settings.signing_key_bytes())
+    if settings.backend == "gcp":
+        from functions.auth_oidc import OidcVerifier
+
+        audience = settings.tasks_audience or settings.worker_url
+        if not audience:
+            raise ConfigurationError(
+                "RELAY_BACKEND='gcp' verifies OIDC tokens for an audience: set "
+                "RELAY_TASKS_AUDIENCE (or RELAY_WORKER_URL, its default)"
+            )
+        if not settings.tasks_service_account:
+            raise ConfigurationError(
+                "RELAY_BACKEND='gcp' accepts deliveries from one service account: set "
+                "RELAY_TASKS_SERVICE_ACCOUNT to the email Cloud Tasks signs tokens as"
+            )
+        return OidcVerifier(audience=audience, service_account_email=settings.tasks_service_account)
     raise ConfigurationError(
-        f"RELAY_BACKEND={settings.backend!r}: deliveries on {settings.backend} are authenticated "
-        "with OIDC tokens (gcp) or IAM (aws); those verifiers arrive with their backends"
+        f"RELAY_BACKEND={settings.backend!r}: on Lambda, SQS and EventBridge invoke the "
+        "handlers directly (authorised by IAM) and the HTTP surface is the public API "
+        "only, so there are no HTTP deliveries to verify"
     )
 
 
