@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from core.domain.records import Message
+from core.domain.status import Action
 from core.engine.engine import Engine
 from core.engine.saga_runner import RunnerSettings
 from core.errors import ConfigurationError
@@ -100,6 +102,7 @@ def _gcp_backend(settings: Settings) -> Backend:
         worker_url=worker_url,
         service_account_email=settings.tasks_service_account,
         audience=settings.tasks_audience,
+        dispatch_deadline=step_dispatch_deadlines(build_registry(settings)),
     )
     store = FirestoreStateStore.from_settings(
         project=settings.gcp_project,
@@ -131,6 +134,41 @@ def _aws_backend(settings: Settings) -> Backend:
             S3IOManager.from_settings(bucket=settings.s3_bucket) if settings.s3_bucket else None
         ),
     )
+
+
+DISPATCH_MARGIN_SECONDS = 15.0
+"""Added to a step's timeout for the worker's own work (load, claim, commit, enqueue)."""
+
+
+def step_dispatch_deadlines(registry: SagaRegistry) -> Callable[[Message], float | None]:
+    """How long a push queue should wait for the worker to handle ``message``.
+
+    The step's timeout (its compensation's for a compensate message) plus
+    ``DISPATCH_MARGIN_SECONDS``; a message does not name its saga, so a step name used by
+    several served sagas gets the longest. None for an unknown step (the queue's
+    default). The sagas are imported on the first call, not at cold start.
+    """
+    lock = threading.Lock()
+    table: dict[tuple[str, bool], float] = {}
+    loaded = False
+
+    def deadline(message: Message) -> float | None:
+        nonlocal loaded
+        with lock:
+            if not loaded:
+                for saga in registry.loaded():
+                    for step in saga.steps.values():
+                        for compensating, seconds in (
+                            (False, step.timeout_seconds),
+                            (True, step.compensation_timeout_seconds),
+                        ):
+                            key = (step.name, compensating)
+                            table[key] = max(table.get(key, 0.0), seconds)
+                loaded = True
+        timeout = table.get((message.step, message.action is Action.COMPENSATE))
+        return None if timeout is None else timeout + DISPATCH_MARGIN_SECONDS
+
+    return deadline
 
 
 def build_engine(settings: Settings) -> Engine:

@@ -6,9 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from core import ConfigurationError
+from core import ConfigurationError, Saga, StepContext
+from core.domain.records import Message, RunId, StepName
+from core.domain.status import Action
+from core.registry import SagaRegistry
 from functions._settings import Settings
-from functions._wiring import build_backend
+from functions._wiring import DISPATCH_MARGIN_SECONDS, build_backend, step_dispatch_deadlines
 
 _COMPLETE = {
     "RELAY_BACKEND": "gcp",
@@ -73,3 +76,24 @@ def test_gcp_backend_adds_gcs_outputs_when_a_bucket_is_set(emulator_variables: N
     backend = build_backend(Settings.from_env({**_COMPLETE, "RELAY_GCS_BUCKET": "outputs"}))
     assert isinstance(backend.io_manager, GcsIOManager)
     assert backend.io_manager.describe()["bucket"] == "outputs"
+
+
+def _noop(ctx: StepContext) -> None:
+    return None
+
+
+def test_dispatch_deadline_is_the_step_timeout_plus_a_margin() -> None:
+    """A message's deadline is its step's timeout (the longest across sagas) plus the margin."""
+    first, second = Saga("first"), Saga("second")
+    first.step(_noop, name="charge", timeout_seconds=40)
+    second.step(_noop, name="charge", timeout_seconds=100)
+    second.step(_noop, name="ship", timeout_seconds=5)
+    deadlines = step_dispatch_deadlines(SagaRegistry({"first": first, "second": second}))
+
+    def message(step: str, action: Action = Action.EXECUTE) -> Message:
+        return Message(RunId("r-1"), StepName(step), action, 1)
+
+    assert deadlines(message("charge")) == 100 + DISPATCH_MARGIN_SECONDS
+    assert deadlines(message("ship")) == 5 + DISPATCH_MARGIN_SECONDS
+    assert deadlines(message("ship", Action.COMPENSATE)) == 5 + DISPATCH_MARGIN_SECONDS
+    assert deadlines(message("unknown")) is None
