@@ -1,0 +1,375 @@
+"""The Lambda entry point: one ``handler`` that routes each invocation by its event shape.
+
+Mangum only understands HTTP events, so SQS batches, EventBridge Scheduler invocations,
+EventBridge events and SNS notifications are recognised and dispatched first; whatever
+is HTTP goes through Mangum around Relay's routed app (DESIGN.md, "One app, three
+hosts"). Each shape has a parser class with ``infer(event) -> bool``, tried in order::
+
+    shape (parser)        recognised by                                handled by
+    SQS batch             Records[0].eventSource == "aws:sqs"          _handle_sqs_batch
+    scheduler invocation  {"relay": "schedule", "schedule": ...}       _handle_schedule
+    EventBridge event     detail-type + source + detail + id           _handle_topic_event
+    SNS notification      Records[0].EventSource == "aws:sns"          _handle_topic_event
+    HTTP                  requestContext (API Gateway v1/v2, Function  Mangum
+                          URL) or ALB's requestContext.elb
+
+On Lambda the HTTP surface is the public API only (start, read, list runs) plus
+``/healthz``: SQS invokes this handler directly with step messages, and the scheduler
+and event sources invoke it directly too, so ``/v1/steps``, ``/v1/events`` and
+``/v1/schedules`` are not served over HTTP (nor retry/cancel, which need the worker's
+delivery authentication). Importing this module builds no engine, imports neither
+boto3 nor Mangum nor Starlette; the first invocation that needs them does.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from core.domain.records import Message
+from core.errors import ConcurrencyConflict, EngineError, InfrastructureError
+from functions.logs import configure_logging
+
+if TYPE_CHECKING:
+    from mangum import Mangum
+
+    from core.engine.engine import Engine
+    from infra.aws.sqs import SqsTaskQueue
+
+log = logging.getLogger("relay.aws")
+
+Event = Mapping[str, Any]
+SCHEDULE_MARKER: Final = "schedule"
+"""Value of ``relay`` in the Input we configure on EventBridge Scheduler targets::
+
+    {"relay": "schedule", "schedule": "<name>", "scheduled_time": "<aws.scheduler.scheduled-time>"}
+"""
+MAX_VISIBILITY_SECONDS: Final = 12 * 3600
+"""SQS's limit on a message's visibility timeout: the longest a record can be held back."""
+
+
+class UnknownEventShapeError(EngineError):
+    """Raised when an invocation's event matches none of the shapes this handler serves."""
+
+    def __init__(self, *, keys: list[str], tried: list[str]) -> None:
+        self.keys = keys
+        self.tried = tried
+        super().__init__(
+            f"the Lambda event (top-level keys: {', '.join(keys) or 'none'}) matches none of "
+            f"the shapes this handler serves: {', '.join(tried)}. Check the event source "
+            "mapping, the scheduler target's Input, or the test payload"
+        )
+
+
+# -- event shapes ---------------------------------------------------------------------
+
+
+def _first_record(event: Event) -> Mapping[str, Any]:
+    records = event.get("Records")
+    if isinstance(records, list) and records and isinstance(records[0], Mapping):
+        return records[0]
+    return {}
+
+
+class SqsBatch:
+    """An SQS event source mapping batch."""
+
+    name: ClassVar[str] = "SQS batch (Records[].eventSource = aws:sqs)"
+
+    @classmethod
+    def infer(cls, event: Event) -> bool:
+        """True for ``{"Records": [{"eventSource": "aws:sqs", ...}]}``."""
+        return _first_record(event).get("eventSource") == "aws:sqs"
+
+
+class SchedulerInvocation:
+    """An EventBridge Scheduler target invocation with the Input we configure."""
+
+    name: ClassVar[str] = 'scheduler invocation ({"relay": "schedule", "schedule": ...})'
+
+    @classmethod
+    def infer(cls, event: Event) -> bool:
+        """True for our scheduler Input (``relay`` = ``schedule``)."""
+        return event.get("relay") == SCHEDULE_MARKER and "schedule" in event
+
+    @staticmethod
+    def parse(event: Event) -> tuple[str, float]:
+        """The schedule name and its scheduled time (epoch seconds).
+
+        Raises:
+            ValueError: the name is missing or the time is not an ISO-8601 string.
+        """
+        name, text = event.get("schedule"), event.get("scheduled_time")
+        if not isinstance(name, str) or not name:
+            raise ValueError("scheduler input field 'schedule' must be a non-empty string")
+        if not isinstance(text, str):
+            # Without the scheduler's time a retry would start a second run; refuse.
+            raise ValueError("scheduler input needs 'scheduled_time' (an ISO-8601 string)")
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return name, moment.timestamp()
+
+
+@dataclass(frozen=True)
+class TopicEvent:
+    """An event for the trigger service: its topic, its data and its (unique) id."""
+
+    topic: str
+    data: Any
+    event_id: str
+
+
+class EventBridgeEvent:
+    """An EventBridge event delivered by a rule; its ``detail-type`` is the topic."""
+
+    name: ClassVar[str] = "EventBridge event (detail-type, source, detail, id)"
+
+    @classmethod
+    def infer(cls, event: Event) -> bool:
+        """True for an EventBridge event envelope."""
+        return all(key in event for key in ("detail-type", "source", "detail", "id"))
+
+    @staticmethod
+    def parse(event: Event) -> list[TopicEvent]:
+        """One event: topic = ``detail-type``, data = ``detail``, id = the event id."""
+        return [TopicEvent(str(event["detail-type"]), event["detail"], str(event["id"]))]
+
+
+class SnsNotification:
+    """SNS records; the topic is the ``topic`` message attribute, else the subject."""
+
+    name: ClassVar[str] = "SNS notification (Records[].EventSource = aws:sns)"
+
+    @classmethod
+    def infer(cls, event: Event) -> bool:
+        """True for ``{"Records": [{"EventSource": "aws:sns", ...}]}``."""
+        return _first_record(event).get("EventSource") == "aws:sns"
+
+    @staticmethod
+    def parse(event: Event) -> list[TopicEvent]:
+        """Each record: data is the message parsed as JSON (the raw text if it is not)."""
+        events: list[TopicEvent] = []
+        for record in event["Records"]:
+            sns = record.get("Sns", {})
+            attribute = sns.get("MessageAttributes", {}).get("topic", {}).get("Value")
+            text = sns.get("Message", "")
+            try:
+                data: Any = json.loads(text)
+            except ValueError:
+                data = text
+            topic = attribute or sns.get("Subject") or ""
+            events.append(TopicEvent(str(topic), data, str(sns.get("MessageId", ""))))
+        return events
+
+
+class HttpRequest:
+    """API Gateway (HTTP API v2, REST v1), Lambda Function URL and ALB requests."""
+
+    name: ClassVar[str] = "HTTP (API Gateway v1/v2, Function URL, ALB)"
+
+    @classmethod
+    def infer(cls, event: Event) -> bool:
+        """True when the event carries a request context, as every HTTP source does."""
+        context = event.get("requestContext")
+        return isinstance(context, Mapping) and (
+            "http" in context or "httpMethod" in event or "elb" in context
+        )
+
+
+_SHAPES: Final = (SqsBatch, SchedulerInvocation, EventBridgeEvent, SnsNotification, HttpRequest)
+
+
+# -- the entry point ------------------------------------------------------------------
+
+
+def handler(event: Event, context: Any) -> Any:
+    """The Lambda entry point: dispatch ``event`` to the handler of its shape.
+
+    Raises:
+        UnknownEventShapeError: the event is none of the shapes in the module docstring.
+        InfrastructureError: a scheduler or event invocation could not reach the store
+            (Lambda retries asynchronous invocations).
+    """
+    _configure_logging_once()
+    if SqsBatch.infer(event):
+        return _handle_sqs_batch(event)
+    if SchedulerInvocation.infer(event):
+        return _handle_schedule(event)
+    if EventBridgeEvent.infer(event):
+        return _handle_topic_event(EventBridgeEvent.parse(event))
+    if SnsNotification.infer(event):
+        return _handle_topic_event(SnsNotification.parse(event))
+    if HttpRequest.infer(event):
+        return _http_handler()(dict(event), context)
+    keys = sorted(str(key) for key in event) if isinstance(event, Mapping) else []
+    raise UnknownEventShapeError(keys=keys, tried=[shape.name for shape in _SHAPES])
+
+
+@functools.cache
+def _configure_logging_once() -> None:
+    """JSON logs on the first invocation, not at import (importing stays side-effect free)."""
+    configure_logging()
+
+
+def _engine() -> Engine:
+    from functions._wiring import get_engine
+
+    return get_engine()
+
+
+# -- SQS: one step message per record, partial batch response -------------------------
+
+
+def _handle_sqs_batch(event: Event) -> dict[str, list[dict[str, str]]]:
+    """Process every record; report the ones SQS must deliver again (partial batch response).
+
+    A record is acknowledged (left out of ``batchItemFailures``) when it is done or can
+    never succeed (malformed, a permanent engine error): a poison message must not loop.
+    It is reported when the engine asks for a later delivery (its visibility is set to
+    that delay first, so SQS redelivers after the delay, not at once), when it is not
+    due yet (``not_before`` ahead), or on an infrastructure error or a bug of ours
+    (after the queue's ``maxReceiveCount`` those end in the dead-letter queue).
+    """
+    failures: list[dict[str, str]] = []
+    for record in event["Records"]:
+        if not _process_record(record):
+            failures.append({"itemIdentifier": record["messageId"]})
+    return {"batchItemFailures": failures}
+
+
+def _process_record(record: Mapping[str, Any]) -> bool:
+    """True when the record may be deleted, False when SQS must deliver it again."""
+    message_id = record.get("messageId")
+    try:
+        message = Message.from_json(json.loads(record.get("body", "")))
+    except (ValueError, TypeError) as exc:
+        log.error("undecodable SQS message %s acknowledged (dropped): %s", message_id, exc)
+        return True
+    context = {"run_id": message.run_id, "step": message.step, "sqs_message_id": message_id}
+    ahead = 0.0 if message.not_before is None else message.not_before - time.time()
+    if ahead > 0:
+        _hold_back(record, ahead)
+        return False
+    try:
+        result = _engine().handle(message)
+    except (InfrastructureError, ConcurrencyConflict) as exc:
+        log.warning("step message deferred: %s", exc, extra=context)
+        return False
+    except EngineError as exc:
+        if exc.retryable:
+            log.warning("step message deferred: %s", exc, extra=context)
+            return False
+        log.error("step message acknowledged after a permanent error: %s", exc, extra=context)
+        return True
+    except Exception:
+        log.exception("step message failed; SQS will deliver it again", extra=context)
+        return False
+    if result.is_done:
+        return True
+    _hold_back(record, result.retry_after_seconds)
+    return False
+
+
+def _hold_back(record: Mapping[str, Any], delay_seconds: float) -> None:
+    """Hide a reported record for ``delay_seconds`` (ChangeMessageVisibility); log failures.
+
+    Lambda leaves a reported record in the queue with the visibility it has; without
+    this it would come back after the queue's whole visibility timeout, not the delay.
+    """
+    from functions._wiring import get_settings
+
+    url = get_settings().sqs_queue_url
+    if not url:
+        log.warning("RELAY_SQS_QUEUE_URL is unset; a deferred SQS message returns after its lease")
+        return
+    queue = _visibility_queue(url)
+    # SqsTaskQueue receipts are "<SQS message id>|<receipt handle>".
+    receipt = f"{record['messageId']}|{record['receiptHandle']}"
+    try:
+        queue.release(receipt=receipt, delay_seconds=min(delay_seconds, MAX_VISIBILITY_SECONDS))
+    except InfrastructureError as exc:
+        log.warning("could not delay SQS message %s: %s", record.get("messageId"), exc)
+
+
+@functools.cache
+def _visibility_queue(url: str) -> SqsTaskQueue:
+    """The SQS queue at ``url``, for visibility changes (one per warm container).
+
+    Its own queue object tracks no receipts: the process-local fencing of stale
+    receipts is for pollers and would ignore a second hold-back of the same message.
+    """
+    import boto3
+
+    from infra.aws.sqs import SqsTaskQueue
+
+    client = boto3.session.Session().client("sqs")
+    return SqsTaskQueue(client, queue_url=url, tracked_receipts=0)
+
+
+# -- scheduler and events -------------------------------------------------------------
+
+
+def _handle_schedule(event: Event) -> dict[str, Any]:
+    """Start the run of one scheduled time; its id derives from schedule and time."""
+    from core.engine.triggers import UnknownScheduleError
+
+    try:
+        name, scheduled_at = SchedulerInvocation.parse(event)
+    except ValueError as exc:
+        log.error("scheduler invocation ignored: %s", exc)
+        return {"status": "rejected", "error": str(exc)}
+    try:
+        result = _engine().triggers.fire_schedule(name=name, scheduled_at=scheduled_at)
+    except UnknownScheduleError as exc:
+        log.error("scheduler invocation ignored: %s", exc)
+        return {"status": "rejected", "error": str(exc)}
+    run = result.run
+    return {"run_id": run.run_id, "status": run.status.value, "created": result.is_created}
+
+
+def _handle_topic_event(events: list[TopicEvent]) -> dict[str, Any]:
+    """Start a run of every saga subscribed to each event's topic (idempotent by id)."""
+    runs: list[str] = []
+    rejected: dict[str, str] = {}
+    for item in events:
+        try:
+            outcome = _engine().triggers.publish(
+                topic=item.topic, data=item.data, event_id=item.event_id
+            )
+        except ValueError as exc:  # a malformed topic or id: retrying cannot help
+            log.error("event %r ignored: %s", item.event_id, exc)
+            rejected[item.event_id or "?"] = str(exc)
+            continue
+        runs += [started.run.run_id for started in outcome.started]
+        rejected.update(outcome.rejected)
+    return {"runs": runs, "rejected": rejected}
+
+
+# -- HTTP -----------------------------------------------------------------------------
+
+
+class _NoDeliveries:
+    """The verifier of an app that serves no authenticated route: refuses everything."""
+
+    def verify(self, request_body: bytes, headers: Mapping[str, str]) -> None:
+        from functions.auth import Forbidden
+
+        raise Forbidden("deliveries are not served over HTTP on Lambda")
+
+
+@functools.cache
+def _http_handler() -> Mangum:
+    """Mangum around the public API (built on the first HTTP invocation)."""
+    from mangum import Mangum
+
+    from functions.app import PUBLIC_API, create_app
+
+    app = create_app(engine=_engine, verifier=_NoDeliveries(), include=frozenset({PUBLIC_API}))
+    return Mangum(app, lifespan="off")

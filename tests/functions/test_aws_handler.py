@@ -1,0 +1,297 @@
+"""The Lambda entry point (functions/aws.py) driven with golden events against moto server."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.domain.records import Message, RunId, StateChange, StepName
+from core.domain.status import Action, StepStatus
+from functions import _wiring
+from functions import aws as lambda_entry
+from infra.aws.dynamodb import create_table
+from infra.aws.sqs import create_queue
+from tests.contract.backends_aws import delete_bucket
+from tests.emulators.aws import (  # noqa: F401 (session fixtures used by name)
+    REGION,
+    AwsClients,
+    aws_clients,
+    moto_endpoint,
+    unique_name,
+)
+from tests.functions.support import STEP_CALLS
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "tests" / "events"
+
+
+def golden(name: str) -> dict[str, Any]:
+    """A fresh copy of the golden payload ``tests/events/<name>.json``."""
+    loaded: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    return loaded
+
+
+@dataclass(frozen=True)
+class AwsStack:
+    """The resources one test's deployment uses on moto server."""
+
+    clients: AwsClients
+    table: str
+    queue_url: str
+    dead_letter_queue_url: str
+    bucket: str
+
+
+class LambdaContext:
+    """The attributes of Lambda's context object that Mangum and our logs read."""
+
+    function_name = "relay"
+    aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:relay"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+CONTEXT = LambdaContext()
+
+
+def configure_aws_env(
+    monkeypatch: pytest.MonkeyPatch, stack: AwsStack, *, data_dir: Path, sagas: str
+) -> None:
+    """Environment of a Lambda function deployed on ``stack`` (moto as the endpoint)."""
+    monkeypatch.setenv("RELAY_BACKEND", "aws")
+    monkeypatch.setenv("RELAY_DYNAMODB_TABLE", stack.table)
+    monkeypatch.setenv("RELAY_SQS_QUEUE_URL", stack.queue_url)
+    monkeypatch.setenv("RELAY_S3_BUCKET", stack.bucket)
+    monkeypatch.setenv("RELAY_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", stack.clients.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("RELAY_SAGAS", sagas)
+    _wiring.reset_engine()
+    lambda_entry._visibility_queue.cache_clear()
+
+
+@pytest.fixture
+def aws_stack(aws_clients: AwsClients) -> Iterator[AwsStack]:  # noqa: F811 (the fixture)
+    """A DynamoDB table, a standard SQS queue (with DLQ) and an S3 bucket for one test."""
+    table = unique_name("relay-state")
+    create_table(aws_clients.dynamodb, table_name=table)
+    queue = create_queue(aws_clients.sqs, name=unique_name("relay-steps"))
+    bucket = unique_name("relay-results")
+    aws_clients.s3.create_bucket(Bucket=bucket)
+    # Mangum runs requests on the thread's event loop and makes one (never closed) when
+    # there is none, as suits a Lambda container; a test gives it one and closes it.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield AwsStack(aws_clients, table, queue.queue_url, queue.dead_letter_queue_url, bucket)
+    lambda_entry._http_handler.cache_clear()
+    asyncio.set_event_loop(None)
+    loop.close()
+    _wiring.reset_engine()
+    lambda_entry._visibility_queue.cache_clear()
+    aws_clients.dynamodb.delete_table(TableName=table)
+    aws_clients.sqs.delete_queue(QueueUrl=queue.queue_url)
+    aws_clients.sqs.delete_queue(QueueUrl=queue.dead_letter_queue_url)
+    delete_bucket(aws_clients, bucket)
+
+
+@pytest.fixture
+def greet_lambda(aws_stack: AwsStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AwsStack:
+    """The Lambda configured like a deployment serving the test saga ``greet``."""
+    monkeypatch.setenv("RELAY_SAGA_MODULES", "greet=tests.functions.support:greet")
+    configure_aws_env(monkeypatch, aws_stack, data_dir=tmp_path / "relay-data", sagas="greet")
+    return aws_stack
+
+
+def start_greeting(name: str = "Ada", key: str = "greet-ada-0001") -> dict[str, Any]:
+    """POST the golden API Gateway v2 start event (with ``name`` and ``key``)."""
+    event = golden("apigw_v2_start")
+    event["body"] = json.dumps({"name": name, "times": 2})
+    event["headers"]["content-length"] = str(len(event["body"]))
+    event["headers"]["idempotency-key"] = key
+    response: dict[str, Any] = lambda_entry.handler(event, CONTEXT)
+    return response
+
+
+def receive_all(stack: AwsStack) -> list[dict[str, Any]]:
+    """Every message visible on the step queue now, as SQS's ReceiveMessage returns them."""
+    received = stack.clients.sqs.receive_message(
+        QueueUrl=stack.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+    ).get("Messages", [])
+    return [dict(message) for message in received]
+
+
+def sqs_event(stack: AwsStack, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Lambda SQS event for ``messages``, shaped after the golden batch record."""
+    template = golden("sqs_batch")["Records"][0]
+    records = []
+    for message in messages:
+        record = copy.deepcopy(template)
+        record["messageId"] = message["MessageId"]
+        record["receiptHandle"] = message["ReceiptHandle"]
+        record["body"] = message["Body"]
+        record["eventSourceARN"] = f"arn:aws:sqs:{REGION}:123456789012:relay-steps"
+        records.append(record)
+    return {"Records": records}
+
+
+def test_api_gateway_v2_post_starts_a_run(greet_lambda: AwsStack) -> None:
+    """The golden HTTP API v2 POST answers 202 with the run, whose first step is queued."""
+    response = start_greeting()
+
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 202
+    assert body["created"] is True
+    assert response["headers"]["location"] == f"/v1/runs/{body['run_id']}"
+    queued = [json.loads(m["Body"]) for m in receive_all(greet_lambda)]
+    assert [(m["run_id"], m["step"]) for m in queued] == [(body["run_id"], "write_text")]
+
+
+def test_function_url_get_reads_the_run(greet_lambda: AwsStack) -> None:
+    """The golden Function URL GET answers 200 with the run and its steps in order."""
+    run_id = json.loads(start_greeting()["body"])["run_id"]
+    event = golden("function_url_get_run")
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/v1/runs/{run_id}"
+
+    response = lambda_entry.handler(event, CONTEXT)
+
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 200
+    assert body["run_id"] == run_id
+    assert [step["name"] for step in body["steps"]] == ["write_text", "deliver"]
+
+
+def test_delivery_routes_are_not_served_over_http(greet_lambda: AwsStack) -> None:
+    """On Lambda, /v1/steps over HTTP is 404: SQS invokes the handler directly."""
+    event = golden("apigw_v2_start")
+    event["rawPath"] = event["requestContext"]["http"]["path"] = "/v1/steps"
+
+    assert lambda_entry.handler(event, CONTEXT)["statusCode"] == 404
+
+
+def test_unknown_event_shape_names_the_shapes_tried() -> None:
+    """An event of no known shape raises an error listing its keys and every shape tried."""
+    with pytest.raises(lambda_entry.UnknownEventShapeError) as caught:
+        lambda_entry.handler({"hello": "world"}, CONTEXT)
+
+    message = str(caught.value)
+    assert "hello" in message
+    for shape in ("SQS batch", "scheduler invocation", "EventBridge", "SNS", "HTTP"):
+        assert shape in message
+
+
+def test_scheduled_invocation_twice_starts_one_run(greet_lambda: AwsStack) -> None:
+    """The same scheduled time delivered twice (scheduler retry) finds the same run."""
+    first = lambda_entry.handler(golden("scheduler_invocation"), CONTEXT)
+    second = lambda_entry.handler(golden("scheduler_invocation"), CONTEXT)
+    later = golden("scheduler_invocation") | {"scheduled_time": "2026-11-23T03:00:00Z"}
+    third = lambda_entry.handler(later, CONTEXT)
+
+    assert first["created"] is True
+    assert second == first | {"created": False}
+    assert third["run_id"] != first["run_id"]
+    assert len(_wiring.get_engine().runs.list(saga="greet")) == 2
+
+
+def test_unknown_schedule_is_acknowledged_not_retried(greet_lambda: AwsStack) -> None:
+    """A scheduler Input naming no declared schedule is logged and answered, not raised."""
+    event = golden("scheduler_invocation") | {"schedule": "no-such-schedule"}
+
+    outcome = lambda_entry.handler(event, CONTEXT)
+
+    assert outcome["status"] == "rejected"
+    assert "nightly-greeting" in outcome["error"]
+
+
+def test_eventbridge_event_starts_a_subscribed_run(greet_lambda: AwsStack) -> None:
+    """An EventBridge event whose detail-type matches ``people.*.joined`` starts one run."""
+    first = lambda_entry.handler(golden("eventbridge_event"), CONTEXT)
+    again = lambda_entry.handler(golden("eventbridge_event"), CONTEXT)
+
+    assert len(first["runs"]) == 1
+    assert again["runs"] == first["runs"]  # the event id makes the start idempotent
+    run = _wiring.get_engine().runs.get(first["runs"][0]).run
+    assert run.saga == "greet"
+
+
+def test_sns_notification_starts_a_subscribed_run(greet_lambda: AwsStack) -> None:
+    """An SNS record with a ``topic`` attribute starts a run with the JSON message as data."""
+    outcome = lambda_entry.handler(golden("sns_event"), CONTEXT)
+
+    assert len(outcome["runs"]) == 1
+    assert outcome["rejected"] == {}
+
+
+def test_sqs_batch_acknowledges_a_poison_message(greet_lambda: AwsStack) -> None:
+    """A malformed body is acked (no loop); the good message is processed and acked too."""
+    start_greeting()
+    (good,) = receive_all(greet_lambda)
+    poison = {"MessageId": "poison-1", "ReceiptHandle": "poison-handle", "Body": "{not json"}
+    unknown = {"MessageId": "poison-2", "ReceiptHandle": "h2", "Body": '{"run_id": "r-1"}'}
+
+    response = lambda_entry.handler(sqs_event(greet_lambda, [poison, good, unknown]), CONTEXT)
+
+    assert response == {"batchItemFailures": []}
+    assert STEP_CALLS["write_text"] == 1
+
+
+def test_sqs_batch_reports_a_message_the_engine_defers(greet_lambda: AwsStack) -> None:
+    """A step still leased elsewhere is reported, and hidden for the rest of the lease."""
+    run_id = json.loads(start_greeting()["body"])["run_id"]
+    (good,) = receive_all(greet_lambda)
+    store = _wiring.get_engine().store
+    snapshot = store.load_run(run_id=RunId(run_id))
+    assert snapshot is not None
+    now = time.time()
+    claimed = snapshot.step("write_text").evolve(
+        now=now, status=StepStatus.RUNNING, attempt=1, lease_until=now + 30, started_at=now
+    )
+    store.apply(change=StateChange(snapshot.run.run_id, steps=(claimed,)))
+    poison = {"MessageId": "poison-1", "ReceiptHandle": "poison-handle", "Body": "[]"}
+
+    response = lambda_entry.handler(sqs_event(greet_lambda, [good, poison]), CONTEXT)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": good["MessageId"]}]}
+    assert STEP_CALLS["write_text"] == 0
+    assert receive_all(greet_lambda) == []  # hidden for the lease's 30 s, not redelivered now
+
+
+def test_sqs_batch_holds_back_a_message_not_due_yet(greet_lambda: AwsStack) -> None:
+    """A message received before its ``not_before`` is reported and hidden until due."""
+    run_id = json.loads(start_greeting()["body"])["run_id"]
+    receive_all(greet_lambda)  # the real first message stays in flight
+    early = Message(RunId(run_id), StepName("write_text"), Action.EXECUTE, 1, time.time() + 3600)
+    greet_lambda.clients.sqs.send_message(
+        QueueUrl=greet_lambda.queue_url, MessageBody=json.dumps(early.to_json())
+    )
+    (received,) = receive_all(greet_lambda)
+
+    response = lambda_entry.handler(sqs_event(greet_lambda, [received]), CONTEXT)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": received["MessageId"]}]}
+    assert STEP_CALLS["write_text"] == 0
+    assert receive_all(greet_lambda) == []
+
+
+def test_importing_the_entry_point_builds_nothing_heavy() -> None:
+    """``import functions.aws`` loads neither boto3, Mangum, Starlette nor the engine."""
+    heavy = ["boto3", "botocore", "mangum", "starlette", "core.engine.engine"]
+    code = f"import sys, functions.aws; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "[]"
