@@ -160,6 +160,10 @@ class _Api:
         body = await self._authenticated_body(request)
         message = parse_message(body)
         request.state.run_id = message.run_id
+        cloud_task = _cloud_task_headers(request)
+        if cloud_task:  # which Cloud Tasks task and try this is, beside the message's attempt
+            context = {"run_id": message.run_id, "step": message.step, "attempt": message.attempt}
+            log.info("step delivery from Cloud Tasks", extra={**context, **cloud_task})
         result = await self._call(lambda e: e.handle(message))
         if result.is_done:
             return JSONResponse({"status": "done", "detail": result.detail})
@@ -224,6 +228,28 @@ class _Api:
         except Forbidden as exc:
             raise HttpError(403, "forbidden", str(exc)) from None
         return body
+
+
+_CLOUD_TASKS_HEADERS: Final = {
+    "X-CloudTasks-TaskName": "task_name",
+    "X-CloudTasks-QueueName": "queue_name",
+    "X-CloudTasks-TaskRetryCount": "task_retry_count",
+    "X-CloudTasks-TaskExecutionCount": "task_execution_count",
+}
+
+
+def _cloud_task_headers(request: Request) -> dict[str, str | int]:
+    """The Cloud Tasks headers of a delivery as log fields (counts as integers); {} if none.
+
+    Read only after authentication, so they come from Cloud Tasks (which overrides any
+    task-supplied values) or from a holder of the worker's service-account token.
+    """
+    fields: dict[str, str | int] = {}
+    for header, field in _CLOUD_TASKS_HEADERS.items():
+        value = request.headers.get(header)
+        if value is not None:
+            fields[field] = int(value) if value.isascii() and value.isdigit() else value[:500]
+    return fields
 
 
 def _with_engine(factory: Callable[[], Engine], operation: Callable[[Engine], T]) -> T:

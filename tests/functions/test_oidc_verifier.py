@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -472,16 +473,26 @@ def test_unauthenticated_or_forged_delivery_is_refused_and_changes_nothing(
     assert STEP_CALLS == {}
 
 
-def test_valid_token_processes_the_step(
+def test_valid_token_processes_the_step_and_logs_the_cloud_tasks_headers(
     oidc_client: TestClient,
     sqlite_store: SQLiteStateStore,
     first_step: tuple[str, bytes],
     google_key: SigningKey,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A delivery with a valid token runs its step and commits it (200)."""
+    """A delivery with a valid token runs its step; the task name and retry count are logged."""
     run_id, body = first_step
+    task_name = "projects/p/locations/l/queues/relay-steps/tasks/0a1b-run-write_text-1"
+    headers = {
+        **bearer(token(google_key)),
+        "X-CloudTasks-TaskName": task_name,
+        "X-CloudTasks-QueueName": "relay-steps",
+        "X-CloudTasks-TaskRetryCount": "2",
+        "X-CloudTasks-TaskExecutionCount": "1",
+    }
 
-    response = oidc_client.post("/v1/steps", content=body, headers=bearer(token(google_key)))
+    with caplog.at_level(logging.INFO, logger="relay.http"):
+        response = oidc_client.post("/v1/steps", content=body, headers=headers)
 
     assert response.status_code == 200
     assert response.json()["status"] == "done"
@@ -489,6 +500,17 @@ def test_valid_token_processes_the_step(
     after = snapshot(sqlite_store, run_id)
     assert after is not None
     assert after.step("write_text").status is StepStatus.SUCCEEDED
+    [record] = [r for r in caplog.records if r.getMessage() == "step delivery from Cloud Tasks"]
+    expected = {
+        "run_id": run_id,
+        "step": "write_text",
+        "attempt": 1,
+        "task_name": task_name,
+        "queue_name": "relay-steps",
+        "task_retry_count": 2,
+        "task_execution_count": 1,
+    }
+    assert {key: getattr(record, key) for key in expected} == expected
 
 
 def test_token_of_another_audience_cannot_cancel_a_run(
