@@ -10,6 +10,7 @@ verified). google-auth is imported on first use, so importing this module stays 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import threading
@@ -89,8 +90,6 @@ class OidcVerifier:
     def _check_signature(
         self, header: Mapping[str, Any], signed_section: bytes, signature: bytes
     ) -> None:
-        from google.auth import crypt
-
         if header.get("alg") != "RS256":
             raise Forbidden("token is not signed with RS256, the algorithm Google uses")
         certs = self._certs()
@@ -102,8 +101,7 @@ class OidcVerifier:
         else:
             raise Forbidden("token is signed with a key that is not among Google's certificates")
         for cert in candidates:
-            verifier = crypt.RSAVerifier.from_string(cert)  # type: ignore[no-untyped-call]
-            if verifier.verify(signed_section, signature):
+            if _rsa_verifier(cert).verify(signed_section, signature):
                 return
         raise Forbidden("token signature does not verify against Google's certificates")
 
@@ -189,6 +187,14 @@ class CachedCerts:
         max_age = float(match.group(1)) if match else DEFAULT_CERTS_MAX_AGE_SECONDS
         self._certs = certs
         self._expires_at = self._clock() + max_age
+
+
+@functools.lru_cache(maxsize=16)
+def _rsa_verifier(certificate_pem: str) -> Any:
+    """A google-auth RSA verifier per certificate, parsed once (Google publishes 2 or 3)."""
+    from google.auth import crypt
+
+    return crypt.RSAVerifier.from_string(certificate_pem)  # type: ignore[no-untyped-call]
 
 
 def _bearer_token(headers: Mapping[str, str]) -> str:
