@@ -15,7 +15,6 @@ import json
 import re
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -167,6 +166,8 @@ class CachedCerts:
             return self._certs
 
     def _refresh_locked(self) -> None:
+        import urllib.request  # only on a certificate fetch: about 20 ms of imports
+
         try:
             with urllib.request.urlopen(self._url, timeout=self._timeout_seconds) as response:
                 body = response.read()
