@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -54,9 +55,19 @@ TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.FAIL
 class EventSourcePoller:
     """Lambda's SQS event source mapping, in miniature (one poller, batches of ten)."""
 
-    def __init__(self, stack: AwsStack, *, visibility_timeout_seconds: int = 30) -> None:
+    def __init__(
+        self,
+        stack: AwsStack,
+        *,
+        visibility_timeout_seconds: int = 30,
+        duplicate_probability: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         self._stack = stack
         self._visibility = visibility_timeout_seconds
+        self._duplicate_probability = duplicate_probability
+        self._rng = random.Random(seed)
+        self.duplicates = 0
         self._arn = stack.clients.sqs.get_queue_attributes(
             QueueUrl=stack.queue_url, AttributeNames=["QueueArn"]
         )["Attributes"]["QueueArn"]
@@ -80,6 +91,7 @@ class EventSourcePoller:
         failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
         self.reported.update(failed)
         done = [m for m in messages if m["MessageId"] not in failed]
+        self._duplicate_some(done)
         if done:
             sqs.delete_message_batch(
                 QueueUrl=self._stack.queue_url,
@@ -88,6 +100,15 @@ class EventSourcePoller:
                 ],
             )
         return len(messages)
+
+    def _duplicate_some(self, messages: list[Any]) -> None:
+        """SQS is at-least-once: deliver some handled messages a second time."""
+        copies = [m for m in messages if self._rng.random() < self._duplicate_probability]
+        for message in copies:
+            self._stack.clients.sqs.send_message(
+                QueueUrl=self._stack.queue_url, MessageBody=message["Body"]
+            )
+        self.duplicates += len(copies)
 
     def event_for(self, messages: list[Any]) -> dict[str, Any]:
         """The event Lambda builds from received messages (``Records[]`` of ``aws:sqs``)."""
