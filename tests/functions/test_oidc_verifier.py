@@ -31,6 +31,7 @@ from core.domain.records import Message, RunId, RunSnapshot, StepName
 from core.domain.status import Action, StepStatus
 from core.engine.engine import Engine
 from core.errors import ConfigurationError, InfrastructureError
+from functions import _wiring
 from functions._settings import Settings
 from functions.app import ALL_ROUTES, create_app
 from functions.auth import Forbidden, Unauthenticated, verifier_for
@@ -529,3 +530,43 @@ def test_token_of_another_audience_cannot_cancel_a_run(
 
     assert response.status_code == 403
     assert snapshot(sqlite_store, run_id) == before
+
+
+# -- the deployed worker target ---------------------------------------------------------
+
+
+@pytest.fixture
+def gcp_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    """The functions-framework ``worker`` target configured as on GCP (RELAY_BACKEND=gcp)."""
+    from functions_framework.aio import create_asgi_app
+
+    monkeypatch.setenv("RELAY_BACKEND", "gcp")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "relay-test")
+    monkeypatch.setenv("RELAY_WORKER_URL", AUDIENCE)
+    monkeypatch.setenv("RELAY_TASKS_SERVICE_ACCOUNT", SERVICE_ACCOUNT)
+    _wiring.reset_engine()  # forget settings read under another environment
+    app = create_asgi_app(target="worker", source=str(ROOT / "functions" / "gcp.py"))
+    with TestClient(app) as client:
+        yield client
+    sys.modules.pop("gcp", None)  # the framework loads the source file as module "gcp"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, 403),
+        ({"Authorization": "Bearer not-a-jwt"}, 403),
+    ],
+    ids=["no-token", "basic-auth", "malformed-token"],
+)
+def test_gcp_worker_target_refuses_deliveries_before_building_the_engine(
+    gcp_worker: TestClient, headers: dict[str, str], status: int
+) -> None:
+    """On RELAY_BACKEND=gcp the worker target checks OIDC first; Firestore is never reached."""
+    body = json_body(Message(RunId("r-1"), StepName("write_text"), Action.EXECUTE, 1).to_json())
+
+    response = gcp_worker.post("/v1/steps", content=body, headers=headers)
+
+    assert response.status_code == status
+    assert _wiring._engine is None
