@@ -1,24 +1,29 @@
-"""The chaos campaign on the AWS stack: order runs under failures and duplicates on moto.
+"""The chaos campaign on the AWS stack: order runs under failures, crashes and duplicates.
 
-The handler runs in this process behind the event-source poller of
-``tests/e2e/test_aws_stack.py``; duplicates are the poller's (SQS at-least-once
-delivery), failures the engine's own ``RELAY_FAULTS``.
+The Lambda handler runs in a subprocess behind the event-source poller of
+``tests/e2e/test_aws_stack.py``; an injected crash (``os._exit``) kills that process,
+and the test starts a new one, as Lambda would start a new container. Its in-flight
+batch comes back after the poller's 5 s visibility timeout. Duplicates are the
+poller's (SQS at-least-once delivery); failures and crashes are ``RELAY_FAULTS``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from core.faults import CRASH_EXIT_CODE
 from functions import _wiring
 from functions.checks import check_runs
 from functions.sagas.order import demo_inputs
 from tests.e2e.test_aws_stack import (  # noqa: F401 (fixtures used by name)
     TERMINAL,
-    EventSourcePoller,
     restore_logging,
     start_order,
 )
@@ -30,50 +35,90 @@ from tests.functions.test_aws_handler import (  # noqa: F401 (fixtures used by n
     moto_endpoint,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 CHAOS_RUNS = 100
-CHAOS_FAULTS = "*:fail@0.2;seed=11"
 CHAOS_DUPLICATES = 0.1
 
 
+CRASH_FAULTS = "*:fail@0.2;*:crash@0.05"
+POLLER_SCRIPT = """
+import os, sys, time
+import boto3
+from tests.emulators.aws import AwsClients
+from tests.functions.test_aws_handler import AwsStack
+from tests.e2e.test_aws_stack import EventSourcePoller
+
+options = {"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}
+clients = AwsClients(
+    endpoint_url=os.environ["AWS_ENDPOINT_URL"],
+    dynamodb=boto3.client("dynamodb", **options),
+    sqs=boto3.client("sqs", **options),
+    s3=boto3.client("s3", **options),
+)
+stack = AwsStack(clients, os.environ["RELAY_DYNAMODB_TABLE"], os.environ["RELAY_SQS_QUEUE_URL"],
+                 "", os.environ["RELAY_S3_BUCKET"])
+poller = EventSourcePoller(stack, visibility_timeout_seconds=5,
+                           duplicate_probability=float(sys.argv[1]), seed=int(sys.argv[2]))
+while True:
+    if poller.poll_once() == 0:
+        time.sleep(0.1)
+"""
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_chaos_campaign_on_the_aws_stack_ends_clean(
+@pytest.mark.timeout(420)
+def test_chaos_campaign_with_crashes_on_the_aws_stack_ends_clean(
     aws_stack: AwsStack,  # noqa: F811 (the fixture)
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """100 order runs under 20% step failures and 10% duplicate deliveries all end well.
-
-    Crash faults are not injected: they ``os._exit`` the process that runs the handler,
-    which here is the test process itself.
-    """
-    monkeypatch.setenv("RELAY_FAULTS", CHAOS_FAULTS)
+    """100 order runs under failures, crashes (the poller process dies) and duplicates."""
+    monkeypatch.setenv("RELAY_FAULTS", f"{CRASH_FAULTS};seed=13")
     configure_aws_env(monkeypatch, aws_stack, data_dir=tmp_path, sagas="order")
     began = time.monotonic()
     run_ids = [
-        start_order(order, f"chaos-{number}")
-        for number, order in enumerate(demo_inputs(CHAOS_RUNS, seed=11))
+        start_order(order, f"crash-{number}")
+        for number, order in enumerate(demo_inputs(CHAOS_RUNS, seed=13))
     ]
-    poller = EventSourcePoller(aws_stack, duplicate_probability=CHAOS_DUPLICATES, seed=11)
     engine = _wiring.get_engine()
-
-    def all_terminal() -> bool:
-        finished = engine.runs.list(saga="order", statuses=sorted(TERMINAL), limit=1000)
-        return len(finished) >= CHAOS_RUNS
-
-    poller.run_until(all_terminal, timeout_seconds=240)
+    exits: list[int] = []
+    log_path = tmp_path / "poller.log"
+    deadline = time.monotonic() + 360
+    process: subprocess.Popen[bytes] | None = None
+    with log_path.open("ab") as log_file:
+        try:
+            while time.monotonic() < deadline:
+                finished = engine.runs.list(saga="order", statuses=sorted(TERMINAL), limit=1000)
+                if len(finished) >= CHAOS_RUNS:
+                    break
+                if process is None or process.poll() is not None:
+                    if process is not None:
+                        exits.append(process.returncode)
+                        assert process.returncode == CRASH_EXIT_CODE, log_path.read_text()[-3000:]
+                    seed = str(len(exits))
+                    process = subprocess.Popen(
+                        [sys.executable, "-c", POLLER_SCRIPT, str(CHAOS_DUPLICATES), seed],
+                        cwd=ROOT,
+                        env=dict(os.environ),
+                        stdout=log_file,
+                        stderr=log_file,
+                    )
+                time.sleep(0.5)
+            else:
+                pytest.fail(f"runs not terminal after 360 s ({len(exits)} crashes)")
+        finally:
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
 
     report = check_runs(engine, run_ids, data_dir=tmp_path)
     figures = {
         "runs": CHAOS_RUNS,
         "statuses": dict(report.statuses),
         "step_attempts": report.step_attempts,
-        "batches": poller.batches,
-        "reported_failures": sum(poller.reported.values()),
-        "duplicates_sent": poller.duplicates,
+        "crashes": len(exits),
         "seconds": round(time.monotonic() - began, 1),
     }
-    print("aws chaos:", json.dumps(figures))
+    print("aws chaos with crashes:", json.dumps(figures))
     assert report.is_clean, report.to_json()
-    assert set(report.statuses) <= {"COMPLETED", "COMPENSATED"}
-    assert poller.duplicates > 0
+    assert exits, "no crash was injected"
