@@ -294,7 +294,7 @@ def _hold_back(record: Mapping[str, Any], delay_seconds: float) -> None:
     receipt = f"{record['messageId']}|{record['receiptHandle']}"
     try:
         queue.release(receipt=receipt, delay_seconds=min(delay_seconds, MAX_VISIBILITY_SECONDS))
-    except InfrastructureError as exc:
+    except EngineError as exc:  # the record is reported anyway; it returns after its lease
         log.warning("could not delay SQS message %s: %s", record.get("messageId"), exc)
 
 
