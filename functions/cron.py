@@ -71,7 +71,11 @@ def fire_due(engine: Engine, *, after: float, until: float) -> list[Firing]:
             "schedule %s fired for %s",
             firing.schedule,
             iso_utc(firing.scheduled_at),
-            extra={"run_id": result.run.run_id, "saga": firing.saga, "created": result.is_created},
+            extra={
+                "run_id": result.run.run_id,
+                "saga": firing.saga,
+                "is_new_run": result.is_created,
+            },
         )
     return fired
 

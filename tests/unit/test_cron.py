@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from core import RunStatus, Saga, StepContext
 from functions.cron import due_firings, fire_due, run_cron_loop
@@ -69,3 +72,13 @@ def test_the_loop_exits_at_once_when_the_bundle_has_no_schedules() -> None:
     saga.step(lambda ctx: None, name="only")
     h = Harness([saga])
     asyncio.run(asyncio.wait_for(run_cron_loop(h.engine, tick_seconds=10), timeout=1))
+
+
+def test_firing_logs_at_info_without_clashing_with_log_record_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The firing log line is emitted (its extras must not reuse LogRecord attribute names)."""
+    h = Harness([reporting_saga()])
+    with caplog.at_level(logging.INFO, logger="relay.cron"):
+        fire_due(h.engine, after=HOUR_START, until=HOUR_START + 300)
+    assert any("fired for" in r.getMessage() for r in caplog.records)
