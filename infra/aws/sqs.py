@@ -13,6 +13,11 @@ Standard and FIFO queues differ in what SQS does for us::
     ordering         none                             per message group; one group per
                                                       message, i.e. none
 
+With a scheduler (``long_delays``), a message due more than 900 s ahead is not sent to
+SQS at all: an EventBridge Scheduler one-time schedule sends it when it is due
+(``infra/aws/scheduler_delay.py``). Without one, a standard queue hops (re-sends the
+message each time it is received early) and FIFO hides it for up to 12 h.
+
 Neither queue is what makes a duplicate harmless: a redelivered or re-sent message finds
 its step already claimed or finished, and the worker re-drives instead of re-running it
 (DESIGN.md, "The step protocol"). FIFO de-duplication only saves that work, and only for
@@ -30,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from core.domain.records import Message
 from core.errors import ConfigurationError, QueueUnavailable
@@ -61,6 +66,22 @@ _BATCH: Final = 10
 _RECEIPT_SEPARATOR: Final = "|"
 
 
+class LongDelays(Protocol):
+    """Sends a message body to the queue later than SQS's 900 s (EventBridge Scheduler)."""
+
+    def schedule_send(
+        self,
+        *,
+        message_id: str,
+        body: str,
+        due_at: float,
+        queue_arn: str,
+        message_group_id: str | None = None,
+    ) -> bool:
+        """Arrange for ``body`` to reach ``queue_arn`` at ``due_at``; idempotent per id."""
+        ...
+
+
 @dataclass(frozen=True)
 class CreatedQueue:
     """URLs of a queue made by ``create_queue`` and of its dead-letter queue."""
@@ -84,7 +105,8 @@ def create_queue(
     dead-letter queue (kept 14 days) instead of delivering it again. On a FIFO queue an
     early receive of a delayed message counts too: leave room for it. FIFO queues get
     high-throughput mode (de-duplication and throughput per message group), which suits
-    one group per message.
+    one group per message, and content-based de-duplication, which EventBridge Scheduler
+    needs to send to a FIFO queue (our own sends carry explicit de-duplication ids).
 
     Returns:
         The URLs of the queue and of its dead-letter queue.
@@ -94,7 +116,7 @@ def create_queue(
     fifo: dict[QueueAttributeNameType, str] = (
         {
             "FifoQueue": "true",
-            "ContentBasedDeduplication": "false",
+            "ContentBasedDeduplication": "true",
             "DeduplicationScope": "messageGroup",
             "FifoThroughputLimit": "perMessageGroupId",
         }
@@ -132,8 +154,9 @@ class SqsTaskQueue:
     again with the remaining delay and deletes the received copy (so its receive count,
     which the dead-letter queue counts, starts again); a FIFO queue hides it until it is
     due (at most 12 h ahead; such a receive counts towards ``delivery_count`` and the
-    dead-letter limit). Sleeps longer than a few minutes belong to EventBridge
-    Scheduler, not to queue hops.
+    dead-letter limit). With ``long_delays`` (EventBridge Scheduler), a message due
+    more than 900 s ahead is handed to the scheduler at enqueue instead, on both queue
+    types, and a standard queue's early message more than 900 s early too.
 
     Receipts: SQS deletes a message given *any* receipt handle it issued for it, even one
     from an expired lease or a delivery that was released. This queue remembers the
@@ -147,6 +170,9 @@ class SqsTaskQueue:
         queue_url: The queue, created by Terraform or ``create_queue``.
         clock: Epoch seconds, the base of ``DelaySeconds`` at enqueue.
         tracked_receipts: How many leased messages' latest receipts to remember.
+        long_delays: Sends messages due more than 900 s ahead later (None: hop).
+        queue_arn: The queue's ARN, the scheduler's target (None: asked of SQS once,
+            on the first long delay).
     """
 
     def __init__(
@@ -156,8 +182,12 @@ class SqsTaskQueue:
         queue_url: str,
         clock: Callable[[], float] = time.time,
         tracked_receipts: int = 10_000,
+        long_delays: LongDelays | None = None,
+        queue_arn: str | None = None,
     ) -> None:
         self._client = client
+        self._long_delays = long_delays
+        self._queue_arn = queue_arn
         self._url = queue_url
         self._clock = clock
         self._is_fifo = queue_url.endswith(".fifo")
@@ -169,7 +199,12 @@ class SqsTaskQueue:
 
     @classmethod
     def from_settings(
-        cls, *, queue_url: str, region_name: str | None = None, endpoint_url: str | None = None
+        cls,
+        *,
+        queue_url: str,
+        region_name: str | None = None,
+        endpoint_url: str | None = None,
+        long_delays: LongDelays | None = None,
     ) -> SqsTaskQueue:
         """A queue with its own client; ``AWS_ENDPOINT_URL`` and the usual AWS variables apply."""
         import boto3
@@ -177,7 +212,7 @@ class SqsTaskQueue:
         client = boto3.session.Session().client(
             "sqs", region_name=region_name, endpoint_url=endpoint_url, config=client_config()
         )
-        return cls(client, queue_url=queue_url)
+        return cls(client, queue_url=queue_url, long_delays=long_delays)
 
     @property
     def is_fifo(self) -> bool:
@@ -191,10 +226,15 @@ class SqsTaskQueue:
     def enqueue(self, *, messages: Sequence[Message]) -> None:
         """Send ``messages`` in batches of ten; on FIFO a recent duplicate id is dropped.
 
+        With ``long_delays``, a message due more than 900 s ahead becomes a one-time
+        schedule instead (one per message id: a duplicate enqueue creates none).
+
         Raises:
-            ConfigurationError: a FIFO message is delayed more than 12 h (see class doc).
-            QueueUnavailable: SQS throttled or failed; some batches may have been sent
-                (enqueue again: FIFO drops the repeats, and workers tolerate them).
+            ConfigurationError: a FIFO message is delayed more than 12 h without a
+                scheduler (see class doc), or the scheduler refused the request.
+            QueueUnavailable: SQS or the scheduler throttled or failed; some messages
+                may have been sent (enqueue again: FIFO and the scheduler drop the
+                repeats, and workers tolerate them).
         """
         unique: dict[str, Message] = {}
         for message in messages:
@@ -202,7 +242,14 @@ class SqsTaskQueue:
         if not unique:
             return
         now = self._clock()
-        entries = [self._entry(str(i), message, now) for i, message in enumerate(unique.values())]
+        later = [m for m in unique.values() if self._is_for_scheduler(_ahead(m, now))]
+        if later:
+            self._schedule(later)
+        entries = [
+            self._entry(str(i), message, now)
+            for i, message in enumerate(unique.values())
+            if not self._is_for_scheduler(_ahead(message, now))
+        ]
         for batch in _chunks(entries, _BATCH):
             self._send(batch)
 
@@ -331,11 +378,36 @@ class SqsTaskQueue:
     def _error(self, exc: Exception) -> Exception | None:
         return engine_error(exc, service="SQS", where=self._where, unavailable=QueueUnavailable)
 
+    def _is_for_scheduler(self, ahead_seconds: float) -> bool:
+        return self._long_delays is not None and ahead_seconds > MAX_DELAY_SECONDS
+
+    def _schedule(self, messages: Sequence[Message]) -> None:
+        """Hand messages due more than 900 s ahead to ``long_delays`` (one schedule each)."""
+        assert self._long_delays is not None
+        queue_arn = self._target_arn()
+        for message in messages:
+            assert message.not_before is not None
+            self._long_delays.schedule_send(
+                message_id=message.message_id,
+                body=_body(message),
+                due_at=message.not_before,
+                queue_arn=queue_arn,
+                message_group_id=_digest(message) if self._is_fifo else None,
+            )
+
+    def _target_arn(self) -> str:
+        """The queue's ARN (GetQueueAttributes on first use, then remembered)."""
+        if self._queue_arn is None:
+            with self._translated():
+                self._queue_arn = self._client.get_queue_attributes(
+                    QueueUrl=self._url, AttributeNames=["QueueArn"]
+                )["Attributes"]["QueueArn"]
+        return self._queue_arn
+
     def _entry(
         self, entry_id: str, message: Message, now: float
     ) -> SendMessageBatchRequestEntryTypeDef:
-        body = json.dumps(message.to_json(), separators=(",", ":"), ensure_ascii=False)
-        entry: SendMessageBatchRequestEntryTypeDef = {"Id": entry_id, "MessageBody": body}
+        entry: SendMessageBatchRequestEntryTypeDef = {"Id": entry_id, "MessageBody": _body(message)}
         ahead = 0.0 if message.not_before is None else message.not_before - now
         if self._is_fifo:
             if ahead > MAX_VISIBILITY_SECONDS:
@@ -344,7 +416,7 @@ class SqsTaskQueue:
                     f"hold a message back at most {MAX_VISIBILITY_SECONDS}s ({self._where}). "
                     "Use a standard queue or a scheduler for long sleeps"
                 )
-            digest = hashlib.sha256(message.message_id.encode()).hexdigest()
+            digest = _digest(message)
             entry["MessageDeduplicationId"] = digest
             # One group per message: FIFO holds back a whole group while any of its
             # messages is in flight, so grouping by run would serialise a run's parallel
@@ -399,6 +471,11 @@ class SqsTaskQueue:
                 )
             self._raise_failures(response.get("Failed", []), "delay", is_receipt_call=True)
             return
+        # With a scheduler, a message still more than 900 s early (a sender without
+        # one, or a clock behind ours) waits there instead of hopping.
+        scheduled = [(m, raw) for m, raw in early if self._is_for_scheduler(_ahead(m, now))]
+        if scheduled:
+            self._schedule([m for m, _ in scheduled])
         copies: list[SendMessageBatchRequestEntryTypeDef] = [
             {
                 "Id": str(i),
@@ -406,9 +483,11 @@ class SqsTaskQueue:
                 "DelaySeconds": min(max(1, _whole_seconds(_ahead(m, now))), MAX_DELAY_SECONDS),
             }
             for i, (m, raw) in enumerate(early)
+            if not self._is_for_scheduler(_ahead(m, now))
         ]
         # Send before deleting: a crash in between leaves a duplicate, never a loss.
-        self._send(copies)
+        if copies:
+            self._send(copies)
         with self._translated():
             response = self._client.delete_message_batch(
                 QueueUrl=self._url,
@@ -454,6 +533,16 @@ def _parse_receipt(receipt: str) -> tuple[str, str] | None:
     if not separator or not message_id or not handle:
         return None
     return message_id, handle
+
+
+def _body(message: Message) -> str:
+    """The SQS message body of ``message`` (also a schedule's Input)."""
+    return json.dumps(message.to_json(), separators=(",", ":"), ensure_ascii=False)
+
+
+def _digest(message: Message) -> str:
+    """FIFO de-duplication id and message group of ``message``: sha256 of its id."""
+    return hashlib.sha256(message.message_id.encode()).hexdigest()
 
 
 def _ahead(message: Message, now: float) -> float:
