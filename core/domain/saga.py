@@ -16,6 +16,21 @@ Steps run in declaration order; ``parallel=True`` runs a step beside the previou
 (same dependencies), and ``after=[...]`` names dependencies explicitly. Dependencies must
 be declared earlier, so declaration order is always a valid execution order and its
 reverse a valid compensation order.
+
+Two kinds of step run no code of their own; they hold the run (status WAITING) without
+holding a worker, so a day-long wait costs two queue messages, not a day of compute::
+
+    order.sleep("cool_off", seconds=3600)
+    order.wait_for_event(
+        "payment_confirmed",
+        topic="payments.confirmed",
+        correlation=lambda event: event["data"]["order_id"],
+        timeout_seconds=86400,
+    )
+
+An event resumes the run its correlation id names: the run's idempotency key (the
+business key it was started with, such as an order id) or its run id. Deriving the run
+from the key, as Durable Functions does with instance ids, needs no index on any backend.
 """
 
 from __future__ import annotations
@@ -38,7 +53,7 @@ from core.domain.retry_policy import (
     DEFAULT_STEP_RETRY,
     RetryPolicy,
 )
-from core.domain.triggers import EventTrigger, Schedule
+from core.domain.triggers import EventTrigger, Schedule, validate_pattern
 from core.errors import DefinitionError, InputValidationError
 
 StepFunction = Callable[[StepContext], Any]
@@ -47,8 +62,14 @@ StepFunction = Callable[[StepContext], Any]
 Invariant = Callable[[RunSnapshot], Iterable[str]]
 """Checks one finished run and yields what is wrong with it (``relay chaos``)."""
 
+EventCorrelation = Callable[[Mapping[str, Any]], str | None]
+"""Maps an event ``{"topic", "data", "id"}`` to the correlation id of the run it resumes."""
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 MAX_TIMEOUT_SECONDS = 1800.0  # Cloud Tasks' longest dispatch deadline (30 min).
+MAX_WAIT_SECONDS = 30 * 86400.0
+"""Longest sleep or event wait: Cloud Tasks refuses a task scheduled over 30 days ahead."""
+DEFAULT_EVENT_TIMEOUT_SECONDS = 7 * 86400.0
 
 
 def _check_name(kind: str, name: str) -> None:
@@ -69,6 +90,42 @@ class CompensationDefinition:
     timeout_seconds: float | None = None
 
 
+def correlation_id_field(event: Mapping[str, Any]) -> str | None:
+    """The default correlation: ``data["correlation_id"]`` of the event, when a string."""
+    data = event.get("data")
+    value = data.get("correlation_id") if isinstance(data, Mapping) else None
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitSpec:
+    """What a step that runs no code waits for: a duration, or an event with a deadline.
+
+    Exactly one of ``sleep_seconds`` and ``topic`` is set. An event step fails (and the
+    run compensates) when no matching event arrives within ``timeout_seconds``.
+    """
+
+    sleep_seconds: float | None = None
+    topic: str | None = None
+    correlation: EventCorrelation = correlation_id_field
+    timeout_seconds: float = DEFAULT_EVENT_TIMEOUT_SECONDS
+
+    @property
+    def is_sleep(self) -> bool:
+        """True for a durable sleep, False for a wait for an event."""
+        return self.sleep_seconds is not None
+
+    def deadline(self, started_at: float) -> float:
+        """When the wait ends: the wake-up time, or the moment the event wait times out."""
+        if self.sleep_seconds is not None:
+            return started_at + self.sleep_seconds
+        return started_at + self.timeout_seconds
+
+
+def _runs_no_code(ctx: StepContext) -> Any:
+    raise DefinitionError(f"step {ctx.step!r} waits; the engine never calls its function")
+
+
 @dataclass(frozen=True, slots=True)
 class StepDefinition:
     """One step of a saga.
@@ -86,6 +143,7 @@ class StepDefinition:
     timeout_seconds: float = 30.0
     compensation: CompensationDefinition | None = None
     compensate_on_failure: bool = True
+    wait: WaitSpec | None = None
 
     @property
     def compensation_timeout_seconds(self) -> float:
@@ -256,7 +314,83 @@ class Saga:
         current = self._steps[step]
         if current.compensation is not None:
             raise DefinitionError(f"step {step!r} of saga {self.name!r} already has a compensation")
+        if current.wait is not None:
+            raise DefinitionError(
+                f"step {step!r} of saga {self.name!r} only waits; it has nothing to compensate"
+            )
         self._steps[step] = _replace_step(current, compensation=compensation)
+
+    def sleep(
+        self,
+        name: str,
+        *,
+        seconds: float,
+        after: Sequence[str] | None = None,
+        parallel: bool = False,
+    ) -> None:
+        """Declare a durable sleep: the run waits ``seconds`` without holding a worker.
+
+        The wake-up is a delayed queue message, so a redeployment or a crash during the
+        sleep changes nothing; the step's output is ``{"woke_at": <epoch seconds>}``.
+
+        Raises:
+            DefinitionError: ``seconds`` outside (0, 30 days], or as for ``step``.
+        """
+        _check_wait_seconds(self.name, name, "seconds", seconds)
+        self._add_step(
+            name,
+            _runs_no_code,
+            after=after,
+            parallel=parallel,
+            retry=DEFAULT_STEP_RETRY,
+            timeout_seconds=30.0,
+            compensate_on_failure=False,
+            wait=WaitSpec(sleep_seconds=float(seconds)),
+        )
+
+    def wait_for_event(
+        self,
+        name: str,
+        *,
+        topic: str,
+        correlation: EventCorrelation = correlation_id_field,
+        timeout_seconds: float = DEFAULT_EVENT_TIMEOUT_SECONDS,
+        after: Sequence[str] | None = None,
+        parallel: bool = False,
+    ) -> None:
+        """Declare a step that waits for an event on ``topic`` (``*`` and ``**`` allowed).
+
+        ``correlation`` maps the event to the correlation id of the run it resumes (the
+        run's idempotency key or run id); by default ``data["correlation_id"]``. The
+        step's output is the event's data. An event that arrives before the run reaches
+        this step is kept and consumed when it does. Without an event within
+        ``timeout_seconds`` the step fails and the run compensates.
+
+        Raises:
+            DefinitionError: bad topic pattern, timeout outside (0, 30 days], or as for
+                ``step``.
+        """
+        _check_wait_seconds(self.name, name, "timeout_seconds", timeout_seconds)
+        pattern = validate_pattern(topic)
+        if not callable(correlation):
+            raise DefinitionError(f"step {name!r}: correlation must be a function of the event")
+        self._add_step(
+            name,
+            _runs_no_code,
+            after=after,
+            parallel=parallel,
+            retry=DEFAULT_STEP_RETRY,
+            timeout_seconds=30.0,
+            compensate_on_failure=False,
+            wait=WaitSpec(
+                topic=pattern, correlation=correlation, timeout_seconds=float(timeout_seconds)
+            ),
+        )
+
+    @property
+    def event_waits(self) -> Sequence[StepDefinition]:
+        """Steps declared with ``wait_for_event``, in declaration order."""
+        return tuple(step for step in self._steps.values() if step.wait and not step.wait.is_sleep)
 
     def invariant(self, fn: Invariant) -> Invariant:
         """Declare a check that every finished run must pass (used by ``relay chaos``)."""
@@ -305,6 +439,7 @@ class Saga:
         retry: RetryPolicy,
         timeout_seconds: float,
         compensate_on_failure: bool,
+        wait: WaitSpec | None = None,
     ) -> None:
         self._check_mutable()
         _check_name("step", name)
@@ -340,6 +475,7 @@ class Saga:
             retry=retry,
             timeout_seconds=timeout_seconds,
             compensate_on_failure=compensate_on_failure,
+            wait=wait,
         )
 
     def _check_mutable(self) -> None:
@@ -387,6 +523,10 @@ class Saga:
         digest = hashlib.sha256(self.name.encode())
         for step in self._steps.values():
             digest.update(repr((step.name, step.after, step.timeout_seconds)).encode())
+            if step.wait is not None:
+                wait = step.wait
+                digest.update(repr((wait.sleep_seconds, wait.topic, wait.timeout_seconds)).encode())
+                digest.update(_code_fingerprint(wait.correlation))
             digest.update(_code_fingerprint(step.fn))
             if step.compensation:
                 digest.update(_code_fingerprint(step.compensation.fn))
@@ -420,6 +560,14 @@ class Saga:
         if self.output is not None:
             return self.output(outputs)
         return dict(outputs)
+
+
+def _check_wait_seconds(saga: str, step: str, field_name: str, seconds: float) -> None:
+    if not 0 < seconds <= MAX_WAIT_SECONDS:
+        raise DefinitionError(
+            f"{field_name} of step {step!r} of saga {saga!r} must be in (0, {MAX_WAIT_SECONDS:g}] "
+            f"(30 days, Cloud Tasks' scheduling limit), got {seconds}; chain steps for longer"
+        )
 
 
 def _replace_step(step: StepDefinition, **changes: Any) -> StepDefinition:

@@ -65,7 +65,7 @@ class Engine:
             clock=self.clock,
             conflict_retries=self.settings.conflict_retries,
         )
-        self.triggers = TriggerService(registry=self.registry, runs=self.runs)
+        self.triggers = TriggerService(registry=self.registry, runs=self.runs, runner=self.runner)
 
     def handle(self, message: Message) -> HandleResult:
         """Process one step message (see ``SagaRunner.handle``)."""

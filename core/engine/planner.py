@@ -88,6 +88,30 @@ def success_follow_up(
     return ready, list(checks.values()), is_complete
 
 
+def is_waiting(saga: Saga, record: StepRecord) -> bool:
+    """True when the step is parked by a sleep or an event wait (RUNNING, no worker)."""
+    definition = saga.steps.get(record.name)
+    return (
+        record.status is StepStatus.RUNNING
+        and definition is not None
+        and definition.wait is not None
+    )
+
+
+def active_status(saga: Saga, steps: Steps, *, starting: Iterable[StepName]) -> RunStatus:
+    """RUNNING while any step runs or is about to; WAITING when only parked steps remain."""
+    if any(True for _ in starting):
+        return RunStatus.RUNNING
+    for record in steps.values():
+        if record.status is StepStatus.RUNNING and not is_waiting(saga, record):
+            return RunStatus.RUNNING
+        if record.status is StepStatus.PENDING and record.attempt > 0:
+            return RunStatus.RUNNING  # a retry is due
+    if any(is_waiting(saga, record) for record in steps.values()):
+        return RunStatus.WAITING
+    return RunStatus.RUNNING
+
+
 def needs_compensation(saga: Saga, record: StepRecord) -> bool:
     """True when the step did (or may have done) something its compensation must undo."""
     definition = saga.steps.get(record.name)
@@ -141,7 +165,16 @@ def begin_compensation(
     """
     changed: dict[StepName, StepRecord] = {}
     for name, record in steps.items():
-        if record.status is StepStatus.PENDING:
+        if is_waiting(saga, record):
+            # A sleep or event wait has no effect to undo; it just stops waiting.
+            changed[name] = record.evolve(
+                now=now,
+                status=StepStatus.SKIPPED,
+                lease_until=None,
+                finished_at=now,
+                error="stopped waiting: the run is compensating",
+            )
+        elif record.status is StepStatus.PENDING:
             if record.attempt == 0:
                 changed[name] = record.evolve(now=now, status=StepStatus.SKIPPED, finished_at=now)
             else:
@@ -176,7 +209,7 @@ def expected_messages(saga: Saga, snapshot: RunSnapshot, *, now: float) -> list[
     Enqueue is idempotent, so emitting a message that already exists costs one no-op.
     """
     run, steps = snapshot.run, snapshot.steps
-    if run.status in (RunStatus.PENDING, RunStatus.RUNNING):
+    if run.status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING):
         messages: list[Message] = []
         for name in ordered_names(saga, steps):
             record = steps[name]
@@ -188,6 +221,8 @@ def expected_messages(saga: Saga, snapshot: RunSnapshot, *, now: float) -> list[
                 messages.append(
                     Message(run.run_id, name, Action.EXECUTE, record.attempt + 1, record.retry_at)
                 )
+            elif is_waiting(saga, record):
+                messages.append(wake_message(saga, record))
             elif record.status is StepStatus.RUNNING and not record.has_live_lease(now):
                 messages.append(Message(run.run_id, name, Action.EXECUTE, record.attempt + 1))
         return messages
@@ -196,6 +231,14 @@ def expected_messages(saga: Saga, snapshot: RunSnapshot, *, now: float) -> list[
         if target is not None:
             return [compensation_message(steps, target)]
     return []
+
+
+def wake_message(saga: Saga, record: StepRecord) -> Message:
+    """The delayed message that ends a parked step's wait (RESUME a sleep, TIMEOUT a wait)."""
+    wait = saga.steps[record.name].wait
+    assert wait is not None
+    action = Action.RESUME if wait.is_sleep else Action.TIMEOUT
+    return Message(record.run_id, record.name, action, record.attempt, record.lease_until)
 
 
 def unknown_steps(saga: Saga, steps: Iterable[StepName]) -> list[str]:

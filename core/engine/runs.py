@@ -242,11 +242,16 @@ class RunService:
             )
             if now - last_progress < stale_after_seconds:
                 continue
-            if any(s.has_live_lease(now) for s in snapshot.steps.values()):
-                continue
             try:
                 saga = self._registry.get(snapshot.run.saga)
             except Exception:  # a saga this process does not serve: another worker's job
+                continue
+            # A parked step (sleep, event wait) holds its "lease" until its deadline but
+            # no worker: its wake-up message is what the sweeper must make sure exists.
+            if any(
+                s.has_live_lease(now) and not planner.is_waiting(saga, s)
+                for s in snapshot.steps.values()
+            ):
                 continue
             messages = _sweep_messages(saga, snapshot, now)
             if messages:

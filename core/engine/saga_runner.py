@@ -7,17 +7,19 @@ Correctness never depends on the queue: every branch below is safe to run twice.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from core.domain.context import StepContext
 from core.domain.records import (
     Message,
+    RunId,
     RunRecord,
     RunSnapshot,
     StateChange,
@@ -25,7 +27,7 @@ from core.domain.records import (
     StepRecord,
 )
 from core.domain.retry_policy import RetryPolicy
-from core.domain.saga import Saga, StepFunction
+from core.domain.saga import Saga, StepDefinition, StepFunction, WaitSpec
 from core.domain.status import Action, RunStatus, StepStatus
 from core.engine import planner
 from core.engine.executor import AttemptOutcome, StepExecutor
@@ -150,34 +152,25 @@ class SagaRunner:
             return self._on_execute(saga, snapshot, message)
         if message.action is Action.COMPENSATE:
             return self._on_compensate(saga, snapshot, message)
-        log.error("unsupported action", extra=_extra(message))
-        return HandleResult.ack(f"action {message.action} is not supported by this worker")
+        # RESUME or TIMEOUT: the deadline of a sleep or an event wait.
+        return self._on_wake(saga, snapshot, message)
 
     # -- execute -------------------------------------------------------------------
 
     def _on_execute(self, saga: Saga, snapshot: RunSnapshot, message: Message) -> HandleResult:
         run, now = snapshot.run, self._clock.now()
         record = snapshot.step(message.step)
-        if run.status not in (RunStatus.PENDING, RunStatus.RUNNING) or run.is_cancel_requested:
+        if not _is_active(run):
             return self._redrive(saga, snapshot, f"run is {run.status}")
-        if record.status is StepStatus.RUNNING and record.has_live_lease(now):
-            assert record.lease_until is not None
-            return HandleResult.retry_later(
-                record.lease_until - now, "another worker holds the step"
-            )
-        if record.status is StepStatus.PENDING:
-            if record.retry_at is not None and record.retry_at > now:
-                if message.attempt <= record.attempt:
-                    return self._redrive(saga, snapshot, "stale delivery of a failed attempt")
-                return HandleResult.retry_later(record.retry_at - now, "retry not due yet")
-            if not all(
-                snapshot.step(d).status is StepStatus.SUCCEEDED
-                for d in planner.deps_of(saga, snapshot.steps, record.name)
-            ):
-                return HandleResult.ack("dependencies unfinished; they will enqueue this step")
-        elif record.status is not StepStatus.RUNNING:
-            return self._redrive(saga, snapshot, f"step already {record.status}")
+        wait = saga.steps[record.name].wait
+        if wait is not None and record.status is StepStatus.RUNNING:
+            return self._on_wake(saga, snapshot, message)
+        not_now = self._why_not_execute(saga, snapshot, record, message, now)
+        if not_now is not None:
+            return not_now
         definition = saga.steps[record.name]
+        if wait is not None:
+            return self._begin_wait(saga, snapshot, record, wait)
         error = record.error
         if record.status is StepStatus.RUNNING:
             error = f"attempt {record.attempt} lost its lease (worker crashed or overran)"
@@ -196,7 +189,7 @@ class SagaRunner:
         )
         new_run = (
             run.evolve(now=now, status=RunStatus.RUNNING)
-            if run.status is RunStatus.PENDING
+            if run.status in (RunStatus.PENDING, RunStatus.WAITING)
             else None
         )
         self._store.apply(change=StateChange(run.run_id, run=new_run, steps=(claimed,)))
@@ -219,6 +212,34 @@ class SagaRunner:
                 outcome = AttemptOutcome(is_success=False, error=str(exc), is_retryable=False)
         return self._commit(saga, snapshot, claimed, outcome, self._execute_change)
 
+    def _why_not_execute(
+        self,
+        saga: Saga,
+        snapshot: RunSnapshot,
+        record: StepRecord,
+        message: Message,
+        now: float,
+    ) -> HandleResult | None:
+        """The answer when this delivery must not claim the step now; None when it may."""
+        if record.status is StepStatus.RUNNING and record.has_live_lease(now):
+            assert record.lease_until is not None
+            return HandleResult.retry_later(
+                record.lease_until - now, "another worker holds the step"
+            )
+        if record.status is StepStatus.PENDING:
+            if record.retry_at is not None and record.retry_at > now:
+                if message.attempt <= record.attempt:
+                    return self._redrive(saga, snapshot, "stale delivery of a failed attempt")
+                return HandleResult.retry_later(record.retry_at - now, "retry not due yet")
+            if not all(
+                snapshot.step(d).status is StepStatus.SUCCEEDED
+                for d in planner.deps_of(saga, snapshot.steps, record.name)
+            ):
+                return HandleResult.ack("dependencies unfinished; they will enqueue this step")
+        elif record.status is not StepStatus.RUNNING:
+            return self._redrive(saga, snapshot, f"step already {record.status}")
+        return None
+
     def _execute_change(
         self, saga: Saga, snapshot: RunSnapshot, claimed: StepRecord, outcome: AttemptOutcome
     ) -> StateChange:
@@ -235,7 +256,7 @@ class SagaRunner:
             finished_at=now,
         )
         steps = {**snapshot.steps, done.name: done}
-        if run.status not in (RunStatus.PENDING, RunStatus.RUNNING) or run.is_cancel_requested:
+        if not _is_active(run):
             # Compensation began meanwhile; it waits for this step and then undoes it.
             return StateChange(run.run_id, steps=(done,))
         ready, checks, is_complete = planner.success_follow_up(saga, steps, done.name)
@@ -244,6 +265,10 @@ class SagaRunner:
             new_run = run.evolve(
                 now=now, status=RunStatus.COMPLETED, output=self._run_output(saga, run, steps)
             )
+        else:
+            status = planner.active_status(saga, steps, starting=ready)
+            if status is not run.status:
+                new_run = run.evolve(now=now, status=status)
         outbox = tuple(
             Message(run.run_id, name, Action.EXECUTE, steps[name].attempt + 1) for name in ready
         )
@@ -269,9 +294,7 @@ class SagaRunner:
         run = snapshot.run
         definition = saga.steps[record.name]
         used = record.attempts_in_budget
-        is_running = (
-            run.status in (RunStatus.PENDING, RunStatus.RUNNING) and not run.is_cancel_requested
-        )
+        is_running = _is_active(run)
         if is_running and outcome.is_retryable and has_attempts_left(definition.retry, used=used):
             retry_at = now + backoff_delay_seconds(
                 definition.retry, failed_attempts=used, rng=self._rng
@@ -300,6 +323,111 @@ class SagaRunner:
             saga, run, {**snapshot.steps, failed.name: failed}, now=now, error=error
         )
         return StateChange(run.run_id, run=new_run, steps=(failed, *changed), outbox=tuple(outbox))
+
+    # -- sleep and wait for an event ----------------------------------------------
+
+    def _begin_wait(
+        self, saga: Saga, snapshot: RunSnapshot, record: StepRecord, wait: WaitSpec
+    ) -> HandleResult:
+        """Park the step until its deadline; an event already received finishes it now.
+
+        The parked step is RUNNING with ``lease_until`` = its deadline, and the same write
+        enqueues the wake-up (RESUME for a sleep, TIMEOUT for an event wait) delayed to the
+        deadline, so no worker is held and a crash cannot lose the wake-up.
+        """
+        run, now = snapshot.run, self._clock.now()
+        buffered = buffered_event(record.output)
+        if buffered is not None:
+            # Not a stored write: the attempt and start are recorded by the commit below,
+            # which is fenced by the version read here.
+            claimed = dataclasses.replace(record, attempt=record.attempt + 1, started_at=now)
+            outcome = AttemptOutcome(is_success=True, value=buffered)
+            log.info("step consumed an event that arrived early", extra=_record_extra(record))
+            return self._commit(saga, snapshot, claimed, outcome, self._execute_change)
+        deadline = wait.deadline(now)
+        parked = record.evolve(
+            now=now,
+            status=StepStatus.RUNNING,
+            attempt=record.attempt + 1,
+            lease_until=deadline,
+            started_at=now,
+            retry_at=None,
+            error=None,
+        )
+        steps = {**snapshot.steps, parked.name: parked}
+        status = planner.active_status(saga, steps, starting=())
+        new_run = run.evolve(now=now, status=status) if status is not run.status else None
+        wake = planner.wake_message(saga, parked)
+        self._store_change(StateChange(run.run_id, run=new_run, steps=(parked,), outbox=(wake,)))
+        log.info(
+            "step waiting %s",
+            "until its wake-up" if wait.is_sleep else f"for an event on {wait.topic}",
+            extra={**_record_extra(parked), "until": deadline},
+        )
+        return HandleResult.ack(f"waiting until {deadline:.3f}")
+
+    def _on_wake(self, saga: Saga, snapshot: RunSnapshot, message: Message) -> HandleResult:
+        """A waiting step's deadline message: wake a sleep, time out an event wait."""
+        run, now = snapshot.run, self._clock.now()
+        record = snapshot.step(message.step)
+        definition = saga.steps.get(record.name)
+        wait = definition.wait if definition is not None else None
+        if wait is None:
+            return HandleResult.ack(f"step {record.name!r} does not wait")
+        if not _is_active(run):
+            return self._redrive(saga, snapshot, f"run is {run.status}")
+        if record.status is not StepStatus.RUNNING or message.attempt < record.attempt:
+            return self._redrive(saga, snapshot, f"step is {record.status}, not waiting")
+        deadline = record.lease_until if record.lease_until is not None else now
+        if deadline > now:
+            if message.action is Action.EXECUTE:  # a duplicate of the message that parked it
+                return self._redrive(saga, snapshot, "step is waiting")
+            return HandleResult.retry_later(deadline - now, "wake-up not due yet")
+        if wait.is_sleep:
+            value = self._outputs.store(run_id=run.run_id, step=record.name, value={"woke_at": now})
+            outcome = AttemptOutcome(is_success=True, value=value)
+        else:
+            outcome = AttemptOutcome(
+                is_success=False,
+                error=f"no event on {wait.topic!r} arrived within {wait.timeout_seconds:g} s",
+                is_retryable=False,
+            )
+        return self._commit(saga, snapshot, record, outcome, self._execute_change)
+
+    def deliver_event(
+        self, *, saga: Saga, run_id: RunId, step: StepDefinition, data: Any
+    ) -> str | None:
+        """Hand an event's ``data`` to ``step`` of run ``run_id``, if it is waiting for it.
+
+        A waiting step succeeds with ``data`` as output and the run moves on; a step the
+        run has not reached yet keeps the event and consumes it when it does (the first
+        event wins). Returns what happened, or None when the run does not take the event
+        (no such run, another saga, already finished, already received one).
+        """
+        for _ in range(self._settings.conflict_retries):
+            snapshot = self._store.load_run(run_id=run_id)
+            if snapshot is None or snapshot.run.saga != saga.name:
+                return None
+            record = snapshot.steps.get(StepName(step.name))
+            if record is None or not _is_active(snapshot.run):
+                return None
+            try:
+                if record.status is StepStatus.RUNNING:
+                    value = to_json_value(data, step=record.name)
+                    stored = self._outputs.store(run_id=run_id, step=record.name, value=value)
+                    outcome = AttemptOutcome(is_success=True, value=stored)
+                    result = self._commit(saga, snapshot, record, outcome, self._execute_change)
+                    return "resumed" if result.detail == "committed" else None
+                if record.status is StepStatus.PENDING and buffered_event(record.output) is None:
+                    value = to_json_value(data, step=record.name)
+                    stored = self._outputs.store(run_id=run_id, step=record.name, value=value)
+                    kept = record.evolve(now=self._clock.now(), output={_BUFFERED: stored})
+                    self._store.apply(change=StateChange(run_id, steps=(kept,)))
+                    return "kept until the run reaches the step"
+            except ConcurrencyConflict:
+                continue
+            return None
+        raise ConcurrencyConflict(run_id=run_id, detail="run kept changing during event delivery")
 
     # -- compensate ----------------------------------------------------------------
 
@@ -554,6 +682,25 @@ class SagaRunner:
 
 
 _SETTLED = frozenset({StepStatus.SKIPPED, StepStatus.COMPENSATED})
+_ACTIVE_RUN = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING})
+_BUFFERED = "$event"
+"""Key under which a PENDING event step keeps an event that arrived before the run did."""
+
+
+def _is_active(run: RunRecord) -> bool:
+    """True while the run goes forward (neither compensating, cancelling nor ended)."""
+    return run.status in _ACTIVE_RUN and not run.is_cancel_requested
+
+
+def buffered_event(output: Any) -> Any:
+    """The stored event a PENDING step keeps in its output, or None."""
+    if isinstance(output, Mapping) and len(output) == 1 and _BUFFERED in output:
+        return output[_BUFFERED]
+    return None
+
+
+def _record_extra(record: StepRecord) -> dict[str, object]:
+    return {"run_id": record.run_id, "step": record.name, "attempt": record.attempt}
 
 
 def _extra(message: Message) -> dict[str, object]:

@@ -1,19 +1,25 @@
-"""Starting runs from events and schedules, idempotently.
+"""Starting runs from events and schedules, and resuming runs that wait for events.
 
 An event starts at most one run per subscribed saga (the run id derives from the event
 id), and a schedule at most one run per scheduled time, so Pub/Sub redelivery, SQS
-duplicates and Cloud Scheduler retries never start a second run.
+duplicates and Cloud Scheduler retries never start a second run. An event also resumes
+the runs waiting for it (``Saga.wait_for_event``): its correlation id names the run by
+idempotency key or run id, and a step takes only the first event, so a redelivered
+event resumes nothing twice.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
+from core.domain.records import RunId
 from core.domain.saga import Saga
 from core.domain.triggers import Schedule, topic_matches, validate_topic
-from core.engine.runs import RunService, StartResult
+from core.engine.runs import RunService, StartResult, run_id_for_key
+from core.engine.saga_runner import SagaRunner
 from core.errors import ConfigurationError, EngineError, InputValidationError
 from core.registry import SagaRegistry
 from core.scheduling import iso_utc
@@ -37,17 +43,20 @@ class EventOutcome:
 
     started: list[StartResult]
     rejected: dict[str, str]
+    resumed: list[str] = field(default_factory=list)
+    """Run ids whose waiting step took the event (or keeps it until the run gets there)."""
 
 
 class TriggerService:
     """Maps events and scheduled invocations to run starts."""
 
-    def __init__(self, *, registry: SagaRegistry, runs: RunService) -> None:
+    def __init__(self, *, registry: SagaRegistry, runs: RunService, runner: SagaRunner) -> None:
         self._registry = registry
         self._runs = runs
+        self._runner = runner
 
     def publish(self, *, topic: str, data: Any, event_id: str) -> EventOutcome:
-        """Start a run of every saga subscribed to ``topic``.
+        """Start a run of every saga subscribed to ``topic``; resume runs waiting for it.
 
         Input the saga rejects is not retried (it would fail the same way): it is logged
         and reported in ``rejected`` so the caller can acknowledge and dead-letter it.
@@ -78,7 +87,42 @@ class TriggerService:
                     continue
                 started.append(result)
                 break  # one run per saga per event, even if two patterns match
-        return EventOutcome(started, rejected)
+        resumed = [
+            run_id
+            for saga in self._sagas()
+            for run_id in self._resume_waiting(saga, topic=topic, event=event)
+        ]
+        return EventOutcome(started, rejected, resumed)
+
+    def _resume_waiting(self, saga: Saga, *, topic: str, event: dict[str, Any]) -> list[str]:
+        resumed: list[str] = []
+        for step in saga.event_waits:
+            assert step.wait is not None and step.wait.topic is not None
+            if not topic_matches(step.wait.topic, topic):
+                continue
+            try:
+                correlation = step.wait.correlation(event)
+            except Exception as exc:  # user code: a bad event must not fail the others
+                log.warning(
+                    "correlation function failed; event not delivered to this step",
+                    extra={"saga": saga.name, "step": step.name, "error": repr(exc)},
+                )
+                continue
+            if not isinstance(correlation, str) or not correlation:
+                continue
+            for run_id in _runs_named_by(saga.name, correlation):
+                outcome = self._runner.deliver_event(
+                    saga=saga, run_id=run_id, step=step, data=event["data"]
+                )
+                if outcome is not None:
+                    log.info(
+                        "event delivered to a waiting step: %s",
+                        outcome,
+                        extra={"run_id": run_id, "step": step.name, "event_id": event["id"]},
+                    )
+                    resumed.append(run_id)
+                    break
+        return resumed
 
     def schedules(self) -> list[tuple[Saga, Schedule]]:
         """Every schedule of every saga this process serves."""
@@ -105,3 +149,14 @@ class TriggerService:
                 key = f"schedule:{name}:{iso_utc(scheduled_at)}"
                 return self._runs.start(saga.name, item.input, idempotency_key=key)
         raise UnknownScheduleError(name=name, known=[s.name for _, s in self.schedules()])
+
+
+_RUN_ID = re.compile(r"^[rk]-[0-9a-f]{12,40}$")
+
+
+def _runs_named_by(saga: str, correlation: str) -> list[RunId]:
+    """The run a correlation id names: by idempotency key first, else as a run id."""
+    candidates = [run_id_for_key(saga, correlation)]
+    if _RUN_ID.match(correlation):
+        candidates.append(RunId(correlation))
+    return candidates

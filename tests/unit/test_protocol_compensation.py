@@ -193,6 +193,6 @@ def test_messages_for_unknown_runs_steps_and_actions_are_acknowledged() -> None:
     assert h.deliver(Message("r-nope", "only", Action.EXECUTE, 1)).is_done  # type: ignore[arg-type]
     assert h.deliver(Message(run_id, "ghost", Action.EXECUTE, 1)).is_done  # type: ignore[arg-type]
     resumed = h.deliver(Message(run_id, "only", Action.RESUME, 1))  # type: ignore[arg-type]
-    assert resumed.is_done and "not supported" in resumed.detail
+    assert resumed.is_done and "does not wait" in resumed.detail
     h.pump()
     assert h.engine.runs.get(run_id).run.status is RunStatus.COMPLETED
