@@ -93,12 +93,20 @@ def build_manifest(registry: SagaRegistry) -> dict[str, Any]:
             key=lambda entry: str(entry["name"]),
         ),
         "events": sorted(
-            (
-                {"pattern": trigger.pattern, "saga": saga.name}
-                for saga in sagas
-                for trigger in saga.event_triggers
-            ),
-            key=lambda entry: (entry["pattern"], entry["saga"]),
+            [
+                *(
+                    {"pattern": trigger.pattern, "saga": saga.name, "starts": True}
+                    for saga in sagas
+                    for trigger in saga.event_triggers
+                ),
+                *(
+                    {"pattern": step.wait.topic, "saga": saga.name, "resumes": step.name}
+                    for saga in sagas
+                    for step in saga.event_waits
+                    if step.wait is not None
+                ),
+            ],
+            key=lambda entry: (entry["pattern"], entry["saga"], str(entry.get("resumes", ""))),
         ),
     }
 
@@ -171,7 +179,22 @@ def _step_entry(step: StepDefinition) -> dict[str, Any]:
             "retry": _retry_entry(compensation.retry),
         },
         "compensate_on_failure": step.compensate_on_failure,
+        "kind": _kind(step),
+        "wait": None
+        if step.wait is None
+        else {
+            "sleep_seconds": step.wait.sleep_seconds,
+            "topic": step.wait.topic,
+            "timeout_seconds": None if step.wait.is_sleep else step.wait.timeout_seconds,
+        },
     }
+
+
+def _kind(step: StepDefinition) -> str:
+    """``task`` runs code; ``sleep`` and ``event`` park the run until a deadline or an event."""
+    if step.wait is None:
+        return "task"
+    return "sleep" if step.wait.is_sleep else "event"
 
 
 def _retry_entry(policy: RetryPolicy) -> dict[str, Any]:

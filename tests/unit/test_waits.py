@@ -11,6 +11,8 @@ from core.domain.records import Message
 from core.domain.saga import MAX_WAIT_SECONDS, CompensationDefinition, Saga
 from core.domain.status import Action, RunStatus, StepStatus
 from core.errors import DefinitionError
+from core.registry import SagaRegistry
+from functions.manifest import build_manifest
 from tests.unit.harness import Harness
 
 HOUR = 3600.0
@@ -232,3 +234,22 @@ def test_a_wait_step_has_no_compensation_and_needs_a_valid_topic() -> None:
     saga.wait_for_event("w", topic="a.b")
     with pytest.raises(DefinitionError, match="only waits"):
         saga.set_compensation("w", CompensationDefinition(fn=lambda ctx: None))
+
+
+def test_the_manifest_lists_wait_steps_and_the_topics_they_resume_on() -> None:
+    registry = SagaRegistry()
+    registry.register(payment_saga([]))
+    registry.register(sleeper())
+    manifest = build_manifest(registry)
+    kinds = {
+        f"{saga['name']}.{step['name']}": (step["kind"], step["wait"])
+        for saga in manifest["sagas"]
+        for step in saga["steps"]
+    }
+    assert kinds["sleeper.nap"] == (
+        "sleep",
+        {"sleep_seconds": HOUR, "topic": None, "timeout_seconds": None},
+    )
+    assert kinds["checkout.paid"][0] == "event"
+    assert kinds["checkout.reserve"] == ("task", None)
+    assert {"pattern": "payments.*", "saga": "checkout", "resumes": "paid"} in manifest["events"]
