@@ -9,14 +9,19 @@ metadata, which is what ``list_results`` orders by: S3 lists keys alphabetically
 from __future__ import annotations
 
 import contextlib
-import json
-import pickle
 import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from core.errors import StoreUnavailable
+from core.ports.io_codec import (
+    CONTENT_TYPES,
+    SUFFIXES,
+    check_key_component,
+    decode_value,
+    encode_value,
+)
 from core.ports.io_manager import Serializer
 from infra.aws._boto import (
     client_config,
@@ -30,43 +35,10 @@ from infra.aws._boto import (
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-_SUFFIXES: Final[Mapping[Serializer, str]] = {"json": ".json", "pickle": ".pkl"}
-_CONTENT_TYPES: Final[Mapping[Serializer, str]] = {
-    "json": "application/json",
-    "pickle": "application/x-python-pickle",
-}
 _SAVED_AT: Final = "relay-saved-at"
 _MISSING_CODES: Final = frozenset({"404", "NoSuchKey", "NotFound"})
 _MAX_KEY_BYTES: Final = 1024
 _DELETE_BATCH: Final = 1000
-
-
-def _check_component(kind: str, value: str) -> str:
-    """Return ``value`` if it is safe as one key component, else raise ``ValueError``.
-
-    The same rule as the filesystem manager: a ``/`` or ``..`` in a run id or step name
-    would let one run read or delete another's results.
-    """
-    if not value or value in {".", ".."} or "/" in value or "\\" in value or "\x00" in value:
-        raise ValueError(
-            f"{kind} {value!r} cannot be used as a storage key: it must be non-empty, "
-            "not '.' or '..', and contain no '/', '\\' or NUL"
-        )
-    return value
-
-
-def _encode_value(value: Any, serializer: Serializer, where_: str) -> bytes:
-    if serializer == "pickle":
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    if serializer != "json":
-        raise ValueError(f"unknown serializer {serializer!r}; use 'json' or 'pickle'")
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"result {where_} is not JSON-serialisable ({exc}); return JSON data or save "
-            "it with serializer='pickle'"
-        ) from exc
 
 
 class S3IOManager:
@@ -138,9 +110,9 @@ class S3IOManager:
             StoreUnavailable: S3 throttled or failed.
         """
         stem = self._stem(run_id, step, result_id)
-        data = _encode_value(value, serializer, f"{run_id}/{step}/{result_id}")
-        target = stem + _SUFFIXES[serializer]
-        other = stem + _SUFFIXES["pickle" if serializer == "json" else "json"]
+        data = encode_value(value, serializer, f"{run_id}/{step}/{result_id}")
+        target = stem + SUFFIXES[serializer]
+        other = stem + SUFFIXES["pickle" if serializer == "json" else "json"]
         saved_at = self._saved_at(target) or self._now_ns()
         with self._translated():
             # Delete the other format first: a crash in between leaves no result (the
@@ -150,7 +122,7 @@ class S3IOManager:
                 Bucket=self._bucket,
                 Key=target,
                 Body=data,
-                ContentType=_CONTENT_TYPES[serializer],
+                ContentType=CONTENT_TYPES[serializer],
                 Metadata={_SAVED_AT: str(saved_at)},
             )
         return f"s3://{self._bucket}/{target}"
@@ -158,7 +130,7 @@ class S3IOManager:
     def load(self, *, run_id: str, step: str, result_id: str) -> Any:
         """Return the stored value; raises ``KeyError`` when there is none."""
         stem = self._stem(run_id, step, result_id)
-        for serializer, suffix in _SUFFIXES.items():
+        for serializer, suffix in SUFFIXES.items():
             try:
                 response = self._client.get_object(Bucket=self._bucket, Key=stem + suffix)
                 with contextlib.closing(response["Body"]) as body:
@@ -170,15 +142,13 @@ class S3IOManager:
                 if error is None:
                     raise
                 raise error from exc
-            if serializer == "pickle":
-                return pickle.loads(data)  # Safe: we wrote it, and only on request.
-            return json.loads(data)
+            return decode_value(data, serializer)
         raise KeyError(f"no result {result_id!r} for step {step!r} of run {run_id!r}")
 
     def list_results(self, *, run_id: str, step: str) -> list[str]:
         """The result ids stored for one step of one run, in first-save order."""
-        folder = f"{self._prefix}{_check_component('run id', run_id)}/"
-        folder += f"{_check_component('step', step)}/"
+        folder = f"{self._prefix}{check_key_component('run id', run_id)}/"
+        folder += f"{check_key_component('step', step)}/"
         keys = [key for key in self._keys(folder) if key.endswith((".json", ".pkl"))]
         order: dict[str, tuple[int, str]] = {}
         for key in keys:
@@ -192,7 +162,7 @@ class S3IOManager:
 
     def clear_run(self, *, run_id: str) -> int:
         """Delete every result of ``run_id`` (DeleteObjects, 1,000 at a time); returns how many."""
-        folder = self._prefix + _check_component("run id", run_id) + "/"
+        folder = self._prefix + check_key_component("run id", run_id) + "/"
         keys = list(self._keys(folder))
         for start in range(0, len(keys), _DELETE_BATCH):
             batch = keys[start : start + _DELETE_BATCH]
@@ -224,8 +194,8 @@ class S3IOManager:
 
     def _stem(self, run_id: str, step: str, result_id: str) -> str:
         stem = (
-            f"{self._prefix}{_check_component('run id', run_id)}/"
-            f"{_check_component('step', step)}/{_check_component('result id', result_id)}"
+            f"{self._prefix}{check_key_component('run id', run_id)}/"
+            f"{check_key_component('step', step)}/{check_key_component('result id', result_id)}"
         )
         if len((stem + ".json").encode()) > _MAX_KEY_BYTES:
             raise ValueError(

@@ -12,55 +12,23 @@ would have to read-modify-write.
 from __future__ import annotations
 
 import contextlib
-import json
-import pickle
 import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from core.ports.io_codec import SUFFIXES, check_key_component, decode_value, encode_value
 from core.ports.io_manager import Serializer
 from infra.gcp._errors import google_errors
 
 if TYPE_CHECKING:
     from google.cloud.storage import Client  # type: ignore[import-untyped]
 
-_SUFFIXES: Final[Mapping[Serializer, str]] = {"json": ".json", "pickle": ".pkl"}
 _CONTENT_TYPES: Final[Mapping[Serializer, str]] = {
     "json": "application/json",
     "pickle": "application/octet-stream",
 }
 _ORDER_DIR: Final = "_order/"
-_FORBIDDEN: Final = ("/", "\\", "\x00", "\r", "\n")
-
-
-def _check_component(kind: str, value: str) -> str:
-    """Return ``value`` if it is safe as one level of an object name, else raise ``ValueError``.
-
-    Ids come from run ids and step names that users influence: a ``/`` or ``..`` would
-    let one run read or delete another's results; Cloud Storage also refuses CR and LF.
-    """
-    if not value or value in {".", ".."} or any(c in value for c in _FORBIDDEN):
-        raise ValueError(
-            f"{kind} {value!r} cannot be used as a storage key: it must be non-empty, "
-            "not '.' or '..', and contain no '/', '\\', NUL, CR or LF"
-        )
-    return value
-
-
-def _encode(value: Any, serializer: Serializer, where: str) -> bytes:
-    """Serialise ``value``; ``TypeError`` naming ``where`` when JSON cannot hold it."""
-    if serializer == "pickle":
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    if serializer != "json":
-        raise ValueError(f"unknown serializer {serializer!r}; use 'json' or 'pickle'")
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"result {where} is not JSON-serialisable ({exc}); return JSON data or save "
-            "it with serializer='pickle'"
-        ) from exc
 
 
 class _Sequence:
@@ -157,10 +125,10 @@ class GcsIOManager:
             StoreUnavailable: Cloud Storage stayed unreachable for the whole timeout.
         """
         step_dir = self._step_dir(run_id, step)
-        _check_component("result id", result_id)
-        data = _encode(value, serializer, f"{run_id}/{step}/{result_id}")
-        name = step_dir + result_id + _SUFFIXES[serializer]
-        other = step_dir + result_id + _SUFFIXES["pickle" if serializer == "json" else "json"]
+        check_key_component("result id", result_id)
+        data = encode_value(value, serializer, f"{run_id}/{step}/{result_id}")
+        name = step_dir + result_id + SUFFIXES[serializer]
+        other = step_dir + result_id + SUFFIXES["pickle" if serializer == "json" else "json"]
         with google_errors(f"save result {name!r}", self.describe()):
             existing = {
                 blob.name
@@ -193,8 +161,8 @@ class GcsIOManager:
         from google.api_core.exceptions import NotFound
 
         step_dir = self._step_dir(run_id, step)
-        _check_component("result id", result_id)
-        for serializer, suffix in _SUFFIXES.items():
+        check_key_component("result id", result_id)
+        for serializer, suffix in SUFFIXES.items():
             name = step_dir + result_id + suffix
             with google_errors(f"load result {name!r}", self.describe()):
                 try:
@@ -203,9 +171,7 @@ class GcsIOManager:
                     )
                 except NotFound:
                     continue
-            if serializer == "pickle":
-                return pickle.loads(data)  # Safe: we wrote it, and only on request.
-            return json.loads(data)
+            return decode_value(data, serializer)
         raise KeyError(f"no result {result_id!r} for step {step!r} of run {run_id!r}")
 
     def list_results(self, *, run_id: str, step: str) -> list[str]:
@@ -230,7 +196,7 @@ class GcsIOManager:
 
     def clear_run(self, *, run_id: str) -> int:
         """Delete every object of ``run_id``; returns the number of results deleted."""
-        run_dir = self._prefix + _check_component("run id", run_id) + "/"
+        run_dir = self._prefix + check_key_component("run id", run_id) + "/"
         count = 0
         with google_errors(f"clear run {run_id!r}", self.describe()):
             names = [
@@ -247,8 +213,8 @@ class GcsIOManager:
         return count
 
     def _step_dir(self, run_id: str, step: str) -> str:
-        run = _check_component("run id", run_id)
-        return f"{self._prefix}{run}/{_check_component('step', step)}/"
+        run = check_key_component("run id", run_id)
+        return f"{self._prefix}{run}/{check_key_component('step', step)}/"
 
     def _delete(self, name: str) -> None:
         """Delete one object; one that is already gone (a concurrent clear) is fine."""

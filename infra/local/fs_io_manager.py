@@ -6,63 +6,18 @@ for pickle), plus one ``_order`` file per step listing result ids in first-save 
 
 from __future__ import annotations
 
-import json
 import os
-import pickle
 import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from core.ports.io_codec import SUFFIXES, check_key_component, decode_value, encode_value
 from core.ports.io_manager import Serializer
 
-_SUFFIXES: Final[Mapping[Serializer, str]] = {"json": ".json", "pickle": ".pkl"}
 _ORDER_FILE: Final = "_order"
 RESULTS_DIR_NAME: Final = "outputs"
-
-
-def _check_component(kind: str, value: str) -> str:
-    """Return ``value`` if it is safe as one path component, else raise ``ValueError``.
-
-    Ids come from run ids and step names that users influence; a ``/`` or ``..`` would
-    let one run read or delete another's files (or anything else on the disk).
-    """
-    if (
-        not value
-        or value in {".", ".."}
-        or "/" in value
-        or "\\" in value
-        or "\x00" in value
-        or (os.altsep is not None and os.altsep in value)
-    ):
-        raise ValueError(
-            f"{kind} {value!r} cannot be used as a storage key: it must be non-empty, "
-            "not '.' or '..', and contain no '/', '\\' or NUL"
-        )
-    return value
-
-
-def _encode_value(value: Any, serializer: Serializer, where: str) -> bytes:
-    """Serialise ``value``; ``TypeError`` naming ``where`` when JSON cannot hold it."""
-    if serializer == "pickle":
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    if serializer != "json":
-        raise ValueError(f"unknown serializer {serializer!r}; use 'json' or 'pickle'")
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"result {where} is not JSON-serialisable ({exc}); return JSON data or save "
-            "it with serializer='pickle'"
-        ) from exc
-
-
-def _decode_value(data: bytes, serializer: Serializer) -> Any:
-    """The value ``encode_value`` serialised."""
-    if serializer == "pickle":
-        return pickle.loads(data)  # Safe: we wrote it, and only on request.
-    return json.loads(data)
 
 
 class FilesystemIOManager:
@@ -108,11 +63,11 @@ class FilesystemIOManager:
             ValueError: an id is not a safe path component.
         """
         step_dir = self._step_dir(run_id, step)
-        _check_component("result id", result_id)
-        data = _encode_value(value, serializer, f"{run_id}/{step}/{result_id}")
+        check_key_component("result id", result_id)
+        data = encode_value(value, serializer, f"{run_id}/{step}/{result_id}")
         step_dir.mkdir(parents=True, exist_ok=True)
-        target = step_dir / (result_id + _SUFFIXES[serializer])
-        other = step_dir / (result_id + _SUFFIXES["pickle" if serializer == "json" else "json"])
+        target = step_dir / (result_id + SUFFIXES[serializer])
+        other = step_dir / (result_id + SUFFIXES["pickle" if serializer == "json" else "json"])
         if not target.exists() and not other.exists():
             # Record the order before the file exists: a crash in between leaves an id
             # that list_results skips, never a result missing from the order.
@@ -125,13 +80,13 @@ class FilesystemIOManager:
     def load(self, *, run_id: str, step: str, result_id: str) -> Any:
         """Return the stored value; raises ``KeyError`` when there is none."""
         step_dir = self._step_dir(run_id, step)
-        _check_component("result id", result_id)
-        for serializer, suffix in _SUFFIXES.items():
+        check_key_component("result id", result_id)
+        for serializer, suffix in SUFFIXES.items():
             try:
                 data = (step_dir / (result_id + suffix)).read_bytes()
             except FileNotFoundError:
                 continue
-            return _decode_value(data, serializer)
+            return decode_value(data, serializer)
         raise KeyError(f"no result {result_id!r} for step {step!r} of run {run_id!r}")
 
     def list_results(self, *, run_id: str, step: str) -> list[str]:
@@ -151,7 +106,7 @@ class FilesystemIOManager:
 
     def clear_run(self, *, run_id: str) -> int:
         """Delete every result of ``run_id``; returns the number of results deleted."""
-        run_dir = self._base / _check_component("run id", run_id)
+        run_dir = self._base / check_key_component("run id", run_id)
         if not run_dir.is_dir():
             return 0
         count = sum(
@@ -164,7 +119,9 @@ class FilesystemIOManager:
         return count
 
     def _step_dir(self, run_id: str, step: str) -> Path:
-        return self._base / _check_component("run id", run_id) / _check_component("step", step)
+        return (
+            self._base / check_key_component("run id", run_id) / check_key_component("step", step)
+        )
 
 
 def _write_atomically(target: Path, data: bytes) -> None:

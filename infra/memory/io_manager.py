@@ -7,29 +7,12 @@ a fresh copy.
 
 from __future__ import annotations
 
-import json
-import pickle
 import threading
 from collections.abc import Mapping
 from typing import Any
 
+from core.ports.io_codec import check_key, decode_value, encode_value
 from core.ports.io_manager import Serializer
-
-
-def _check_component(kind: str, value: str) -> str:
-    """Reject ids the durable managers reject, so tests catch them without a disk."""
-    if not value or value in {".", ".."} or "/" in value or "\\" in value or "\x00" in value:
-        raise ValueError(
-            f"{kind} {value!r} cannot be used as a storage key: it must be non-empty, "
-            "not '.' or '..', and contain no '/', '\\' or NUL"
-        )
-    return value
-
-
-def _check_key(run_id: str, step: str = "-", result_id: str = "-") -> None:
-    _check_component("run id", run_id)
-    _check_component("step", step)
-    _check_component("result id", result_id)
 
 
 class MemoryIOManager:
@@ -62,47 +45,31 @@ class MemoryIOManager:
             TypeError: ``value`` is not JSON-serialisable and pickle was not asked for.
             ValueError: an id is not a safe path component.
         """
-        _check_key(run_id, step, result_id)
-        data = _encode(value, serializer, f"{run_id}/{step}/{result_id}")
+        check_key(run_id, step, result_id)
+        data = encode_value(value, serializer, f"{run_id}/{step}/{result_id}")
         with self._lock:
             self._runs.setdefault(run_id, {}).setdefault(step, {})[result_id] = (serializer, data)
         return f"memory://{run_id}/{step}/{result_id}"
 
     def load(self, *, run_id: str, step: str, result_id: str) -> Any:
         """Return the stored value; raises ``KeyError`` when there is none."""
-        _check_key(run_id, step, result_id)
+        check_key(run_id, step, result_id)
         with self._lock:
             stored = self._runs.get(run_id, {}).get(step, {}).get(result_id)
         if stored is None:
             raise KeyError(f"no result {result_id!r} for step {step!r} of run {run_id!r}")
         serializer, data = stored
-        if serializer == "pickle":
-            return pickle.loads(data)  # Safe: we wrote it, and only on request.
-        return json.loads(data)
+        return decode_value(data, serializer)
 
     def list_results(self, *, run_id: str, step: str) -> list[str]:
         """The result ids stored for one step of one run, in first-save order."""
-        _check_key(run_id, step)
+        check_key(run_id, step)
         with self._lock:
             return list(self._runs.get(run_id, {}).get(step, {}))
 
     def clear_run(self, *, run_id: str) -> int:
         """Delete every result of ``run_id``; returns the number deleted."""
-        _check_key(run_id)
+        check_key(run_id)
         with self._lock:
             steps = self._runs.pop(run_id, {})
         return sum(len(results) for results in steps.values())
-
-
-def _encode(value: Any, serializer: Serializer, where: str) -> bytes:
-    if serializer == "pickle":
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    if serializer != "json":
-        raise ValueError(f"unknown serializer {serializer!r}; use 'json' or 'pickle'")
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"result {where} is not JSON-serialisable ({exc}); return JSON data or save "
-            "it with serializer='pickle'"
-        ) from exc
