@@ -99,7 +99,9 @@ def test_load_of_missing_result_raises_key_error(io_manager: IOManager) -> None:
         io_manager.load(run_id="r-9", step="s", result_id="0")
 
 
-@pytest.mark.parametrize("bad", ["", ".", "..", "../x", "a/b", "a\\b", "/etc", "x\x00y", "a\nb", "a\rb"])
+@pytest.mark.parametrize(
+    "bad", ["", ".", "..", "../x", "a/b", "a\\b", "/etc", "x\x00y", "a\nb", "a\rb"]
+)
 def test_unsafe_path_components_are_rejected(io_manager: IOManager, bad: str) -> None:
     """Ids that could escape the run's namespace are refused with ValueError."""
     with pytest.raises(ValueError, match="storage key"):
