@@ -230,12 +230,15 @@ def _engine() -> Engine:
 def _handle_sqs_batch(event: Event) -> dict[str, list[dict[str, str]]]:
     """Process every record; report the ones SQS must deliver again (partial batch response).
 
-    A record is acknowledged (left out of ``batchItemFailures``) when it is done or can
-    never succeed (malformed, a permanent engine error): a poison message must not loop.
-    It is reported when the engine asks for a later delivery (its visibility is set to
-    that delay first, so SQS redelivers after the delay, not at once), when it is not
-    due yet (``not_before`` ahead), or on an infrastructure error or a bug of ours
-    (after the queue's ``maxReceiveCount`` those end in the dead-letter queue).
+    A record is acknowledged (left out of ``batchItemFailures``) when it is done. It is
+    reported when the engine asks for a later delivery (its visibility is set to that
+    delay first, so SQS redelivers after the delay, not at once), when it is not due yet
+    (``not_before`` ahead), on an infrastructure error or a bug of ours, and when it is
+    poison: a body that is not a step message, or one the engine rejects for good. A
+    poison record is logged with its id, size and reason (never its body) and left to
+    the queue's redrive policy, which moves it to the dead-letter queue after
+    ``maxReceiveCount`` receives: kept for inspection, never silently dropped, and never
+    holding back the rest of its batch, which is processed and acknowledged as usual.
     """
     failures: list[dict[str, str]] = []
     for record in event["Records"]:
@@ -247,11 +250,9 @@ def _handle_sqs_batch(event: Event) -> dict[str, list[dict[str, str]]]:
 def _process_record(record: Mapping[str, Any]) -> bool:
     """True when the record may be deleted, False when SQS must deliver it again."""
     message_id = record.get("messageId")
-    try:
-        message = Message.from_json(json.loads(record.get("body", "")))
-    except (ValueError, TypeError) as exc:
-        log.error("undecodable SQS message %s acknowledged (dropped): %s", message_id, exc)
-        return True
+    message = _parse_record(record)
+    if message is None:
+        return False
     context = {"run_id": message.run_id, "step": message.step, "sqs_message_id": message_id}
     ahead = 0.0 if message.not_before is None else message.not_before - time.time()
     if ahead > 0:
@@ -266,8 +267,12 @@ def _process_record(record: Mapping[str, Any]) -> bool:
         if exc.retryable:
             log.warning("step message deferred: %s", exc, extra=context)
             return False
-        log.error("step message acknowledged after a permanent error: %s", exc, extra=context)
-        return True
+        log.error(
+            "poison step message reported for the dead-letter queue (permanent error): %s",
+            exc,
+            extra=context,
+        )
+        return False
     except Exception:
         log.exception("step message failed; SQS will deliver it again", extra=context)
         return False
@@ -275,6 +280,31 @@ def _process_record(record: Mapping[str, Any]) -> bool:
         return True
     _hold_back(record, result.retry_after_seconds)
     return False
+
+
+def _parse_record(record: Mapping[str, Any]) -> Message | None:
+    """The step message in a record's body; None (logged, body left out) when it is poison."""
+    body = record.get("body", "")
+    try:
+        return Message.from_json(json.loads(body))
+    except json.JSONDecodeError as exc:
+        reason = f"not JSON ({exc.msg} at character {exc.pos})"
+    except (ValueError, TypeError) as exc:  # JSON, but not a step message
+        reason = f"not a step message ({_clip(str(exc))})"
+    size = len(body.encode()) if isinstance(body, str) else 0
+    log.error(
+        "poison SQS message %s (%d bytes) reported for the dead-letter queue: %s",
+        record.get("messageId"),
+        size,
+        reason,
+        extra={"sqs_message_id": record.get("messageId"), "size_bytes": size, "reason": reason},
+    )
+    return None
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters: a parse error may quote part of the body."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _hold_back(record: Mapping[str, Any], delay_seconds: float) -> None:

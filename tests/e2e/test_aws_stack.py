@@ -195,3 +195,50 @@ def test_order_completes_and_a_declined_order_compensates(
     assert len(report.invariant_results) == 5
     assert all(result == {"runs": 2, "violated": 0} for result in report.invariant_results.values())
     assert report.ledger_checked == ["order"]
+
+
+def test_poisoned_message_in_a_real_batch_is_reported_then_dead_lettered(
+    order_lambda: AwsStack,
+) -> None:
+    """One poisoned message in a real SQS batch: only its id fails; redrive moves it to the DLQ."""
+    sqs = order_lambda.clients.sqs
+    orders = demo_inputs(3, seed=11)
+    run_ids = [
+        start_order(dict(order, payment_token=GOOD_TOKEN), f"order-poison-{i}")
+        for i, order in enumerate(orders)
+    ]
+    poison_id = sqs.send_message(QueueUrl=order_lambda.queue_url, MessageBody='{"run_id": ')[
+        "MessageId"
+    ]
+    # Visibility 0: a reported message is visible again at once, so the redrive policy
+    # (maxReceiveCount 5) is reached in seconds rather than after 5 visibility timeouts.
+    poller = EventSourcePoller(order_lambda, visibility_timeout_seconds=0)
+
+    first_batch = poller.poll_once()
+
+    assert first_batch == 4  # the three runs' first steps and the poison
+    assert poller.reported == Counter({poison_id: 1})
+
+    def dead_lettered() -> list[Any]:
+        return sqs.receive_message(
+            QueueUrl=order_lambda.dead_letter_queue_url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=0,
+            MessageSystemAttributeNames=["All"],
+        ).get("Messages", [])
+
+    poller.run_until(
+        lambda: bool(dead_lettered()) and all(run_status(run_id) in TERMINAL for run_id in run_ids),
+        timeout_seconds=60,
+    )
+
+    (moved,) = dead_lettered()
+    assert moved["MessageId"] == poison_id
+    assert moved["Body"] == '{"run_id": '
+    assert poller.reported[poison_id] == 5  # maxReceiveCount of create_queue
+    assert set(poller.reported) == {poison_id}  # no good message was ever reported
+    # The runs end as their orders dictate (the demo inputs include a failing one).
+    assert {run_status(run_id) for run_id in run_ids} <= {
+        RunStatus.COMPLETED,
+        RunStatus.COMPENSATED,
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -236,17 +237,73 @@ def test_sns_notification_starts_a_subscribed_run(greet_lambda: AwsStack) -> Non
     assert outcome["rejected"] == {}
 
 
-def test_sqs_batch_acknowledges_a_poison_message(greet_lambda: AwsStack) -> None:
-    """A malformed body is acked (no loop); the good message is processed and acked too."""
+class Captured(logging.Handler):
+    """Keeps the records of one logger (the handler reconfigures the root logger)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def aws_log() -> Iterator[Captured]:
+    """What ``functions.aws`` logs during the test."""
+    captured = Captured()
+    logger = logging.getLogger("relay.aws")
+    logger.addHandler(captured)
+    yield captured
+    logger.removeHandler(captured)
+
+
+def test_sqs_batch_reports_exactly_its_poison_messages(
+    greet_lambda: AwsStack, aws_log: Captured
+) -> None:
+    """Undecodable bodies are reported (for the DLQ) and logged without the body; the rest runs."""
     start_greeting()
     (good,) = receive_all(greet_lambda)
-    poison = {"MessageId": "poison-1", "ReceiptHandle": "poison-handle", "Body": "{not json"}
-    unknown = {"MessageId": "poison-2", "ReceiptHandle": "h2", "Body": '{"run_id": "r-1"}'}
+    secret = "card=4111111111111111"
+    poison = {"MessageId": "poison-1", "ReceiptHandle": "poison-handle", "Body": "{" + secret}
+    unknown = {
+        "MessageId": "poison-2",
+        "ReceiptHandle": "h2",
+        "Body": json.dumps({"run_id": "r-1", "note": secret}),
+    }
 
     response = lambda_entry.handler(sqs_event(greet_lambda, [poison, good, unknown]), CONTEXT)
 
-    assert response == {"batchItemFailures": []}
+    assert response == {
+        "batchItemFailures": [{"itemIdentifier": "poison-1"}, {"itemIdentifier": "poison-2"}]
+    }
     assert STEP_CALLS["write_text"] == 1
+    poison_logs = [r for r in aws_log.records if "poison SQS message" in r.getMessage()]
+    assert [r.sqs_message_id for r in poison_logs] == ["poison-1", "poison-2"]  # type: ignore[attr-defined]
+    assert [r.size_bytes for r in poison_logs] == [  # type: ignore[attr-defined]
+        len(poison["Body"]),
+        len(unknown["Body"]),
+    ]
+    assert "not JSON" in poison_logs[0].getMessage()
+    assert "missing field 'step'" in poison_logs[1].getMessage()
+    assert all(secret not in r.getMessage() for r in aws_log.records)
+
+
+def test_sqs_batch_reports_a_permanently_rejected_message(
+    greet_lambda: AwsStack, aws_log: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A permanent engine error (here: a misconfigured deployment) reports, never drops, it."""
+    start_greeting()
+    (good,) = receive_all(greet_lambda)
+    monkeypatch.delenv("RELAY_SQS_QUEUE_URL")
+    _wiring.reset_engine()
+
+    response = lambda_entry.handler(sqs_event(greet_lambda, [good]), CONTEXT)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": good["MessageId"]}]}
+    assert STEP_CALLS["write_text"] == 0
+    (logged,) = [r for r in aws_log.records if "permanent error" in r.getMessage()]
+    assert "RELAY_SQS_QUEUE_URL" in logged.getMessage()
 
 
 def test_sqs_batch_reports_a_message_the_engine_defers(greet_lambda: AwsStack) -> None:
@@ -261,9 +318,8 @@ def test_sqs_batch_reports_a_message_the_engine_defers(greet_lambda: AwsStack) -
         now=now, status=StepStatus.RUNNING, attempt=1, lease_until=now + 30, started_at=now
     )
     store.apply(change=StateChange(snapshot.run.run_id, steps=(claimed,)))
-    poison = {"MessageId": "poison-1", "ReceiptHandle": "poison-handle", "Body": "[]"}
 
-    response = lambda_entry.handler(sqs_event(greet_lambda, [good, poison]), CONTEXT)
+    response = lambda_entry.handler(sqs_event(greet_lambda, [good]), CONTEXT)
 
     assert response == {"batchItemFailures": [{"itemIdentifier": good["MessageId"]}]}
     assert STEP_CALLS["write_text"] == 0
@@ -285,6 +341,35 @@ def test_sqs_batch_holds_back_a_message_not_due_yet(greet_lambda: AwsStack) -> N
     assert response == {"batchItemFailures": [{"itemIdentifier": received["MessageId"]}]}
     assert STEP_CALLS["write_text"] == 0
     assert receive_all(greet_lambda) == []
+
+
+def test_scheduler_role_sends_long_delays_through_eventbridge_scheduler(
+    greet_lambda: AwsStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With RELAY_SCHEDULER_ROLE_ARN, a message due in 2 h becomes a one-time schedule."""
+    from infra.aws.scheduler_delay import schedule_name
+
+    role = "arn:aws:iam::123456789012:role/relay-scheduler"
+    monkeypatch.setenv("RELAY_SCHEDULER_ROLE_ARN", role)
+    _wiring.reset_engine()
+    run_id = json.loads(start_greeting()["body"])["run_id"]
+    later = Message(RunId(run_id), StepName("deliver"), Action.EXECUTE, 2, time.time() + 7200)
+
+    _wiring.get_engine().queue.enqueue(messages=[later])
+
+    import boto3
+
+    client = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    ).client("scheduler", endpoint_url=greet_lambda.clients.endpoint_url)
+    try:
+        schedule = client.get_schedule(Name=schedule_name(later.message_id))
+        assert schedule["Target"]["RoleArn"] == role
+        assert json.loads(schedule["Target"]["Input"]) == later.to_json()
+        assert len(receive_all(greet_lambda)) == 1  # only the run's first step is on SQS
+    finally:
+        client.delete_schedule(Name=schedule_name(later.message_id))
+        client.close()
 
 
 def test_importing_the_entry_point_builds_nothing_heavy() -> None:
