@@ -48,6 +48,14 @@ class Settings:
         tasks_service_account: ``RELAY_TASKS_SERVICE_ACCOUNT``: the identity whose OIDC
             token Cloud Tasks attaches, and that the worker accepts.
         tasks_audience: ``RELAY_TASKS_AUDIENCE``: the token audience (default: the worker URL).
+        tasks_queues: ``RELAY_TASKS_QUEUES``: JSON object mapping a saga's ``queue`` name
+            to a Cloud Tasks queue path; sagas whose queue is not named use
+            ``RELAY_TASKS_QUEUE``.
+        oidc_certs_url: ``RELAY_OIDC_CERTS_URL``: where the worker fetches the keys that
+            sign OIDC tokens (default: Google's); https, or http on a loopback host only.
+        pubsub_topics: ``RELAY_PUBSUB_TOPICS``: JSON object mapping a Pub/Sub
+            subscription or topic id to the Relay topic of its messages (used when a
+            message carries no ``relay_topic`` attribute).
 
     Emulator endpoints are the SDKs' own variables (``AWS_ENDPOINT_URL``,
     ``FIRESTORE_EMULATOR_HOST``, ``STORAGE_EMULATOR_HOST``), read by the SDKs themselves.
@@ -73,6 +81,9 @@ class Settings:
     worker_url: str | None = None
     tasks_service_account: str | None = None
     tasks_audience: str | None = None
+    tasks_queues: Mapping[str, str] = field(default_factory=dict)
+    oidc_certs_url: str | None = None
+    pubsub_topics: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -124,6 +135,9 @@ class Settings:
             worker_url=env.get("RELAY_WORKER_URL") or None,
             tasks_service_account=env.get("RELAY_TASKS_SERVICE_ACCOUNT") or None,
             tasks_audience=env.get("RELAY_TASKS_AUDIENCE") or None,
+            tasks_queues=_string_map(env, "RELAY_TASKS_QUEUES"),
+            oidc_certs_url=env.get("RELAY_OIDC_CERTS_URL") or None,
+            pubsub_topics=_string_map(env, "RELAY_PUBSUB_TOPICS"),
         )
 
     def signing_key_bytes(self) -> bytes:
@@ -148,3 +162,23 @@ class Settings:
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _string_map(env: Mapping[str, str], name: str) -> dict[str, str]:
+    """A JSON object of non-empty strings in variable ``name``; {} when unset or empty."""
+    import json
+
+    text = env.get(name, "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items()
+    ):
+        raise ConfigurationError(
+            f'{name} must be a JSON object of non-empty strings, like {{"name": "value"}}'
+        )
+    return value

@@ -7,8 +7,9 @@ imports a cloud SDK and a cloud function imports only its own.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from core.domain.records import Message
@@ -22,6 +23,8 @@ from core.ports.state_store import StateStore
 from core.ports.task_queue import TaskQueue
 from core.registry import SagaRegistry
 from functions._settings import Settings
+
+_log = logging.getLogger("relay.wiring")
 
 
 @dataclass(frozen=True)
@@ -94,15 +97,19 @@ def _gcp_backend(settings: Settings) -> Backend:
             f"RELAY_BACKEND=gcp needs {' and '.join(missing)} (the Cloud Tasks queue path "
             "projects/P/locations/L/queues/Q, and the worker URL tasks are POSTed to)"
         )
-    from infra.gcp.cloud_tasks import CloudTasksQueue
+    from infra.gcp.cloud_tasks import CloudTasksQueue, check_queue_path
     from infra.gcp.firestore import FirestoreStateStore
 
+    for name, path in settings.tasks_queues.items():
+        check_queue_path(path, variable=f"RELAY_TASKS_QUEUES[{name!r}]")
+    registry = build_registry(settings)
     queue = CloudTasksQueue.from_settings(
         queue_path=queue_path,
         worker_url=worker_url,
         service_account_email=settings.tasks_service_account,
         audience=settings.tasks_audience,
-        dispatch_deadline=step_dispatch_deadlines(build_registry(settings)),
+        dispatch_deadline=step_dispatch_deadlines(registry),
+        queue_for=step_queue_paths(registry, settings.tasks_queues),
     )
     store = FirestoreStateStore.from_settings(
         project=settings.gcp_project,
@@ -177,6 +184,55 @@ def step_dispatch_deadlines(registry: SagaRegistry) -> Callable[[Message], float
         return None if timeout is None else timeout + DISPATCH_MARGIN_SECONDS
 
     return deadline
+
+
+def step_queue_paths(
+    registry: SagaRegistry, queue_paths: Mapping[str, str]
+) -> Callable[[Message], str | None]:
+    """Which Cloud Tasks queue carries a message: its saga's ``queue`` name, mapped.
+
+    ``queue_paths`` is ``RELAY_TASKS_QUEUES`` (queue name to queue path). A saga whose
+    queue name it lacks uses the default queue (``RELAY_TASKS_QUEUE``, answered as None);
+    a name no served saga uses is logged once as a warning (a typo routes nothing). A
+    message names its step, not its saga, so the sagas are imported on the first call
+    and a step name that served sagas route to different queues is a
+    ``ConfigurationError`` (serve those sagas from separate functions, ``RELAY_SAGAS``).
+    """
+    lock = threading.Lock()
+    table: dict[str, str | None] = {}
+    loaded = False
+
+    def load() -> None:
+        owners: dict[str, str] = {}
+        used: set[str] = set()
+        for saga in registry.loaded():
+            used.add(saga.queue)
+            path = queue_paths.get(saga.queue)
+            for step in saga.steps:
+                if step in table and table[step] != path:
+                    raise ConfigurationError(
+                        f"step {step!r} of sagas {owners[step]!r} and {saga.name!r} goes to "
+                        "different Cloud Tasks queues (RELAY_TASKS_QUEUES), but a message "
+                        "names only its step: serve them from separate functions (RELAY_SAGAS)"
+                    )
+                table[step], owners[step] = path, saga.name
+        unused = sorted(set(queue_paths) - used)
+        if unused:
+            _log.warning(
+                "RELAY_TASKS_QUEUES names queues no served saga uses: %s (served sagas use: %s)",
+                ", ".join(unused),
+                ", ".join(sorted(used)) or "none",
+            )
+
+    def queue_for(message: Message) -> str | None:
+        nonlocal loaded
+        with lock:
+            if not loaded:
+                load()
+                loaded = True
+        return table.get(message.step)
+
+    return queue_for
 
 
 def build_engine(settings: Settings) -> Engine:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from starlette.applications import Starlette
@@ -38,13 +38,20 @@ from functions.auth import DeliveryVerifier, Forbidden, Unauthenticated
 from functions.http_parsing import (
     HttpError,
     idempotency_key,
-    parse_event,
+    json_object,
     parse_json,
     parse_limit,
     parse_message,
     parse_statuses,
     read_body,
     scheduled_time,
+)
+from functions.push_parsing import (
+    DeadLetter,
+    is_schedule_time_given,
+    latest_fire_time,
+    log_dead_letter,
+    parse_pushed_event,
 )
 from functions.views import run_header_view, run_view
 
@@ -63,6 +70,8 @@ ADMIN: Final = "admin"
 ALL_ROUTES: Final = frozenset({PUBLIC_API, WORKER, ADMIN})
 
 MAX_BODY_BYTES: Final = 1024 * 1024
+DEFAULT_SWEEP_STALE_SECONDS: Final = 120.0
+"""``POST /v1/sweep`` re-drives active runs without progress for this long."""
 INFRASTRUCTURE_RETRY_SECONDS: Final = 1.0
 
 T = TypeVar("T")
@@ -75,6 +84,7 @@ def create_app(
     verifier: DeliveryVerifier,
     include: frozenset[str] = ALL_ROUTES,
     max_body_bytes: int = MAX_BODY_BYTES,
+    event_topics: Callable[[], Mapping[str, str]] = dict,
 ) -> Starlette:
     """The ASGI app serving the route groups in ``include`` plus ``GET /healthz``.
 
@@ -85,6 +95,8 @@ def create_app(
         include: Route groups to serve (``PUBLIC_API``, ``WORKER``, ``ADMIN``), so a
             public function does not expose the worker's routes.
         max_body_bytes: Larger request bodies are refused with 413.
+        event_topics: Returns ``RELAY_PUBSUB_TOPICS`` (Pub/Sub subscription or topic id
+            to Relay topic) for messages without a topic attribute; called per event.
 
     Raises:
         ConfigurationError: ``include`` names an unknown route group.
@@ -94,7 +106,12 @@ def create_app(
         raise ConfigurationError(
             f"unknown route group(s) {unknown}; choose from {sorted(ALL_ROUTES)}"
         )
-    api = _Api(engine=engine, verifier=verifier, max_body_bytes=max_body_bytes)
+    api = _Api(
+        engine=engine,
+        verifier=verifier,
+        max_body_bytes=max_body_bytes,
+        event_topics=event_topics,
+    )
     routes = [Route("/healthz", _guarded(api.healthz), methods=["GET"])]
     if PUBLIC_API in include:
         routes += [
@@ -107,6 +124,7 @@ def create_app(
             Route("/v1/steps", _guarded(api.deliver_step), methods=["POST"]),
             Route("/v1/events", _guarded(api.deliver_event), methods=["POST"]),
             Route("/v1/schedules/{name}", _guarded(api.fire_schedule), methods=["POST"]),
+            Route("/v1/sweep", _guarded(api.sweep), methods=["POST"]),
         ]
     if ADMIN in include:
         routes += [
@@ -123,11 +141,17 @@ class _Api:
     """The handlers; each one parses, makes one engine call, and shapes the answer."""
 
     def __init__(
-        self, *, engine: Callable[[], Engine], verifier: DeliveryVerifier, max_body_bytes: int
+        self,
+        *,
+        engine: Callable[[], Engine],
+        verifier: DeliveryVerifier,
+        max_body_bytes: int,
+        event_topics: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self._engine = engine
         self._verifier = verifier
         self._max_body_bytes = max_body_bytes
+        self._event_topics = event_topics
 
     async def healthz(self, request: Request) -> Response:
         """Liveness only: answers without building the engine (cold start)."""
@@ -171,11 +195,22 @@ class _Api:
         return _retry_later(result.retry_after_seconds, retry)
 
     async def deliver_event(self, request: Request) -> Response:
-        """``POST /v1/events``: start a run of every saga subscribed to the topic."""
+        """``POST /v1/events``: a Pub/Sub push or Relay event, published to the engine.
+
+        A Pub/Sub message that can never be processed is acknowledged (200) and logged
+        as dead-lettered; a retryable engine error answers 503 so Pub/Sub redelivers.
+        """
         body = await self._authenticated_body(request)
-        topic, data, event_id = parse_event(parse_json(body, what="event"))
+        try:
+            event = parse_pushed_event(body, topics=self._event_topics())
+        except DeadLetter as exc:
+            log_dead_letter(exc)
+            dead = {"status": "dead_lettered", "message_id": exc.message_id, "reason": exc.reason}
+            return JSONResponse(dead, status_code=200)
         outcome = await self._call(
-            lambda e: e.triggers.publish(topic=topic, data=data, event_id=event_id)
+            lambda e: e.triggers.publish(
+                topic=event.topic, data=event.data, event_id=event.event_id
+            )
         )
         runs = [started.run.run_id for started in outcome.started]
         return JSONResponse({"runs": runs, "rejected": outcome.rejected}, status_code=202)
@@ -187,13 +222,39 @@ class _Api:
         body = await self._authenticated_body(request)
         name = request.path_params["name"]
         scheduled_at = scheduled_time(body, request.headers)
+        is_given = is_schedule_time_given(body, request.headers)
+
+        def fire(e: Engine) -> StartResult:
+            # Without a scheduled time, the cron's latest one: a retried call finds the run.
+            at = scheduled_at
+            if not is_given:
+                at = latest_fire_time([s for _, s in e.triggers.schedules()], name=name, now=at)
+            return e.triggers.fire_schedule(name=name, scheduled_at=at)
+
         try:
-            result = await self._call(
-                lambda e: e.triggers.fire_schedule(name=name, scheduled_at=scheduled_at)
-            )
+            result = await self._call(fire)
         except UnknownScheduleError as exc:
             raise HttpError(404, "unknown_schedule", str(exc), schedule=name) from None
         return _started(result)
+
+    async def sweep(self, request: Request) -> Response:
+        """``POST /v1/sweep``: re-drive stalled runs (a scheduler job calls it).
+
+        Optional body ``{"stale_after_seconds": N}`` (default 120): runs whose last
+        progress is older, and whose steps hold no live lease, get their due messages
+        enqueued again (the queue drops those that exist; the worker's re-drive rule makes
+        the rest harmless).
+        """
+        body = await self._authenticated_body(request)
+        stale = DEFAULT_SWEEP_STALE_SECONDS
+        if body.strip():
+            value = json_object(body, what="sweep").get("stale_after_seconds", stale)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                message = "stale_after_seconds must be a non-negative number"
+                raise HttpError(400, "malformed_sweep", message)
+            stale = float(value)
+        redriven = await self._call(lambda e: e.runs.sweep(stale_after_seconds=stale))
+        return JSONResponse({"redriven": redriven, "stale_after_seconds": stale})
 
     async def retry_run(self, request: Request) -> Response:
         """``POST /v1/runs/{run_id}/retry``: resume a FAILED run with fresh retry budgets."""

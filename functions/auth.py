@@ -132,7 +132,7 @@ def verifier_for(settings: Settings) -> DeliveryVerifier:
     if settings.backend in ("local", "memory"):
         return HmacVerifier(settings.signing_key_bytes())
     if settings.backend == "gcp":
-        from functions.auth_oidc import OidcVerifier
+        from functions.auth_oidc import GOOGLE_CERTS_URL, OidcVerifier
 
         audience = settings.tasks_audience or settings.worker_url
         if not audience:
@@ -145,7 +145,11 @@ def verifier_for(settings: Settings) -> DeliveryVerifier:
                 "RELAY_BACKEND='gcp' accepts deliveries from one service account: set "
                 "RELAY_TASKS_SERVICE_ACCOUNT to the email Cloud Tasks signs tokens as"
             )
-        return OidcVerifier(audience=audience, service_account_email=settings.tasks_service_account)
+        return OidcVerifier(
+            audience=audience,
+            service_account_email=settings.tasks_service_account,
+            certs_url=settings.oidc_certs_url or GOOGLE_CERTS_URL,
+        )
     raise ConfigurationError(
         f"RELAY_BACKEND={settings.backend!r}: on Lambda, SQS and EventBridge invoke the "
         "handlers directly (authorised by IAM) and the HTTP surface is the public API "

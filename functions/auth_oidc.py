@@ -12,14 +12,17 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from core.errors import InfrastructureError
+from core.errors import ConfigurationError, InfrastructureError
 from functions.auth import Forbidden, Unauthenticated, header_value
+
+log = logging.getLogger("relay.auth")
 
 GOOGLE_CERTS_URL: Final = "https://www.googleapis.com/oauth2/v1/certs"
 """Google's OAuth2 signing certificates as ``{key id: PEM certificate}``."""
@@ -31,6 +34,7 @@ MAX_TOKEN_BYTES: Final = 8 * 1024
 """Google ID tokens are about 1 KiB; anything much larger is not one."""
 
 _CHALLENGE: Final = 'Bearer realm="relay-worker"'
+_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 _MAX_AGE = re.compile(r"max-age=(\d+)")
 
 
@@ -40,12 +44,16 @@ class OidcVerifier:
     Args:
         audience: The ``aud`` the token must carry (the worker URL unless configured).
         service_account_email: The ``email`` the token must name (verified by Google).
-        certs_url: Where Google's signing certificates are fetched from.
+        certs_url: Where Google's signing certificates are fetched from
+            (``RELAY_OIDC_CERTS_URL``; see ``check_certs_url``).
         certs_provider: Returns ``{key id: PEM certificate}``; defaults to a cache of
             ``certs_url`` honouring its ``Cache-Control: max-age``. Tests inject their own.
         issuers: Accepted ``iss`` values.
         clock_skew_seconds: Tolerance on ``iat`` and ``exp``.
         clock: Epoch seconds; injectable so tests can present stale tokens.
+
+    Raises:
+        ConfigurationError: ``certs_url`` is neither https nor http on a loopback host.
     """
 
     def __init__(
@@ -61,7 +69,7 @@ class OidcVerifier:
     ) -> None:
         self._audience = audience
         self._email = service_account_email
-        self._certs = certs_provider or CachedCerts(certs_url)
+        self._certs = certs_provider or CachedCerts(check_certs_url(certs_url))
         self._issuers = frozenset(issuers)
         self._skew_seconds = clock_skew_seconds
         self._clock = clock
@@ -128,6 +136,34 @@ class OidcVerifier:
             )
         if claims.get("email_verified") not in (True, "true"):
             raise Forbidden("token email is not verified")
+
+
+def check_certs_url(url: str) -> str:
+    """Return ``url`` if certificates may be fetched from it, else raise.
+
+    Another URL than Google's only changes *whose signatures* count (a test key, a
+    Google-compatible token service); issuer, audience, service account and expiry are
+    checked the same. It must be https, so the keys cannot be swapped in transit; plain
+    http is allowed only on a loopback host (the emulator stack of the tests), which
+    nothing outside the machine can serve. Any other URL than Google's is logged.
+
+    Raises:
+        ConfigurationError: the URL is not https and not http on 127.0.0.1/localhost/::1.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    is_loopback = parts.hostname in _LOOPBACK_HOSTS
+    if not (parts.scheme == "https" and parts.hostname) and not (
+        parts.scheme == "http" and is_loopback
+    ):
+        raise ConfigurationError(
+            f"RELAY_OIDC_CERTS_URL={url!r}: signing certificates must come over https "
+            "(plain http only from a loopback host); leave it unset for Google's"
+        )
+    if url != GOOGLE_CERTS_URL:
+        log.warning("OIDC tokens are verified against certificates from %s, not Google's", url)
+    return url
 
 
 class CachedCerts:

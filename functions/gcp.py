@@ -1,10 +1,15 @@
-"""functions-framework targets for Cloud Run functions: ``api``, ``worker`` and ``relay``.
+"""functions-framework targets for Cloud Run functions: ``api``, ``worker``, ``relay``, ``pubsub``.
 
 Each target receives the framework's Starlette ``Request`` and dispatches it through
 Relay's own routed app (``functions/app.py``), returning the captured response, so one
 target serves a whole route table (DESIGN.md, "One app, three hosts")::
 
     functions-framework --asgi --source functions/gcp.py --target relay
+
+``pubsub`` is a CloudEvent target for Eventarc Pub/Sub triggers
+(``google.cloud.pubsub.topic.v1.messagePublished``); a Pub/Sub *push* subscription
+posts to the worker's ``/v1/events`` instead. Both parse messages alike
+(``functions/push_parsing.py``).
 
 Target names are stable: Terraform's ``entry_point`` refers to them. Importing this
 module builds no engine and opens no database; the first request that needs the engine
@@ -14,6 +19,7 @@ builds it (``functions._wiring.get_engine``), so health checks stay cheap.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +31,7 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.append(_ROOT)
 
+from cloudevents.http.event import CloudEvent  # noqa: E402
 from functions_framework import aio  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
@@ -33,6 +40,7 @@ from starlette.types import ASGIApp, Message  # noqa: E402
 from functions.app import ADMIN, ALL_ROUTES, PUBLIC_API, WORKER, create_app  # noqa: E402
 from functions.auth import DeliveryVerifier, LazyVerifier  # noqa: E402
 from functions.logs import configure_logging  # noqa: E402
+from functions.push_parsing import DeadLetter, log_dead_letter, parse_cloud_event  # noqa: E402
 
 if TYPE_CHECKING:
     from core.engine.engine import Engine
@@ -55,10 +63,23 @@ def _verifier() -> DeliveryVerifier:
     return verifier_for(get_settings())
 
 
+def _event_topics() -> Mapping[str, str]:
+    from functions._wiring import get_settings
+
+    return get_settings().pubsub_topics
+
+
 _VERIFIER = LazyVerifier(_verifier)
 _API_APP = create_app(engine=_engine, verifier=_VERIFIER, include=frozenset({PUBLIC_API}))
-_WORKER_APP = create_app(engine=_engine, verifier=_VERIFIER, include=frozenset({WORKER, ADMIN}))
-_RELAY_APP = create_app(engine=_engine, verifier=_VERIFIER, include=ALL_ROUTES)
+_WORKER_APP = create_app(
+    engine=_engine,
+    verifier=_VERIFIER,
+    include=frozenset({WORKER, ADMIN}),
+    event_topics=_event_topics,
+)
+_RELAY_APP = create_app(
+    engine=_engine, verifier=_VERIFIER, include=ALL_ROUTES, event_topics=_event_topics
+)
 
 # Keys the framework's own routing put in the scope; Relay's router sets its own.
 _FRAMEWORK_SCOPE_KEYS = ("app", "router", "endpoint", "route", "path_params")
@@ -104,3 +125,28 @@ async def worker(request: Request) -> Response:
 async def relay(request: Request) -> Response:
     """Every route in one function (``relay dev`` and small deployments)."""
     return await dispatch(_RELAY_APP, request)
+
+
+@aio.cloud_event
+def pubsub(event: CloudEvent) -> None:
+    """Eventarc Pub/Sub trigger: start (or resume) the runs the message's topic reaches.
+
+    Eventarc retries on an exception (answered 500) and acknowledges on return. So a
+    message that can never be processed returns after logging it as dead-lettered, and
+    a retryable engine error (store or queue unavailable) raises, to be redelivered.
+    Synchronous on purpose: the framework runs it in a worker thread, as the engine
+    blocks. Authentication is Cloud Run's: the function is private and only Eventarc's
+    service account holds ``roles/run.invoker`` (the event carries no headers to check).
+    """
+    try:
+        parsed = parse_cloud_event(
+            event_type=str(event["type"]),
+            source=str(event["source"]),
+            event_id=str(event["id"]),
+            data=event.get_data(),
+            topics=_event_topics(),
+        )
+    except DeadLetter as exc:
+        log_dead_letter(exc)
+        return
+    _engine().triggers.publish(topic=parsed.topic, data=parsed.data, event_id=parsed.event_id)

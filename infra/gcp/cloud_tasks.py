@@ -68,6 +68,20 @@ def task_id(message_id: str) -> str:
     return f"{digest}-{readable}"
 
 
+def check_queue_path(path: str, *, variable: str) -> str:
+    """Return ``path`` if it is a Cloud Tasks queue path, else raise naming ``variable``.
+
+    Raises:
+        ConfigurationError: the path does not look like ``projects/P/locations/L/queues/Q``.
+    """
+    if not _QUEUE_PATH.match(path):
+        raise ConfigurationError(
+            f"Cloud Tasks queue {path!r} must look like "
+            f"projects/PROJECT/locations/LOCATION/queues/QUEUE ({variable})"
+        )
+    return path
+
+
 def clamp_dispatch_deadline(seconds: float) -> float:
     """``seconds`` moved into the range Cloud Tasks accepts (15 s .. 30 min)."""
     return min(max(seconds, MIN_DISPATCH_DEADLINE_SECONDS), MAX_DISPATCH_DEADLINE_SECONDS)
@@ -96,6 +110,9 @@ class CloudTasksQueue:
             30 min). Make it at least the step's timeout plus the worker's overhead.
         dispatch_deadline: Per message (e.g. from the step's ``timeout_seconds``), the
             deadline in seconds, or None for the default; clamped like the default.
+        queue_for: Per message, the path of the queue that carries it (e.g. from the
+            saga's ``queue`` name), or None for ``queue_path``. Paths it returns must be
+            valid (``check_queue_path``); the composition root builds it from settings.
         timeout_seconds: The budget of one ``CreateTask``, retries included.
         owns_client: True when ``close`` should close the client (``from_settings``).
 
@@ -114,14 +131,11 @@ class CloudTasksQueue:
         audience: str | None = None,
         dispatch_deadline_seconds: float = 600.0,
         dispatch_deadline: Callable[[Message], float | None] | None = None,
+        queue_for: Callable[[Message], str | None] | None = None,
         timeout_seconds: float = 10.0,
         owns_client: bool = False,
     ) -> None:
-        if not _QUEUE_PATH.match(queue_path):
-            raise ConfigurationError(
-                f"Cloud Tasks queue {queue_path!r} must look like "
-                "projects/PROJECT/locations/LOCATION/queues/QUEUE (RELAY_TASKS_QUEUE)"
-            )
+        check_queue_path(queue_path, variable="RELAY_TASKS_QUEUE")
         if audience and not service_account_email:
             raise ConfigurationError(
                 "an OIDC audience for Cloud Tasks needs a service account to sign the token "
@@ -134,6 +148,7 @@ class CloudTasksQueue:
         self._audience = audience or worker_url
         self._default_deadline = clamp_dispatch_deadline(dispatch_deadline_seconds)
         self._deadline_for = dispatch_deadline
+        self._queue_for = queue_for
         self._timeout = timeout_seconds
         self._owns_client = owns_client
 
@@ -147,6 +162,7 @@ class CloudTasksQueue:
         audience: str | None = None,
         dispatch_deadline_seconds: float = 600.0,
         dispatch_deadline: Callable[[Message], float | None] | None = None,
+        queue_for: Callable[[Message], str | None] | None = None,
         emulator_host: str | None = None,
         timeout_seconds: float = 10.0,
     ) -> CloudTasksQueue:
@@ -177,6 +193,7 @@ class CloudTasksQueue:
             audience=audience,
             dispatch_deadline_seconds=dispatch_deadline_seconds,
             dispatch_deadline=dispatch_deadline,
+            queue_for=queue_for,
             timeout_seconds=timeout_seconds,
             owns_client=True,
         )
@@ -188,7 +205,15 @@ class CloudTasksQueue:
 
     @property
     def queue_path(self) -> str:
-        """``projects/P/locations/L/queues/Q``."""
+        """``projects/P/locations/L/queues/Q``: the default queue."""
+        return self._queue_path
+
+    def queue_path_for(self, message: Message) -> str:
+        """The queue that carries ``message``: ``queue_for``'s answer, else the default."""
+        if self._queue_for is not None:
+            path = self._queue_for(message)
+            if path:
+                return path
         return self._queue_path
 
     def describe(self) -> Mapping[str, str]:
@@ -206,7 +231,7 @@ class CloudTasksQueue:
 
     def task_name(self, message: Message) -> str:
         """The full task name ``enqueue`` gives ``message``."""
-        return f"{self._queue_path}/tasks/{task_id(message.message_id)}"
+        return f"{self.queue_path_for(message)}/tasks/{task_id(message.message_id)}"
 
     def enqueue(self, *, messages: Sequence[Message]) -> None:
         """Create one HTTP task per distinct message; an existing task name is success.
@@ -269,13 +294,17 @@ class CloudTasksQueue:
             multiplier=2.0,
             timeout=self._timeout,
         )
+        parent, _, name = task.name.partition("/tasks/")
         # ALREADY_EXISTS: this message is queued, or ran less than ~1 h ago.
         with (
-            self._translated(f"creating task {task.name.rsplit('/', 1)[-1]!r}"),
+            self._translated(f"creating task {name!r} in {parent}"),
             contextlib.suppress(api_exceptions.AlreadyExists),
         ):
             self._client.create_task(
-                parent=self._queue_path, task=task, retry=retry, timeout=self._timeout
+                parent=parent,
+                task=task,
+                retry=retry,
+                timeout=self._timeout,
             )
 
     @contextmanager
@@ -294,7 +323,7 @@ class CloudTasksQueue:
         if isinstance(exc, api_exceptions.NotFound | api_exceptions.FailedPrecondition):
             return ConfigurationError(
                 f"{action}: the queue does not exist or does not accept tasks ({detail}); "
-                f"check RELAY_TASKS_QUEUE and that the queue is created and running ({where})"
+                f"check RELAY_TASKS_QUEUE(S) and that the queue is created and running ({where})"
             )
         if isinstance(
             exc,

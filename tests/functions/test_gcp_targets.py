@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from functions_framework.aio import create_asgi_app
 
 from core.domain.records import Message, RunId, StateChange, StepName
+from core.domain.saga import Saga
 from core.domain.status import Action, StepStatus
+from core.errors import ConfigurationError
+from core.registry import SagaRegistry
 from functions import _wiring
+from functions._settings import Settings
+from functions.auth import verifier_for
+from infra.gcp.cloud_tasks import CloudTasksQueue
+from infra.local.sqlite_queue import SQLiteTaskQueue
+from tests.emulators.gcp import TasksEmulator, tasks_emulator  # noqa: F401 (session fixture)
 from tests.functions.support import SIGNING_KEY, STEP_CALLS, TestClient, json_body, signed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,3 +136,339 @@ def test_importing_the_targets_builds_no_engine() -> None:
     )
 
     assert result.stdout.strip() == "[]"
+
+
+# -- Pub/Sub push, Eventarc CloudEvents, Cloud Scheduler, sweep --------------------------
+
+
+def pubsub_envelope(
+    data: Any, *, message_id: str = "m-1", attributes: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """What a Pub/Sub push subscription POSTs (data base64 of JSON unless given as str)."""
+    encoded = data if isinstance(data, str) else base64.b64encode(json.dumps(data).encode())
+    return {
+        "message": {
+            "data": encoded if isinstance(encoded, str) else encoded.decode(),
+            "attributes": {"relay_topic": "people.eu.joined"} if attributes is None else attributes,
+            "messageId": message_id,
+            "publishTime": "2026-11-27T12:00:00.000Z",
+        },
+        "subscription": "projects/relay-test/subscriptions/relay-events",
+    }
+
+
+def post_signed(client: TestClient, path: str, payload: Any, **headers: str) -> Any:
+    body = json_body(payload)
+    return client.post(path, content=body, headers={**signed(body), **headers})
+
+
+def test_pubsub_push_starts_one_run_per_message_id(target_client: TargetClient) -> None:
+    """A push envelope starts the subscribed saga; a redelivery of the message id does not."""
+    worker = target_client("worker")
+    envelope = pubsub_envelope({"name": "Ada"}, message_id="msg-42")
+
+    first = post_signed(worker, "/v1/events", envelope)
+    again = post_signed(worker, "/v1/events", envelope)
+
+    assert first.status_code == again.status_code == 202
+    assert len(first.json()["runs"]) == 1
+    assert again.json()["runs"] == first.json()["runs"]
+    runs = _wiring.get_engine().runs.list(saga="greet", statuses=None, limit=10)
+    assert [run.run_id for run in runs] == first.json()["runs"]
+    assert runs[0].input == {"name": "Ada", "times": 1}
+
+
+def test_pubsub_push_topic_comes_from_the_subscription_mapping(
+    target_client: TargetClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a topic attribute, RELAY_PUBSUB_TOPICS maps the subscription id to a topic."""
+    monkeypatch.setenv("RELAY_PUBSUB_TOPICS", json.dumps({"relay-events": "people.us.joined"}))
+    worker = target_client("worker")
+
+    response = post_signed(worker, "/v1/events", pubsub_envelope({"name": "Bo"}, attributes={}))
+
+    assert response.status_code == 202 and len(response.json()["runs"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "attributes", "reason"),
+    [
+        ("%%not-base64%%", None, "not valid base64"),
+        (base64.b64encode(b"{secret-token: 'hunter2'").decode(), None, "not JSON"),
+        ({"name": "Ada"}, {}, "no Relay topic"),
+        ({"name": "Ada"}, {"relay_topic": "bad topic!"}, "must be dot-separated"),
+    ],
+)
+def test_malformed_pubsub_message_is_acknowledged_and_dead_lettered(
+    target_client: TargetClient,
+    caplog: pytest.LogCaptureFixture,
+    data: Any,
+    attributes: dict[str, str] | None,
+    reason: str,
+) -> None:
+    """Bad base64, non-JSON data or no topic: 200 (no redelivery), an ERROR log, no run."""
+    worker = target_client("worker")
+
+    with caplog.at_level(logging.WARNING, logger="relay.events"):
+        response = post_signed(
+            worker, "/v1/events", pubsub_envelope(data, message_id="bad-1", attributes=attributes)
+        )
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "dead_lettered"
+    assert reason in response.json()["reason"]
+    records = [r for r in caplog.records if r.name == "relay.events"]
+    assert [r.levelno for r in records] == [logging.ERROR]
+    assert getattr(records[0], "message_id", None) == "bad-1"
+    assert "hunter2" not in caplog.text  # never the payload
+    assert _wiring.get_engine().runs.list(saga="greet", statuses=None, limit=10) == []
+
+
+def test_event_of_no_known_shape_is_refused(target_client: TargetClient) -> None:
+    """A body that is neither a push envelope nor a Relay event is a 400 naming both."""
+    response = post_signed(target_client("worker"), "/v1/events", {"hello": "world"})
+
+    assert response.status_code == 400
+    assert "Pub/Sub push envelope" in response.json()["message"]
+
+
+def test_pubsub_push_without_credentials_is_refused(target_client: TargetClient) -> None:
+    """An unsigned push changes nothing (401)."""
+    worker = target_client("worker")
+
+    response = worker.post("/v1/events", json=pubsub_envelope({"name": "Ada"}))
+
+    assert response.status_code == 401
+
+
+def cloud_event_headers(message_id: str, topic: str = "people.eu.joined") -> dict[str, str]:
+    """Binary-mode CloudEvent headers as Eventarc sends them for a Pub/Sub message."""
+    return {
+        "ce-id": message_id,
+        "ce-specversion": "1.0",
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "ce-source": f"//pubsub.googleapis.com/projects/relay-test/topics/{topic}",
+        "content-type": "application/json",
+    }
+
+
+def test_pubsub_cloud_event_target_starts_one_run(target_client: TargetClient) -> None:
+    """The ``pubsub`` target starts a run named by the message id (Pub/Sub topic id = topic)."""
+    client = target_client("pubsub")
+    envelope = pubsub_envelope({"name": "Cy"}, message_id="ce-1", attributes={})
+
+    first = client.post("/", json=envelope, headers=cloud_event_headers("ce-1"))
+    again = client.post("/", json=envelope, headers=cloud_event_headers("ce-1"))
+
+    assert first.status_code == again.status_code == 200
+    runs = _wiring.get_engine().runs.list(saga="greet", statuses=None, limit=10)
+    assert len(runs) == 1 and runs[0].input == {"name": "Cy", "times": 1}
+
+
+def test_pubsub_cloud_event_with_bad_data_is_acknowledged(
+    target_client: TargetClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Undecodable data is acknowledged (200, no Eventarc retry) and logged, no run."""
+    client = target_client("pubsub")
+    envelope = pubsub_envelope("@@@", message_id="ce-bad", attributes={})
+
+    with caplog.at_level(logging.WARNING, logger="relay.events"):
+        response = client.post("/", json=envelope, headers=cloud_event_headers("ce-bad"))
+
+    assert response.status_code == 200
+    assert "not valid base64" in caplog.text
+    assert _wiring.get_engine().runs.list(saga="greet", statuses=None, limit=10) == []
+
+
+def test_scheduled_invocation_retried_with_the_same_time_starts_one_run(
+    target_client: TargetClient,
+) -> None:
+    """Cloud Scheduler's X-CloudScheduler-ScheduleTime names the run: a retry finds it."""
+    worker = target_client("worker")
+    header = {"X-CloudScheduler-ScheduleTime": "2026-11-27T03:00:00Z"}
+
+    first = post_signed(worker, "/v1/schedules/nightly-greeting", {}, **header)
+    retry = post_signed(worker, "/v1/schedules/nightly-greeting", {}, **header)
+    later = {"X-CloudScheduler-ScheduleTime": "2026-11-28T03:00:00Z"}
+    next_day = post_signed(worker, "/v1/schedules/nightly-greeting", {}, **later)
+
+    assert (first.status_code, first.json()["created"]) == (202, True)
+    assert (retry.json()["run_id"], retry.json()["created"]) == (first.json()["run_id"], False)
+    assert next_day.json()["run_id"] != first.json()["run_id"]
+
+
+def test_scheduled_invocation_without_a_time_rounds_to_the_cron(
+    target_client: TargetClient,
+) -> None:
+    """Without a scheduled time, calls within one cron period start one run."""
+    worker = target_client("worker")
+
+    first = post_signed(worker, "/v1/schedules/nightly-greeting", {})
+    retry = post_signed(worker, "/v1/schedules/nightly-greeting", {})
+
+    assert first.status_code == 202
+    assert retry.json()["run_id"] == first.json()["run_id"]
+    run = _wiring.get_engine().runs.get(first.json()["run_id"]).run
+    assert run.input == {"name": "night shift", "times": 1}
+
+
+def test_latest_fire_time_is_the_cron_time_at_or_before_now() -> None:
+    """03:00 daily: 03:00:00 itself and 04:10 both map to 03:00; 02:59 to the day before."""
+    from datetime import UTC, datetime
+
+    from core.domain.triggers import Schedule
+    from functions.push_parsing import latest_fire_time
+
+    nightly = Schedule("nightly", "0 3 * * *")
+
+    def at(text: str) -> float:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+    assert latest_fire_time([nightly], name="nightly", now=at("2026-11-27T03:00:00")) == at(
+        "2026-11-27T03:00:00"
+    )
+    assert latest_fire_time([nightly], name="nightly", now=at("2026-11-27T04:10:00")) == at(
+        "2026-11-27T03:00:00"
+    )
+    assert latest_fire_time([nightly], name="nightly", now=at("2026-11-27T02:59:00")) == at(
+        "2026-11-26T03:00:00"
+    )
+
+
+def test_unknown_schedule_is_404(target_client: TargetClient) -> None:
+    """A schedule the bundle does not declare is refused, nothing started."""
+    response = post_signed(target_client("worker"), "/v1/schedules/no-such-job", {})
+
+    assert response.status_code == 404
+
+
+def test_sweep_route_redrives_a_stalled_run(target_client: TargetClient) -> None:
+    """``POST /v1/sweep`` (authenticated) re-enqueues the messages of a stalled run."""
+    api, worker = target_client("api"), target_client("worker")
+    api.post("/v1/sagas/greet/runs", json={"name": "Ada"})
+    queue = _wiring.get_engine().queue
+    assert isinstance(queue, SQLiteTaskQueue)
+    lost = queue.lease_due(now=time.time() + 60, limit=10, lease_seconds=60)
+    queue.ack(receipts=[delivery.receipt for delivery in lost])  # the first message is lost
+
+    unsigned = worker.post("/v1/sweep", json={"stale_after_seconds": 0})
+    swept = post_signed(worker, "/v1/sweep", {"stale_after_seconds": 0})
+
+    assert unsigned.status_code == 401
+    assert (swept.status_code, swept.json()["redriven"]) == (200, 1)
+    assert queue.pending_count() == 1
+
+
+# -- configuration: per-saga Cloud Tasks queues, the certificates URL ---------------------
+
+
+def _saga_on_queue(name: str, queue: str, step: str) -> Saga:
+    saga = Saga(name, queue=queue)
+    saga.step(lambda ctx: None, name=step)
+    return saga
+
+
+def test_saga_queue_names_route_messages_to_their_cloud_tasks_queue(
+    tasks_emulator: TasksEmulator,  # noqa: F811 (the fixture)
+) -> None:
+    """A saga whose queue is in RELAY_TASKS_QUEUES gets its tasks there; others the default."""
+    client = tasks_emulator.client()
+    payments = _saga_on_queue("pay", "payments", "charge")
+    plain = _saga_on_queue("note", "relay-steps", "write")
+    registry = SagaRegistry({"pay": payments, "note": plain})
+    with tasks_emulator.queue(client) as default, tasks_emulator.queue(client) as routed:
+        queue = CloudTasksQueue(
+            client,
+            queue_path=default,
+            worker_url="http://127.0.0.1:9/v1/steps",  # never due: nothing is delivered
+            queue_for=_wiring.step_queue_paths(registry, {"payments": routed}),
+        )
+        later = time.time() + 3600
+        queue.enqueue(
+            messages=[
+                Message(RunId("r-1"), StepName("charge"), Action.EXECUTE, 1, not_before=later),
+                Message(RunId("r-2"), StepName("write"), Action.EXECUTE, 1, not_before=later),
+            ]
+        )
+
+        def steps_in(path: str) -> list[str]:
+            tasks = client.list_tasks(parent=path)
+            return [json.loads(task.http_request.body)["step"] for task in tasks]
+
+        assert steps_in(routed) == ["charge"]
+        assert steps_in(default) == ["write"]
+
+
+def test_step_name_routed_to_two_queues_is_a_configuration_error() -> None:
+    """Messages name steps, not sagas: one step name on two queues cannot be routed."""
+    registry = SagaRegistry(
+        {
+            "a": _saga_on_queue("a", "payments", "charge"),
+            "b": _saga_on_queue("b", "other", "charge"),
+        }
+    )
+    route = _wiring.step_queue_paths(registry, {"payments": "projects/p/locations/l/queues/q"})
+
+    with pytest.raises(ConfigurationError, match="different Cloud Tasks queues"):
+        route(Message(RunId("r-1"), StepName("charge"), Action.EXECUTE, 1))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('["projects/p/locations/l/queues/q"]', "JSON object of non-empty strings"),
+        ('{"payments": "q"}', "must look like projects/PROJECT"),
+    ],
+)
+def test_bad_tasks_queues_setting_fails_at_startup(value: str, message: str) -> None:
+    """RELAY_TASKS_QUEUES is checked when the engine is built, naming the variable."""
+    env = {
+        "RELAY_BACKEND": "gcp",
+        "RELAY_TASKS_QUEUE": "projects/p/locations/l/queues/default",
+        "RELAY_WORKER_URL": "https://worker.example/v1/steps",
+        "RELAY_TASKS_QUEUES": value,
+    }
+
+    with pytest.raises(ConfigurationError, match=message):
+        _wiring.build_backend(Settings.from_env(env))
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://certs.example.com/keys", "ftp://127.0.0.1/keys", "https:///nohost"],
+)
+def test_certs_url_must_be_https_or_loopback_http(url: str) -> None:
+    """A certificates URL that could be swapped in transit is refused."""
+    settings = Settings.from_env(
+        {
+            "RELAY_BACKEND": "gcp",
+            "RELAY_TASKS_AUDIENCE": "https://worker.example",
+            "RELAY_TASKS_SERVICE_ACCOUNT": "relay@p.iam.gserviceaccount.com",
+            "RELAY_OIDC_CERTS_URL": url,
+        }
+    )
+
+    with pytest.raises(ConfigurationError, match="RELAY_OIDC_CERTS_URL"):
+        verifier_for(settings)
+
+
+def test_loopback_certs_url_still_checks_issuer_audience_and_identity() -> None:
+    """A local certificates URL changes whose keys sign, not which claims are required."""
+    from functions.auth_oidc import OidcVerifier
+
+    settings = Settings.from_env(
+        {
+            "RELAY_BACKEND": "gcp",
+            "RELAY_TASKS_AUDIENCE": "https://worker.example",
+            "RELAY_TASKS_SERVICE_ACCOUNT": "relay@p.iam.gserviceaccount.com",
+            "RELAY_OIDC_CERTS_URL": "http://127.0.0.1:1/certs",
+        }
+    )
+
+    verifier = verifier_for(settings)
+
+    assert isinstance(verifier, OidcVerifier)
+    assert verifier._certs._url == "http://127.0.0.1:1/certs"  # type: ignore[attr-defined]
+    assert verifier._audience == "https://worker.example"
+    assert verifier._issuers == frozenset(("https://accounts.google.com", "accounts.google.com"))
