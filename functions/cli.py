@@ -235,6 +235,47 @@ def _wait_locally(run_id: str, timeout: float) -> dict[str, Any]:
             time.sleep(0.1)
 
 
+# -- relay publish -----------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("topic")
+@click.option("--data", "data_text", default="{}", show_default=True, help="Event data as JSON.")
+@click.option(
+    "--id", "event_id", default=None, help="Event id; a redelivered id starts and resumes nothing."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def publish(*, topic: str, data_text: str, event_id: str | None, as_json: bool) -> None:
+    """Publish an event on TOPIC: start subscribed sagas, resume runs waiting for it.
+
+    The same path Pub/Sub and EventBridge deliveries take in the cloud, so a saga's
+    ``on_event`` and ``wait_for_event`` can be tried locally (with ``relay dev`` running
+    on the same RELAY_DATA_DIR to carry the resumed runs on).
+    """
+    import secrets
+
+    data = _parse_input(data_text)
+    with local_engine() as engine:
+        try:
+            outcome = engine.triggers.publish(
+                topic=topic, data=data, event_id=event_id or f"cli-{secrets.token_hex(8)}"
+            )
+        except ValueError as exc:  # a malformed topic or id
+            _fail(str(exc), code=EXIT_USAGE)
+    started = [str(result.run.run_id) for result in outcome.started]
+    if as_json:
+        _print_json({"started": started, "resumed": outcome.resumed, "rejected": outcome.rejected})
+        return
+    for run_id in started:
+        click.echo(f"started {run_id}")
+    for run_id in outcome.resumed:
+        click.echo(f"resumed {run_id}")
+    for saga, reason in outcome.rejected.items():
+        click.echo(f"rejected by {saga}: {reason}", err=True)
+    if not (started or outcome.resumed or outcome.rejected):
+        click.echo(f"no saga starts on {topic!r} and no run waits for this event")
+
+
 # -- relay runs ... ----------------------------------------------------------------------
 
 
