@@ -48,6 +48,10 @@ class Settings:
         tasks_service_account: ``RELAY_TASKS_SERVICE_ACCOUNT``: the identity whose OIDC
             token Cloud Tasks attaches, and that the worker accepts.
         tasks_audience: ``RELAY_TASKS_AUDIENCE``: the token audience (default: the worker URL).
+        metrics: ``RELAY_METRICS``: ``on``, ``off`` or ``auto``. Auto (the default) sends
+            metrics on the gcp backend (Cloud Monitoring) and the aws backend (CloudWatch
+            EMF lines) unless that backend's emulator variable (``FIRESTORE_EMULATOR_HOST``,
+            ``AWS_ENDPOINT_URL``) is set; there is no metrics sink locally.
         tasks_queues: ``RELAY_TASKS_QUEUES``: JSON object mapping a saga's ``queue`` name
             to a Cloud Tasks queue path; sagas whose queue is not named use
             ``RELAY_TASKS_QUEUE``.
@@ -81,6 +85,7 @@ class Settings:
     worker_url: str | None = None
     tasks_service_account: str | None = None
     tasks_audience: str | None = None
+    metrics: str = "auto"
     tasks_queues: Mapping[str, str] = field(default_factory=dict)
     oidc_certs_url: str | None = None
     pubsub_topics: Mapping[str, str] = field(default_factory=dict)
@@ -135,6 +140,7 @@ class Settings:
             worker_url=env.get("RELAY_WORKER_URL") or None,
             tasks_service_account=env.get("RELAY_TASKS_SERVICE_ACCOUNT") or None,
             tasks_audience=env.get("RELAY_TASKS_AUDIENCE") or None,
+            metrics=_metrics_mode(env, backend),
             tasks_queues=_string_map(env, "RELAY_TASKS_QUEUES"),
             oidc_certs_url=env.get("RELAY_OIDC_CERTS_URL") or None,
             pubsub_topics=_string_map(env, "RELAY_PUBSUB_TOPICS"),
@@ -162,6 +168,21 @@ class Settings:
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+METRICS_MODES = ("auto", "on", "off")
+_EMULATOR_VARIABLES = {"gcp": "FIRESTORE_EMULATOR_HOST", "aws": "AWS_ENDPOINT_URL"}
+
+
+def _metrics_mode(env: Mapping[str, str], backend: str) -> str:
+    """``RELAY_METRICS`` resolved to ``on`` or ``off`` (see ``Settings.metrics``)."""
+    mode = env.get("RELAY_METRICS", "auto").strip().lower() or "auto"
+    if mode not in METRICS_MODES:
+        raise ConfigurationError(f"RELAY_METRICS={mode!r} is not one of {', '.join(METRICS_MODES)}")
+    if mode != "auto":
+        return mode
+    emulator = _EMULATOR_VARIABLES.get(backend)
+    return "on" if emulator is not None and not env.get(emulator) else "off"
 
 
 def _string_map(env: Mapping[str, str], name: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ from core.engine.saga_runner import RunnerSettings
 from core.errors import ConfigurationError
 from core.faults import FaultPlan
 from core.ports.io_manager import IOManager
+from core.ports.metrics import BufferedMetricsSink, NullMetrics
 from core.ports.state_store import StateStore
 from core.ports.task_queue import TaskQueue
 from core.registry import SagaRegistry
@@ -235,20 +236,47 @@ def step_queue_paths(
     return queue_for
 
 
+def build_metrics(settings: Settings) -> BufferedMetricsSink:
+    """The metrics sink of ``settings.backend`` (``RELAY_METRICS``; see ``Settings.metrics``).
+
+    gcp: Cloud Monitoring, written by a background thread (google.cloud.monitoring and
+    grpc are imported by its first flush, not here); aws: CloudWatch EMF lines on stdout;
+    local and memory, or ``RELAY_METRICS=off``: none.
+    """
+    is_enabled = settings.metrics == "on" or (
+        settings.metrics == "auto" and settings.backend in ("gcp", "aws")
+    )
+    if is_enabled and settings.backend == "gcp":
+        if not settings.gcp_project:
+            _metrics_log.warning("metrics off: RELAY_BACKEND=gcp without GOOGLE_CLOUD_PROJECT")
+            return NullMetrics()
+        from infra.gcp.monitoring import CloudMonitoringMetrics
+
+        return CloudMonitoringMetrics.from_settings(project=settings.gcp_project)
+    if is_enabled and settings.backend == "aws":
+        from infra.aws.emf import EmfMetrics
+
+        return EmfMetrics()
+    return NullMetrics()
+
+
 def build_engine(settings: Settings) -> Engine:
     """A new engine for ``settings`` (tests build their own; functions use ``get_engine``)."""
     backend = build_backend(settings)
+    metrics = build_metrics(settings)
     return Engine(
         registry=build_registry(settings),
         store=backend.store,
         queue=backend.queue,
         io_manager=backend.io_manager,
         faults=FaultPlan.parse(settings.faults),
+        metrics=metrics,
         settings=RunnerSettings(inline_output_limit_bytes=settings.inline_output_limit_bytes),
-        closers=list(backend.closers),
+        closers=[metrics.close, *backend.closers],  # closed last: it writes what is left
     )
 
 
+_metrics_log = logging.getLogger("relay.metrics")
 _lock = threading.Lock()
 
 

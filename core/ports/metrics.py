@@ -120,6 +120,22 @@ class MetricsSink(Protocol):
         ...
 
 
+class BufferedMetricsSink(MetricsSink, Protocol):
+    """A sink the composition root owns: it may hold observations until written.
+
+    ``flush()`` writes what is buffered now (an invocation about to be frozen calls it);
+    ``close()`` flushes and releases threads and connections. Neither raises.
+    """
+
+    def flush(self) -> None:
+        """Write buffered observations now."""
+        ...
+
+    def close(self) -> None:
+        """Flush, then release threads and connections."""
+        ...
+
+
 class NullMetrics:
     """Discards every observation (the default when no sink is configured)."""
 
