@@ -213,7 +213,10 @@ class _Api:
             )
         )
         runs = [started.run.run_id for started in outcome.started]
-        return JSONResponse({"runs": runs, "rejected": outcome.rejected}, status_code=202)
+        return JSONResponse(
+            {"runs": runs, "resumed": outcome.resumed, "rejected": outcome.rejected},
+            status_code=202,
+        )
 
     async def fire_schedule(self, request: Request) -> Response:
         """``POST /v1/schedules/{name}``: start the run of one scheduled time (idempotent)."""

@@ -365,8 +365,9 @@ def _handle_schedule(event: Event) -> dict[str, Any]:
 
 
 def _handle_topic_event(events: list[TopicEvent]) -> dict[str, Any]:
-    """Start a run of every saga subscribed to each event's topic (idempotent by id)."""
+    """Start subscribed sagas and resume runs waiting for each event (idempotent by id)."""
     runs: list[str] = []
+    resumed: list[str] = []
     rejected: dict[str, str] = {}
     for item in events:
         try:
@@ -378,8 +379,9 @@ def _handle_topic_event(events: list[TopicEvent]) -> dict[str, Any]:
             rejected[item.event_id or "?"] = str(exc)
             continue
         runs += [started.run.run_id for started in outcome.started]
+        resumed += outcome.resumed
         rejected.update(outcome.rejected)
-    return {"runs": runs, "rejected": rejected}
+    return {"runs": runs, "resumed": resumed, "rejected": rejected}
 
 
 # -- HTTP -----------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def test_a_run_sleeps_waits_for_its_payment_event_and_completes(tmp_path: Path) 
                     waiting,
                     for_event,
                     {"slept": slept, "unsigned": unsigned.status_code},
-                    {"delivered": delivered.status_code},
+                    {"delivered": delivered.status_code, **delivered.json()},
                     done,
                 )
         finally:
@@ -83,6 +83,7 @@ def test_a_run_sleeps_waits_for_its_payment_event_and_completes(tmp_path: Path) 
     assert for_event["status"] == "WAITING"
     assert first["unsigned"] in (401, 403)
     assert second["delivered"] == 202
+    assert (second["runs"], second["resumed"]) == ([], [done["run_id"]])
     assert done["status"] == "COMPLETED", done
     assert done["output"]["ship"] == {"shipped": "p-1", "paid": 12}  # type: ignore[index]
     nap = next(step for step in done["steps"] if step["name"] == "cool_off")  # type: ignore[attr-defined]
