@@ -337,16 +337,7 @@ class Saga:
             DefinitionError: ``seconds`` outside (0, 30 days], or as for ``step``.
         """
         _check_wait_seconds(self.name, name, "seconds", seconds)
-        self._add_step(
-            name,
-            _runs_no_code,
-            after=after,
-            parallel=parallel,
-            retry=DEFAULT_STEP_RETRY,
-            timeout_seconds=30.0,
-            compensate_on_failure=False,
-            wait=WaitSpec(sleep_seconds=float(seconds)),
-        )
+        self._add_wait_step(name, WaitSpec(sleep_seconds=float(seconds)), after, parallel)
 
     def wait_for_event(
         self,
@@ -374,6 +365,15 @@ class Saga:
         pattern = validate_pattern(topic)
         if not callable(correlation):
             raise DefinitionError(f"step {name!r}: correlation must be a function of the event")
+        wait = WaitSpec(
+            topic=pattern, correlation=correlation, timeout_seconds=float(timeout_seconds)
+        )
+        self._add_wait_step(name, wait, after, parallel)
+
+    def _add_wait_step(
+        self, name: str, wait: WaitSpec, after: Sequence[str] | None, parallel: bool
+    ) -> None:
+        # The retry policy and timeout are unused (no code runs) but keep the record uniform.
         self._add_step(
             name,
             _runs_no_code,
@@ -382,9 +382,7 @@ class Saga:
             retry=DEFAULT_STEP_RETRY,
             timeout_seconds=30.0,
             compensate_on_failure=False,
-            wait=WaitSpec(
-                topic=pattern, correlation=correlation, timeout_seconds=float(timeout_seconds)
-            ),
+            wait=wait,
         )
 
     @property

@@ -11,6 +11,7 @@ from core.engine.engine import Engine
 from core.engine.saga_runner import HandleResult, RunnerSettings
 from core.faults import FaultPlan
 from core.ports.clock import FixedClock
+from core.ports.task_queue import Delivery
 from core.registry import SagaRegistry
 from infra.memory.io_manager import MemoryIOManager
 from infra.memory.state_store import MemoryStateStore
@@ -52,6 +53,13 @@ class Harness:
         self.handled.append((message, result))
         return result
 
+    def drain(self) -> int:
+        """Deliver every message due now, without moving the clock; returns how many."""
+        delivered = 0
+        while batch := self.queue.lease_due(now=self.clock.now(), limit=10, lease_seconds=60.0):
+            delivered += self._deliver_batch(batch)
+        return delivered
+
     def pump(self, *, max_deliveries: int = 1000, advance_seconds: float = 0.5) -> int:
         """Deliver due messages until the queue is empty, moving the clock when idle."""
         delivered = 0
@@ -67,16 +75,17 @@ class Harness:
                 self.clock.advance(advance_seconds)
                 continue
             idle_rounds = 0
-            for item in batch:
-                result = self.deliver(item.message)
-                delivered += 1
-                if result.is_done:
-                    self.queue.ack(receipts=[item.receipt])
-                else:
-                    self.queue.release(
-                        receipt=item.receipt, delay_seconds=result.retry_after_seconds
-                    )
+            delivered += self._deliver_batch(batch)
         raise AssertionError(f"still busy after {max_deliveries} deliveries")
+
+    def _deliver_batch(self, batch: list[Delivery]) -> int:
+        for item in batch:
+            result = self.deliver(item.message)
+            if result.is_done:
+                self.queue.ack(receipts=[item.receipt])
+            else:
+                self.queue.release(receipt=item.receipt, delay_seconds=result.retry_after_seconds)
+        return len(batch)
 
     def close(self) -> None:
         self.engine.close()

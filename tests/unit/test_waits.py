@@ -18,20 +18,6 @@ from tests.unit.harness import Harness
 HOUR = 3600.0
 
 
-def drain(h: Harness) -> int:
-    """Deliver every message due now, without moving the clock."""
-    delivered = 0
-    while batch := h.queue.lease_due(now=h.clock.now(), limit=10, lease_seconds=60.0):
-        for item in batch:
-            result = h.deliver(item.message)
-            delivered += 1
-            if result.is_done:
-                h.queue.ack(receipts=[item.receipt])
-            else:
-                h.queue.release(receipt=item.receipt, delay_seconds=result.retry_after_seconds)
-    return delivered
-
-
 def sleeper() -> Saga:
     saga = Saga("sleeper")
     saga.step(lambda ctx: {"before": True}, name="before")
@@ -43,7 +29,7 @@ def sleeper() -> Saga:
 def test_a_sleep_parks_the_run_and_its_wake_up_resumes_it() -> None:
     h = Harness([sleeper()])
     run_id = h.engine.runs.start("sleeper", {}).run.run_id
-    drain(h)
+    h.drain()
     snapshot = h.engine.runs.get(run_id)
     assert snapshot.run.status is RunStatus.WAITING
     assert snapshot.step("nap").status is StepStatus.RUNNING
@@ -51,9 +37,9 @@ def test_a_sleep_parks_the_run_and_its_wake_up_resumes_it() -> None:
     parked_at = h.clock.now()
 
     h.clock.advance(HOUR - 1)
-    assert drain(h) == 0  # the wake-up is not due; nothing is polled meanwhile
+    assert h.drain() == 0  # the wake-up is not due; nothing is polled meanwhile
     h.clock.advance(2)
-    drain(h)
+    h.drain()
     snapshot = h.engine.runs.get(run_id)
     assert snapshot.run.status is RunStatus.COMPLETED
     assert snapshot.step("nap").output["woke_at"] >= parked_at + HOUR
@@ -62,7 +48,7 @@ def test_a_sleep_parks_the_run_and_its_wake_up_resumes_it() -> None:
 def test_a_duplicate_delivery_during_a_sleep_changes_nothing() -> None:
     h = Harness([sleeper()])
     run_id = h.engine.runs.start("sleeper", {}).run.run_id
-    drain(h)
+    h.drain()
     before = h.engine.runs.get(run_id)
     nap = before.step("nap")
     again = h.deliver(Message(run_id, nap.name, Action.EXECUTE, nap.attempt))
@@ -76,13 +62,13 @@ def test_a_duplicate_delivery_during_a_sleep_changes_nothing() -> None:
 def test_the_sweeper_restores_a_lost_wake_up() -> None:
     h = Harness([sleeper()])
     run_id = h.engine.runs.start("sleeper", {}).run.run_id
-    drain(h)
+    h.drain()
     lost = h.queue.lease_due(now=h.clock.now() + 2 * HOUR, limit=10, lease_seconds=60.0)
     assert [item.message.action for item in lost] == [Action.RESUME]
     h.queue.ack(receipts=[item.receipt for item in lost])  # e.g. a queue purged by hand
     assert h.engine.runs.sweep(stale_after_seconds=0.0) == 1
     h.clock.advance(HOUR + 1)
-    drain(h)
+    h.drain()
     assert h.engine.runs.get(run_id).run.status is RunStatus.COMPLETED
 
 
@@ -114,7 +100,7 @@ def payment_saga(compensated: list[str]) -> Saga:
 def test_an_event_resumes_the_run_its_correlation_id_names() -> None:
     h = Harness([payment_saga([])])
     run_id = h.engine.runs.start("checkout", {}, idempotency_key="order-42").run.run_id
-    drain(h)
+    h.drain()
     assert h.engine.runs.get(run_id).run.status is RunStatus.WAITING
 
     other = h.engine.triggers.publish(
@@ -125,7 +111,7 @@ def test_an_event_resumes_the_run_its_correlation_id_names() -> None:
         topic="payments.confirmed", data={"order_id": "order-42", "amount": 5}, event_id="e1"
     )
     assert outcome.resumed == [run_id]
-    drain(h)
+    h.drain()
     snapshot = h.engine.runs.get(run_id)
     assert snapshot.run.status is RunStatus.COMPLETED
     assert snapshot.step("paid").output == {"order_id": "order-42", "amount": 5}
@@ -149,7 +135,7 @@ def test_an_event_that_arrives_before_the_run_waits_is_kept() -> None:
         topic="payments.confirmed", data={"order_id": "order-1", "amount": 4}, event_id="e2"
     )
     assert second.resumed == []  # the first event wins
-    drain(h)
+    h.drain()
     snapshot = h.engine.runs.get(run_id)
     assert snapshot.run.status is RunStatus.COMPLETED
     assert snapshot.step("ship").output == {"amount": 3}
@@ -159,9 +145,9 @@ def test_no_event_before_the_timeout_fails_the_step_and_compensates() -> None:
     compensated: list[str] = []
     h = Harness([payment_saga(compensated)])
     run_id = h.engine.runs.start("checkout", {}, idempotency_key="order-9").run.run_id
-    drain(h)
+    h.drain()
     h.clock.advance(2 * HOUR + 1)
-    drain(h)
+    h.drain()
     snapshot = h.engine.runs.get(run_id)
     assert snapshot.run.status is RunStatus.COMPENSATED
     assert snapshot.step("paid").status is StepStatus.FAILED
@@ -179,12 +165,12 @@ def test_the_default_correlation_is_the_run_id_in_the_event_data() -> None:
     saga.step(lambda ctx: ctx.outputs["approved"]["by"], name="record")
     h = Harness([saga])
     run_id = h.engine.runs.start("approval", {}).run.run_id
-    drain(h)
+    h.drain()
     outcome = h.engine.triggers.publish(
         topic="approvals.hr.granted", data={"correlation_id": run_id, "by": "ana"}, event_id="a1"
     )
     assert outcome.resumed == [run_id]
-    drain(h)
+    h.drain()
     assert h.engine.runs.get(run_id).step("record").output == "ana"
 
 
@@ -192,15 +178,15 @@ def test_cancelling_a_waiting_run_stops_the_wait_and_compensates() -> None:
     compensated: list[str] = []
     h = Harness([payment_saga(compensated)])
     run_id = h.engine.runs.start("checkout", {}, idempotency_key="order-5").run.run_id
-    drain(h)
+    h.drain()
     h.engine.runs.cancel(run_id)
-    drain(h)
+    h.drain()
     snapshot = h.engine.runs.get(run_id)
     assert snapshot.run.status is RunStatus.CANCELLED
     assert snapshot.step("paid").status is StepStatus.SKIPPED
     assert compensated == [run_id]
     h.clock.advance(3 * HOUR)
-    assert drain(h) == 1  # the old TIMEOUT message is acknowledged and changes nothing
+    assert h.drain() == 1  # the old TIMEOUT message is acknowledged and changes nothing
     assert h.engine.runs.get(run_id).run.status is RunStatus.CANCELLED
 
 
@@ -212,12 +198,12 @@ def test_a_parallel_branch_keeps_the_run_running_while_another_waits() -> None:
     saga.step(lambda ctx: 3, name="join", after=["nap", "work"])
     h = Harness([saga])
     run_id = h.engine.runs.start("branches", {}).run.run_id
-    drain(h)
+    h.drain()
     snapshot = h.engine.runs.get(run_id)
     assert snapshot.step("work").status is StepStatus.SUCCEEDED
     assert snapshot.run.status is RunStatus.WAITING
     h.clock.advance(HOUR + 1)
-    drain(h)
+    h.drain()
     assert h.engine.runs.get(run_id).run.status is RunStatus.COMPLETED
 
 
