@@ -1,4 +1,4 @@
-"""The Google Cloud emulators: Firestore (gcloud, Java), Cloud Storage and Cloud Tasks (PyPI).
+"""The Google Cloud emulators: Firestore and Pub/Sub (gcloud, Java), Storage and Tasks (PyPI).
 
 Each is started once per test session, on a free loopback port, the first time a test
 asks for it, and stopped by process group at the end (the Firestore emulator is a gcloud
@@ -279,6 +279,74 @@ def tasks_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TasksEm
             host=f"127.0.0.1:{port}",
             project=TASKS_PROJECT,
             location=TASKS_LOCATION,
+            startup_seconds=time.monotonic() - started,
+        )
+    finally:
+        server.stop()
+
+
+# --- Pub/Sub -------------------------------------------------------------------------
+
+PUBSUB_PROJECT = "relay-test"
+
+
+@dataclass(frozen=True)
+class PubSubEmulator:
+    """A running Pub/Sub emulator; clients built by ``publisher()``/``subscriber()``."""
+
+    host: str
+    project: str
+    startup_seconds: float
+
+    def publisher(self) -> Any:
+        """A ``PublisherClient`` for the emulator (``PUBSUB_EMULATOR_HOST`` read at build)."""
+        from google.cloud import pubsub_v1
+
+        with environment_variable("PUBSUB_EMULATOR_HOST", self.host):
+            return pubsub_v1.PublisherClient()
+
+    def subscriber(self) -> Any:
+        """A ``SubscriberClient`` for the emulator."""
+        from google.cloud import pubsub_v1
+
+        with environment_variable("PUBSUB_EMULATOR_HOST", self.host):
+            return pubsub_v1.SubscriberClient()
+
+    def unique_name(self, prefix: str) -> str:
+        """A topic or subscription id no other test uses."""
+        return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
+    """The Pub/Sub emulator (``gcloud beta emulators pubsub start``, Java), once per session."""
+    _require_module("google.cloud.pubsub_v1", "gcp")
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        unavailable("gcloud is not on PATH: the Pub/Sub emulator ships with the Cloud SDK")
+    if shutil.which("java") is None:
+        unavailable("java is not on PATH: the Pub/Sub emulator needs a Java runtime")
+    port = free_port()
+    started = time.monotonic()
+    server = _start(
+        "pubsub-emulator",
+        [
+            gcloud,
+            "beta",
+            "emulators",
+            "pubsub",
+            "start",
+            f"--host-port=127.0.0.1:{port}",
+            f"--project={PUBSUB_PROJECT}",
+        ],
+        port=port,
+        log_dir=tmp_path_factory.mktemp("pubsub-emulator"),
+        ready=lambda: _http_answers(f"http://127.0.0.1:{port}/", "Ok"),
+    )
+    try:
+        yield PubSubEmulator(
+            host=f"127.0.0.1:{port}",
+            project=PUBSUB_PROJECT,
             startup_seconds=time.monotonic() - started,
         )
     finally:

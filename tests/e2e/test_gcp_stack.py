@@ -1,0 +1,221 @@
+"""The GCP stack end to end on the emulators, over real HTTP (``tests/emulators/gcp_stack.py``).
+
+Firestore, Pub/Sub and Cloud Tasks emulators; ``functions-framework --asgi --target relay``
+as a subprocess with ``RELAY_BACKEND=gcp``; a token-minting proxy in front of it for
+every delivery (the emulators send no OIDC tokens; Google's infrastructure does).
+
+What ``gcloud-tasks-emulator`` 0.6.2 really does (read in .venv-tasks-emulator,
+``gcloud_tasks_emulator/server.py``), and how these tests rely on it:
+
+* A non-2xx answer, or a connection error (the function down), puts the task at the back
+  of its queue and it is POSTed again on the next pass, about 0.1 s later, without
+  backoff and forever (``--max-retries`` defaults to -1). So a step the worker defers
+  (503: lease held, infrastructure busy) or a crash (the proxy answers 502 while the
+  function restarts) is redelivered, as Cloud Tasks would, only much sooner.
+* ``schedule_time`` is honoured: a task due later is skipped and re-queued until due
+  (retry backoff of the order saga's steps arrives as delayed tasks).
+* One task at a time per queue, and ``dispatch_deadline`` is ignored (``urlopen``
+  without a timeout): a hung worker would stall the queue, so the proxy forwards with a
+  120 s timeout. Task names are not de-duplicated (no ALREADY_EXISTS): re-enqueued
+  message ids are delivered again, which the worker's re-drive rule makes harmless.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from core.engine.runs import run_id_for_key
+from functions.checks import check_runs
+from functions.demo.payments import DECLINED_TOKEN
+from functions.sagas.order import GOOD_TOKEN, demo_inputs
+from tests.emulators.gcp import (  # noqa: F401 (session fixtures used by name)
+    FirestoreEmulator,
+    PubSubEmulator,
+    TasksEmulator,
+    firestore_emulator,
+    pubsub_emulator,
+    tasks_emulator,
+)
+from tests.emulators.gcp_stack import (
+    AUDIENCE,
+    SERVICE_ACCOUNT,
+    GcpStack,
+    TokenAuthority,
+    encode_data,
+    gcp_stack,
+    http_call,
+)
+
+TERMINAL = frozenset({"COMPLETED", "COMPENSATED", "FAILED", "CANCELLED"})
+
+
+@pytest.fixture(scope="module")
+def stack(
+    firestore_emulator: FirestoreEmulator,  # noqa: F811 (the fixture)
+    tasks_emulator: TasksEmulator,  # noqa: F811 (the fixture)
+    pubsub_emulator: PubSubEmulator,  # noqa: F811 (the fixture)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[GcpStack]:
+    """One stack for this module: the order and greet sagas on a fresh queue/collection."""
+    with gcp_stack(
+        firestore=firestore_emulator,
+        tasks=tasks_emulator,
+        pubsub=pubsub_emulator,
+        tmp_path=tmp_path_factory.mktemp("gcp-stack"),
+    ) as built:
+        yield built
+
+
+def test_order_completes_and_a_declined_order_compensates(stack: GcpStack) -> None:
+    """Cloud Tasks chains the steps: a good order COMPLETES, a declined one COMPENSATES."""
+    good = dict(demo_inputs(1, seed=7)[0], payment_token=GOOD_TOKEN)
+    declined = dict(good, payment_token=DECLINED_TOKEN, customer_id="cust-declined")
+    run_ids = [
+        stack.start_run("order", good, key="order-good"),
+        stack.start_run("order", declined, key="order-declined"),
+    ]
+
+    statuses = stack.wait_for(run_ids, TERMINAL, timeout_seconds=90)
+
+    assert [statuses[run_id] for run_id in run_ids] == ["COMPLETED", "COMPENSATED"]
+    engine = stack.engine()
+    try:
+        report = check_runs(engine, run_ids, data_dir=stack.data_dir)
+    finally:
+        engine.close()
+    assert report.is_clean, report.to_json()
+    assert report.ledger_checked == ["order"]
+    assert all(result["violated"] == 0 for result in report.invariant_results.values())
+    assert stack.proxy.counters.statuses.get(200, 0) >= 8  # every step came through it
+
+
+def test_pubsub_message_starts_one_run(stack: GcpStack) -> None:
+    """A message published to the Pub/Sub emulator is pushed (with a token) and starts a run."""
+    message_id = stack.publish({"name": "Ada"}, relay_topic="people.eu.joined")
+    run_id = run_id_for_key("greet", f"event:{message_id}")
+
+    deadline = time.monotonic() + 60
+    while http_call("GET", f"{stack.function.url}/v1/runs/{run_id}")[0] != 200:
+        assert time.monotonic() < deadline, stack.function.logs()[-3000:]
+        time.sleep(0.3)
+    statuses = stack.wait_for([run_id], TERMINAL, timeout_seconds=60)
+
+    assert statuses[run_id] == "COMPLETED"
+    assert stack.get_run(run_id)["input"] == {"name": "Ada", "times": 1}
+    # The same message id pushed again (a redelivery) finds the same run.
+    envelope = {
+        "message": {
+            "data": encode_data({"name": "Ada"}),
+            "attributes": {"relay_topic": "people.eu.joined"},
+            "messageId": message_id,
+        },
+        "subscription": stack.push_subscription,
+    }
+    status, body = http_call("POST", f"{stack.proxy.url}/v1/events", envelope)
+    assert (status, body["runs"]) == (202, [run_id])
+
+
+def test_malformed_pubsub_message_is_acknowledged_not_redelivered(stack: GcpStack) -> None:
+    """A message whose data is not JSON is acknowledged and logged once, not pushed again."""
+    publisher = stack.pubsub.publisher()
+    try:
+        future = publisher.publish(
+            stack.topic_path, b"not json {password: hunter2}", relay_topic="people.eu.joined"
+        )
+        message_id = future.result(timeout=30)
+    finally:
+        publisher.stop()
+
+    def dead_letters() -> list[str]:
+        return [
+            line
+            for line in stack.function.logs().splitlines()
+            if "dead-lettered" in line and f'"message_id":"{message_id}"' in line
+        ]
+
+    deadline = time.monotonic() + 30
+    while not dead_letters():
+        assert time.monotonic() < deadline, "the dead-letter record was never logged"
+        time.sleep(0.3)
+    time.sleep(3)  # a nack would be redelivered within this (the emulator retries at once)
+
+    assert len(dead_letters()) == 1, dead_letters()
+    assert '"severity":"ERROR"' in dead_letters()[0]
+    assert "hunter2" not in stack.function.logs()
+
+
+def test_scheduled_invocation_twice_with_the_same_time_starts_one_run(stack: GcpStack) -> None:
+    """Cloud Scheduler's retry (same X-CloudScheduler-ScheduleTime) finds the first run."""
+    url = f"{stack.proxy.url}/v1/schedules/nightly-greeting"
+    header = {"X-CloudScheduler-ScheduleTime": "2026-11-27T03:00:00Z"}
+
+    first = http_call("POST", url, {}, headers=header)
+    retry = http_call("POST", url, {}, headers=header)
+
+    assert first[0] == retry[0] == 202, (first, retry)
+    assert (first[1]["created"], retry[1]["created"]) == (True, False)
+    run_id = first[1]["run_id"]
+    assert retry[1]["run_id"] == run_id
+    assert stack.wait_for([run_id], TERMINAL, timeout_seconds=60)[run_id] == "COMPLETED"
+    assert stack.get_run(run_id)["input"] == {"name": "night shift", "times": 1}
+
+
+def test_delivery_without_a_valid_token_is_refused_and_changes_nothing(stack: GcpStack) -> None:
+    """Straight to the function: no token 401; forged, wrong audience or identity 403."""
+    run_id = stack.start_run("greet", {"name": "Eve"}, key="token-check")
+    stack.wait_for([run_id], TERMINAL, timeout_seconds=60)
+    before = stack.get_run(run_id)
+    message = {"run_id": run_id, "step": "deliver", "action": "compensate", "attempt": 9}
+    stranger = TokenAuthority()
+    tokens = {
+        "forged": stranger.mint(),
+        "audience": stack.authority.mint(audience="https://someone-else.test"),
+        "identity": stack.authority.mint(email="intruder@evil.iam.gserviceaccount.com"),
+        "issuer": stack.authority.mint(issuer="https://evil.example"),
+        "expired": stack.authority.mint(lifetime_seconds=-3600),
+    }
+    function = stack.function.url
+
+    unauthenticated = [
+        http_call("POST", f"{function}/v1/steps", message)[0],
+        http_call("POST", f"{function}/v1/events", {"topic": "people.x.joined", "id": "e"})[0],
+        http_call("POST", f"{function}/v1/schedules/nightly-greeting", {})[0],
+        http_call("POST", f"{function}/v1/sweep", {})[0],
+    ]
+    forbidden = {
+        name: http_call(
+            "POST", f"{function}/v1/steps", message, headers={"Authorization": f"Bearer {token}"}
+        )[0]
+        for name, token in tokens.items()
+    }
+
+    assert unauthenticated == [401, 401, 401, 401]
+    assert forbidden == dict.fromkeys(tokens, 403)
+    assert stack.get_run(run_id) == before
+    assert http_call("GET", f"{function}/v1/runs/{run_id_for_key('greet', 'event:e')}")[0] == 404
+    # The same message with a token for this worker is accepted (the refusals were the token).
+    good = stack.authority.mint(audience=AUDIENCE, email=SERVICE_ACCOUNT)
+    accepted = http_call(
+        "POST", f"{function}/v1/steps", message, headers={"Authorization": f"Bearer {good}"}
+    )
+    assert accepted[0] == 200, accepted
+
+
+def test_sweep_through_the_scheduler_path_answers(stack: GcpStack) -> None:
+    """The sweep job (Cloud Scheduler with OIDC, here the proxy) reaches the worker."""
+    status, body = http_call("POST", f"{stack.proxy.url}/v1/sweep", {"stale_after_seconds": 600})
+
+    assert (status, body["redriven"]) == (200, 0)
+
+
+def test_stack_logs_have_no_unexpected_errors(stack: GcpStack) -> None:
+    """Nothing in the function's log but the deliberate dead letter (last in the module)."""
+    errors = [
+        line
+        for line in stack.function.logs().splitlines()
+        if ("ERROR" in line or "Traceback" in line) and "dead-lettered" not in line
+    ]
+    assert errors == []

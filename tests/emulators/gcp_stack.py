@@ -1,0 +1,581 @@
+"""Relay's GCP stack on the emulators: the functions-framework server behind a token proxy.
+
+What runs (all on 127.0.0.1, free ports, stopped by PID at the end)::
+
+    Cloud Tasks emulator ─┐                         ┌──────────────────────────────┐
+    Pub/Sub emulator ─────┼─> TokenProxy ──Bearer──>│ functions-framework --asgi   │
+    test "Cloud Scheduler"┘   (mints an RS256 ID    │   --target relay (gunicorn + │
+                               token per request)    │   uvicorn worker, gcp.py)    │
+                                                     └─────────┬────────────────────┘
+    CertsServer: the test key's certificate as {kid: PEM}  <───┘ RELAY_OIDC_CERTS_URL
+    Firestore emulator: run state          demo services: SQLite in RELAY_DATA_DIR
+
+The emulators send no OIDC tokens, but Google's infrastructure does and the worker
+refuses calls without one. ``TokenProxy`` stands in for Google's token minting: it signs
+an ID token with a test key (``iss`` https://accounts.google.com, ``aud`` the configured
+audience, ``email`` the configured service account, ``email_verified``) and forwards the
+request to the function; ``CertsServer`` publishes that key's certificate the way Google
+publishes its own, and the worker is pointed at it with ``RELAY_OIDC_CERTS_URL``. The
+proxy can also deliver a request twice, concurrently (at-least-once delivery), for chaos.
+
+The function server is gunicorn with one uvicorn worker (functions-framework's own
+server). When an injected crash ``os._exit``s the worker, gunicorn starts a new one, as
+Cloud Run starts a new instance; ``FunctionServer.ensure_running`` restarts the whole
+server should it die, and ``crashes()`` counts worker deaths from gunicorn's log.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import http.client
+import json
+import os
+import random
+import re
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tests.emulators.gcp import (
+    FirestoreEmulator,
+    PubSubEmulator,
+    TasksEmulator,
+    environment_variable,
+)
+from tests.emulators.processes import ServerProcess, free_port, start_server
+
+if TYPE_CHECKING:
+    from core.engine.engine import Engine
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE_ACCOUNT = "relay-invoker@relay-test.iam.gserviceaccount.com"
+AUDIENCE = "https://relay-worker.test"
+"""The token audience (``RELAY_TASKS_AUDIENCE``): what Terraform would set to the worker URL."""
+GOOGLE_ISSUER = "https://accounts.google.com"
+_HOP_HEADERS = frozenset({"host", "authorization", "content-length", "connection"})
+
+
+# --- tokens ------------------------------------------------------------------------------
+
+
+class TokenAuthority:
+    """An RSA key with a self-signed certificate; mints Google-shaped ID tokens."""
+
+    def __init__(self) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+        from google.auth import crypt
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay-test-token-authority")])
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256())
+        )
+        self.key_id = uuid.uuid4().hex
+        self.certificate_pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+        private_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        self._signer = crypt.RSASigner.from_string(private_pem, key_id=self.key_id)
+
+    def certs(self) -> dict[str, str]:
+        """``{key id: PEM certificate}``, the shape of Google's v1 certs document."""
+        return {self.key_id: self.certificate_pem}
+
+    def mint(
+        self,
+        *,
+        audience: str = AUDIENCE,
+        email: str = SERVICE_ACCOUNT,
+        issuer: str = GOOGLE_ISSUER,
+        lifetime_seconds: int = 3600,
+    ) -> str:
+        """A signed ID token as Google mints for Cloud Tasks, Pub/Sub push and Scheduler."""
+        from google.auth import jwt
+
+        now = int(time.time())
+        claims = {
+            "iss": issuer,
+            "aud": audience,
+            "sub": "1234567890",
+            "email": email,
+            "email_verified": True,
+            "iat": now,
+            "exp": now + lifetime_seconds,
+        }
+        token: bytes = jwt.encode(self._signer, claims)  # type: ignore[no-untyped-call]
+        return token.decode()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A caller that hangs up (an emulator timing out, a test ending) is not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class _Server:
+    """A ``ThreadingHTTPServer`` on a free port, served by a daemon thread."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], owner: Any) -> None:
+        self.httpd = _QuietServer(("127.0.0.1", 0), handler)
+        self.httpd.owner = owner  # type: ignore[attr-defined]
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class CertsServer:
+    """Publishes a ``TokenAuthority``'s certificate at ``url`` (``RELAY_OIDC_CERTS_URL``)."""
+
+    def __init__(self, authority: TokenAuthority) -> None:
+        self.body = json.dumps(authority.certs()).encode()
+        self.fetches = 0
+        self._server = _Server(_CertsHandler, self)
+        self.url = f"http://127.0.0.1:{self._server.port}/oauth2/v1/certs"
+
+    def close(self) -> None:
+        """Stop serving."""
+        self._server.close()
+
+
+class _CertsHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        owner: CertsServer = self.server.owner  # type: ignore[attr-defined]
+        owner.fetches += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Cache-Control", "public, max-age=3600")
+        self.send_header("Content-Length", str(len(owner.body)))
+        self.end_headers()
+        self.wfile.write(owner.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+# --- the proxy ---------------------------------------------------------------------------
+
+
+@dataclass
+class ProxyCounters:
+    """What the proxy did: requests, forwarded duplicates, answers by status."""
+
+    requests: int = 0
+    duplicates: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, status: int, *, is_duplicate: bool = False) -> None:
+        with self.lock:
+            if is_duplicate:
+                self.duplicates += 1
+            else:
+                self.requests += 1
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+
+
+class TokenProxy:
+    """Adds ``Authorization: Bearer <minted ID token>`` and forwards to the function.
+
+    Args:
+        authority: Signs the tokens.
+        target_port: The function server's port on 127.0.0.1.
+        duplicate_probability: Chance that a request is also forwarded a second time,
+            concurrently (the caller gets the first answer), as at-least-once queues do.
+        seed: For the duplicate choices.
+    """
+
+    def __init__(
+        self,
+        authority: TokenAuthority,
+        *,
+        target_port: int,
+        duplicate_probability: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.authority = authority
+        self.target_port = target_port
+        self.duplicate_probability = duplicate_probability
+        self.counters = ProxyCounters()
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+        self._server = _Server(_ProxyHandler, self)
+        self.url = f"http://127.0.0.1:{self._server.port}"
+
+    def close(self) -> None:
+        """Stop forwarding."""
+        self._server.close()
+
+    def is_duplicated(self) -> bool:
+        with self._rng_lock:
+            return self._rng.random() < self.duplicate_probability
+
+    def forward(
+        self, method: str, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One forwarded request with a fresh token; 502 when the function is down."""
+        outgoing = {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
+        outgoing["Authorization"] = f"Bearer {self.authority.mint()}"
+        connection = http.client.HTTPConnection("127.0.0.1", self.target_port, timeout=120)
+        try:
+            connection.request(method, path, body=body, headers=outgoing)
+            response = connection.getresponse()
+            payload = response.read()
+            kept = [
+                (k, v)
+                for k, v in response.getheaders()
+                if k.lower() in ("content-type", "retry-after", "location")
+            ]
+            return response.status, kept, payload
+        except (OSError, http.client.HTTPException) as exc:
+            message = json.dumps({"error": "bad_gateway", "message": str(exc)}).encode()
+            return 502, [("Content-Type", "application/json")], message
+        finally:
+            connection.close()
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        owner: TokenProxy = self.server.owner  # type: ignore[attr-defined]
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k: v for k, v in self.headers.items()}
+        if owner.is_duplicated():
+
+            def again() -> None:
+                status, _, _ = owner.forward("POST", self.path, body, headers)
+                owner.counters.count(status, is_duplicate=True)
+
+            threading.Thread(target=again, daemon=True).start()
+        status, response_headers, payload = owner.forward("POST", self.path, body, headers)
+        owner.counters.count(status)
+        self.send_response(status)
+        for key, value in response_headers:
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+# --- the function server -----------------------------------------------------------------
+
+
+class FunctionServer:
+    """``functions-framework --asgi --source functions/gcp.py --target <target>``."""
+
+    def __init__(self, *, target: str, env: Mapping[str, str], log_dir: Path) -> None:
+        self.target = target
+        self.env = dict(env)
+        self.log_dir = log_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.restarts = 0
+        self._process: ServerProcess | None = None
+        self._lock = threading.Lock()
+        self._generation = 0
+
+    def start(self) -> None:
+        """Start the server and wait until ``/healthz`` answers."""
+        executable = Path(sys.executable).parent / "functions-framework"
+        self._generation += 1
+        self._process = start_server(
+            f"function-{self.target}-{self._generation}",
+            [
+                str(executable),
+                "--asgi",
+                "--source",
+                str(ROOT / "functions" / "gcp.py"),
+                "--target",
+                self.target,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            port=self.port,
+            log_dir=self.log_dir,
+            env=self.env,
+            ready=lambda: _healthy(self.url),
+            timeout_seconds=60,
+        )
+
+    def ensure_running(self) -> bool:
+        """Restart the server if it died; True when it had to."""
+        with self._lock:
+            if self._process is not None and self._process.process.poll() is None:
+                return False
+            self.restarts += 1
+            self.start()
+            return True
+
+    def stop(self) -> None:
+        """Stop the server (process group: gunicorn and its worker)."""
+        if self._process is not None:
+            self._process.stop()
+
+    def logs(self) -> str:
+        """Everything the server generations wrote."""
+        return "".join(
+            path.read_text(errors="replace")
+            for path in sorted(self.log_dir.glob(f"function-{self.target}-*.log"))
+        )
+
+    def crashes(self, exit_code: int) -> int:
+        """Worker processes gunicorn saw exit with ``exit_code`` (injected crashes)."""
+        return len(re.findall(rf"exited with code {exit_code}\b", self.logs()))
+
+
+def _healthy(url: str) -> bool:
+    try:
+        status, _ = http_call("GET", f"{url}/healthz", timeout=1.0)
+    except OSError:
+        return False
+    return status == 200
+
+
+def http_call(
+    method: str,
+    url: str,
+    payload: Any = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, Any]:
+    """One JSON request without any proxy settings; (status, decoded JSON or text)."""
+    parts = urllib.parse.urlsplit(url)
+    body = None if payload is None else json.dumps(payload).encode()
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        connection.request(method, path, body=body, headers=sent)
+        response = connection.getresponse()
+        raw = response.read()
+    finally:
+        connection.close()
+    try:
+        return response.status, json.loads(raw)
+    except ValueError:
+        return response.status, raw.decode(errors="replace")
+
+
+# --- the whole stack ---------------------------------------------------------------------
+
+
+@dataclass
+class GcpStack:
+    """Everything one test needs: URLs, the environment, the emulator resources."""
+
+    function: FunctionServer
+    proxy: TokenProxy
+    certs: CertsServer
+    authority: TokenAuthority
+    env: dict[str, str]
+    queue_path: str
+    collection: str
+    data_dir: Path
+    pubsub: PubSubEmulator
+    push_subscription: str | None = None
+    topic_path: str | None = None
+
+    def start_run(self, saga: str, payload: Any, *, key: str | None = None) -> str:
+        """Start a run through the public API (no token needed); its run id."""
+        headers = {"Idempotency-Key": key} if key else {}
+        status, body = http_call(
+            "POST", f"{self.function.url}/v1/sagas/{saga}/runs", payload, headers=headers
+        )
+        assert status == 202, body
+        run_id: str = body["run_id"]
+        return run_id
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """``GET /v1/runs/{run_id}`` from the function."""
+        status, body = http_call("GET", f"{self.function.url}/v1/runs/{run_id}")
+        assert status == 200, body
+        result: dict[str, Any] = body
+        return result
+
+    def wait_for(
+        self, run_ids: list[str], statuses: frozenset[str], *, timeout_seconds: float
+    ) -> dict[str, str]:
+        """Poll until every run has one of ``statuses``; their statuses (raises on timeout)."""
+        deadline = time.monotonic() + timeout_seconds
+        seen: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            seen = {run_id: self.get_run(run_id)["status"] for run_id in run_ids}
+            if all(status in statuses for status in seen.values()):
+                return seen
+            time.sleep(0.3)
+        raise AssertionError(
+            f"runs not in {sorted(statuses)} after {timeout_seconds}s: {seen}\n"
+            f"function log tail:\n{self.function.logs()[-3000:]}"
+        )
+
+    def engine(self) -> Engine:
+        """An engine in the test process on the same Firestore collection and queue."""
+        from functions._settings import Settings
+        from functions._wiring import build_engine
+
+        settings = Settings.from_env({**self.env, "RELAY_FAULTS": ""})
+        with (
+            environment_variable("FIRESTORE_EMULATOR_HOST", self.env["FIRESTORE_EMULATOR_HOST"]),
+            environment_variable(
+                "CLOUD_TASKS_EMULATOR_HOST", self.env["CLOUD_TASKS_EMULATOR_HOST"]
+            ),
+        ):
+            return build_engine(settings)
+
+    def publish(self, data: Any, **attributes: str) -> str:
+        """Publish JSON ``data`` to the stack's Pub/Sub topic; the message id."""
+        assert self.topic_path is not None
+        publisher = self.pubsub.publisher()
+        try:
+            future = publisher.publish(self.topic_path, json.dumps(data).encode(), **attributes)
+            message_id: str = future.result(timeout=30)
+        finally:
+            publisher.stop()
+        return message_id
+
+
+@contextmanager
+def gcp_stack(
+    *,
+    firestore: FirestoreEmulator,
+    tasks: TasksEmulator,
+    pubsub: PubSubEmulator,
+    tmp_path: Path,
+    sagas: str = "order,greet",
+    faults: str = "",
+    duplicate_probability: float = 0.0,
+    with_push_subscription: bool = True,
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[GcpStack]:
+    """The whole stack for one test, torn down (by PID) on the way out.
+
+    The queue, collection, topic and subscription are new for each stack, so stacks do
+    not see each other's state on the shared session emulators.
+    """
+    tasks_client = tasks.client()
+    authority = TokenAuthority()
+    certs = CertsServer(authority)
+    data_dir = tmp_path / "relay-data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    collection = firestore.unique_collection()
+    with tasks.queue(tasks_client) as queue_path:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("RELAY_")},
+            "RELAY_BACKEND": "gcp",
+            "GOOGLE_CLOUD_PROJECT": firestore.project,
+            "FIRESTORE_EMULATOR_HOST": firestore.host,
+            "CLOUD_TASKS_EMULATOR_HOST": tasks.host,
+            "PUBSUB_EMULATOR_HOST": pubsub.host,
+            "RELAY_FIRESTORE_COLLECTION": collection,
+            "RELAY_TASKS_QUEUE": queue_path,
+            "RELAY_TASKS_SERVICE_ACCOUNT": SERVICE_ACCOUNT,
+            "RELAY_TASKS_AUDIENCE": AUDIENCE,
+            "RELAY_OIDC_CERTS_URL": certs.url,
+            "RELAY_DATA_DIR": str(data_dir),
+            "RELAY_SAGAS": sagas,
+            "RELAY_SAGA_MODULES": "greet=tests.functions.support:greet",
+            "RELAY_METRICS": "off",
+            "RELAY_FAULTS": faults,
+            "PYTHONPATH": str(ROOT),
+            **(extra_env or {}),
+        }
+        function = FunctionServer(target="relay", env=env, log_dir=tmp_path / "function-logs")
+        proxy = TokenProxy(
+            authority, target_port=function.port, duplicate_probability=duplicate_probability
+        )
+        # Cloud Tasks POSTs to RELAY_WORKER_URL: the proxy, which adds the token.
+        env["RELAY_WORKER_URL"] = function.env["RELAY_WORKER_URL"] = f"{proxy.url}/v1/steps"
+        stack = GcpStack(
+            function=function,
+            proxy=proxy,
+            certs=certs,
+            authority=authority,
+            env=env,
+            queue_path=queue_path,
+            collection=collection,
+            data_dir=data_dir,
+            pubsub=pubsub,
+        )
+        subscriber = None
+        try:
+            function.start()
+            if with_push_subscription:
+                subscriber = pubsub.subscriber()
+                _create_push_subscription(stack, subscriber)
+            yield stack
+        finally:
+            if subscriber is not None and stack.push_subscription is not None:
+                subscriber.delete_subscription(subscription=stack.push_subscription)
+                subscriber.close()
+            function.stop()
+            proxy.close()
+            certs.close()
+    tasks_client.transport.close()
+
+
+def _create_push_subscription(stack: GcpStack, subscriber: Any) -> None:
+    """A topic and a push subscription to the proxy's ``/v1/events`` (as Terraform makes)."""
+    from google.cloud import pubsub_v1
+
+    pubsub = stack.pubsub
+    topic_id = pubsub.unique_name("relay-events")
+    publisher = pubsub.publisher()
+    topic_path = publisher.topic_path(pubsub.project, topic_id)
+    publisher.create_topic(name=topic_path)
+    publisher.stop()
+    subscription = subscriber.subscription_path(pubsub.project, pubsub.unique_name("relay-push"))
+    subscriber.create_subscription(
+        name=subscription,
+        topic=topic_path,
+        push_config=pubsub_v1.types.PushConfig(push_endpoint=f"{stack.proxy.url}/v1/events"),
+        ack_deadline_seconds=30,
+    )
+    stack.topic_path, stack.push_subscription = topic_path, subscription
+
+
+def forged_token(stack: GcpStack, **claims: str) -> str:
+    """A token signed by a stranger's key (or with wrong claims when ``claims`` are given)."""
+    if claims:
+        return stack.authority.mint(**claims)
+    return TokenAuthority().mint()
+
+
+def encode_data(data: Any) -> str:
+    """Pub/Sub's base64 of JSON."""
+    return base64.b64encode(json.dumps(data).encode()).decode()
