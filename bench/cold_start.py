@@ -6,7 +6,12 @@ function that imports sqlite3 and makes one durable write) are started the same 
 instant the process is spawned until the first 200. The worker must load its run, claim,
 execute and commit the first step of a real run, i.e. "first step done".
 
-Run: ``python -m bench.cold_start [--repeats 7]``
+The AWS section (``bench/aws_cold_start.py``) measures the Lambda handler the same way:
+a fresh interpreter imports ``functions.aws`` and answers its first HTTP invocation through
+Mangum (starting a run: DynamoDB and SQS on moto server), against a bare Mangum handler
+that imports boto3 and makes one DynamoDB write.
+
+Run: ``python -m bench.cold_start [--repeats 7] [--only local|aws]``
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from core.domain.records import Message, StepName
 from core.domain.status import Action, RunStatus, StepStatus
@@ -162,35 +168,56 @@ def measure_floor(tmp: Path) -> float:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+def measure_local(repeats: int) -> dict[str, object]:
+    """Interleaved floor and worker cold starts (functions-framework --asgi, SQLite)."""
     worker: list[float] = []
     floor: list[float] = []
-    for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both
+    for _ in range(repeats):  # interleaved, so drift on a shared machine hits both
         with tempfile.TemporaryDirectory(prefix="relay-cold-") as tmp:
             floor.append(measure_floor(Path(tmp)))
         with tempfile.TemporaryDirectory(prefix="relay-cold-") as tmp:
             worker.append(measure_worker(Path(tmp)))
-    result = {
-        "repeats": args.repeats,
+    return {
+        "repeats": repeats,
         "floor_median_seconds": statistics.median(floor),
         "worker_median_seconds": statistics.median(worker),
         "ratio": statistics.median(worker) / statistics.median(floor),
         "floor_seconds": floor,
         "worker_seconds": worker,
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return
+
+
+def report_local(result: dict[str, Any]) -> None:
     print("cold start, process spawn -> first answered request (functions-framework --asgi, local)")
     floor_ms = result["floor_median_seconds"] * 1000
     worker_ms = result["worker_median_seconds"] * 1000
     print(f"  floor (bare function, sqlite3 + one fsync'd write): median {floor_ms:.0f} ms")
     print(f"  relay worker target (load, claim, run, commit first step): median {worker_ms:.0f} ms")
     print(f"  ratio {result['ratio']:.2f} (target <= 1.5)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--only", choices=("local", "aws"), default=None)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results: dict[str, Any] = {}
+    if args.only in (None, "local"):
+        results["local"] = measure_local(args.repeats)
+    if args.only in (None, "aws"):
+        from bench import aws_cold_start
+
+        results["aws"] = aws_cold_start.measure(args.repeats)
+    if args.json:
+        print(json.dumps(results if args.only is None else results[args.only], indent=2))
+        return
+    if "local" in results:
+        report_local(results["local"])
+    if "aws" in results:
+        from bench import aws_cold_start
+
+        aws_cold_start.report(results["aws"])
 
 
 if __name__ == "__main__":
