@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,6 +268,28 @@ def record_txn(
         "INSERT INTO journal (at, service, action, key, detail) VALUES (?, ?, ?, ?, ?)",
         (time.time(), service, action, key, detail),
     )
+
+
+def record_void(
+    conn: sqlite3.Connection,
+    *,
+    service: str,
+    table: str,
+    row: Mapping[str, object],
+    action: str,
+    detail: str,
+) -> None:
+    """Insert a void marker row and journal it, inside the caller's transaction.
+
+    An undo that finds nothing to undo leaves a marker under the key, so the forward call
+    arriving late (an attempt that overran its timeout) finds the key used and refuses,
+    instead of acting after the saga gave up. ``table`` and the column names are this
+    module's own constants, never input, which is why they may be formatted into SQL.
+    """
+    columns = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))
+    record_txn(conn, service=service, action=action, key=str(row["key"]), detail=detail)
 
 
 def journal(key_prefix: str | None = None) -> list[JournalEntry]:

@@ -176,12 +176,14 @@ def release(key: str) -> bool:
         existing = _load_txn(conn, key)
         now = time.time()
         if existing is None:
-            conn.execute(
-                "INSERT INTO reservations (key, status, created_at, released_at) "
-                "VALUES (?, 'voided', ?, ?)",
-                (key, now, now),
+            db.record_void(
+                conn,
+                service=SERVICE,
+                table="reservations",
+                row={"key": key, "status": "voided", "created_at": now, "released_at": now},
+                action="void",
+                detail="nothing reserved",
             )
-            db.record_txn(conn, service=SERVICE, action="void", key=key, detail="nothing reserved")
             return False
         if existing.status != "reserved":
             return False

@@ -98,12 +98,21 @@ def withdraw_validation(key: str) -> bool:
         existing = _load_validation_txn(conn, key)
         now = time.time()
         if existing is None:
-            conn.execute(
-                "INSERT INTO validations (key, customer_id, total_cents, status, created_at, "
-                "voided_at) VALUES (?, '', 0, 'voided', ?, ?)",
-                (key, now, now),
+            db.record_void(
+                conn,
+                service=SERVICE,
+                table="validations",
+                row={
+                    "key": key,
+                    "customer_id": "",
+                    "total_cents": 0,
+                    "status": "voided",
+                    "created_at": now,
+                    "voided_at": now,
+                },
+                action="void-validation",
+                detail="",
             )
-            db.record_txn(conn, service=SERVICE, action="void-validation", key=key, detail="")
             return False
         if existing.status != "valid":
             return False
@@ -190,13 +199,26 @@ def cancel(key: str) -> bool:
         existing = _load_order_txn(conn, key)
         now = time.time()
         if existing is None:
-            conn.execute(
-                "INSERT INTO orders (key, order_id, customer_id, total_cents, currency, "
-                "lines_json, payment_key, reservation_key, status, created_at, cancelled_at) "
-                "VALUES (?, ?, '', 0, '', '[]', '', '', 'voided', ?, ?)",
-                (key, db.stable_id("ord", key), now, now),
+            db.record_void(
+                conn,
+                service=SERVICE,
+                table="orders",
+                row={
+                    "key": key,
+                    "order_id": db.stable_id("ord", key),
+                    "customer_id": "",
+                    "total_cents": 0,
+                    "currency": "",
+                    "lines_json": "[]",
+                    "payment_key": "",
+                    "reservation_key": "",
+                    "status": "voided",
+                    "created_at": now,
+                    "cancelled_at": now,
+                },
+                action="void",
+                detail="no order",
             )
-            db.record_txn(conn, service=SERVICE, action="void", key=key, detail="no order")
             return False
         if existing.status != "created":
             return False

@@ -140,12 +140,23 @@ def refund(key: str) -> bool:
         existing = _load_txn(conn, key)
         now = time.time()
         if existing is None:
-            conn.execute(
-                "INSERT INTO charges (key, charge_id, customer_id, amount_cents, payment_token, "
-                "status, created_at, refunded_at) VALUES (?, ?, '', 0, '', 'voided', ?, ?)",
-                (key, db.stable_id("ch", key), now, now),
+            db.record_void(
+                conn,
+                service=SERVICE,
+                table="charges",
+                row={
+                    "key": key,
+                    "charge_id": db.stable_id("ch", key),
+                    "customer_id": "",
+                    "amount_cents": 0,
+                    "payment_token": "",
+                    "status": "voided",
+                    "created_at": now,
+                    "refunded_at": now,
+                },
+                action="void",
+                detail="nothing charged",
             )
-            db.record_txn(conn, service=SERVICE, action="void", key=key, detail="nothing charged")
             return False
         if existing.status != "charged":
             return False

@@ -101,12 +101,22 @@ def deactivate(key: str) -> bool:
         existing = _load_txn(conn, key)
         now = time.time()
         if existing is None:
-            conn.execute(
-                "INSERT INTO users (key, user_id, email, name, status, created_at, deactivated_at) "
-                "VALUES (?, ?, '', '', 'voided', ?, ?)",
-                (key, db.stable_id("usr", key), now, now),
+            db.record_void(
+                conn,
+                service=SERVICE,
+                table="users",
+                row={
+                    "key": key,
+                    "user_id": db.stable_id("usr", key),
+                    "email": "",
+                    "name": "",
+                    "status": "voided",
+                    "created_at": now,
+                    "deactivated_at": now,
+                },
+                action="void",
+                detail="no account",
             )
-            db.record_txn(conn, service=SERVICE, action="void", key=key, detail="no account")
             return False
         if existing.status != "active":
             return False
