@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.domain.records import RunRecord
 from core.errors import (
@@ -46,6 +48,7 @@ from functions.http_parsing import (
     read_body,
     scheduled_time,
 )
+from functions.logs import bind_request, reset_request
 from functions.push_parsing import (
     DeadLetter,
     is_schedule_time_given,
@@ -133,8 +136,37 @@ def create_app(
         ]
     return Starlette(
         routes=routes,
+        middleware=[Middleware(RequestContextMiddleware)],
         exception_handlers={HTTPException: _http_exception, Exception: _unhandled_exception},
     )
+
+
+class RequestContextMiddleware:
+    """Binds the request's trace headers for log lines while the request is served.
+
+    Every host runs it (functions-framework dispatch, Mangum, ``relay dev``), so Cloud
+    Logging groups a request's lines under its trace (``functions.logs``). The binding is
+    reset afterwards; worker threads of ``run_in_threadpool`` see it through the copied
+    context.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve ``scope`` with its trace bound (HTTP only; lifespan passes through)."""
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope.get("headers", ())
+        }
+        token = bind_request(headers=headers)
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            reset_request(token)
 
 
 class _Api:
