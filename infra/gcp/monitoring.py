@@ -25,6 +25,11 @@ Limits honoured: at most 200 series per request, at most one point per series ev
 5 seconds (an explicit ``flush()`` holds back series written less than 5 s ago; ``close()``
 waits for them, at most 5 s). ``google.cloud.monitoring_v3`` (about 0.5 s to import) and
 grpc are imported by the flushing thread on the first write, never at cold start.
+
+Cloud Run caveat: with request-based billing (the default), an instance gets CPU only
+while it serves a request, so the thread's writes may wait for the next request; the
+totals are cumulative, so nothing is lost, but points can arrive late. Deploy the worker
+with instance-based billing (``--no-cpu-throttling``) where timely metrics matter.
 """
 
 from __future__ import annotations
