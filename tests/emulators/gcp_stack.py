@@ -392,6 +392,23 @@ def http_call(
         return response.status, raw.decode(errors="replace")
 
 
+def _call_patiently(
+    method: str, url: str, payload: Any, headers: Mapping[str, str], *, retry: bool
+) -> tuple[int, Any]:
+    """``http_call``, retried for up to 30 s on a dropped connection or a 5xx answer."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            status, body = http_call(method, url, payload, headers=headers)
+        except (OSError, http.client.HTTPException):
+            if not retry or time.monotonic() > deadline:
+                raise
+        else:
+            if status < 500 or not retry or time.monotonic() > deadline:
+                return status, body
+        time.sleep(0.3)
+
+
 # --- the whole stack ---------------------------------------------------------------------
 
 
@@ -412,18 +429,23 @@ class GcpStack:
     topic_path: str | None = None
 
     def start_run(self, saga: str, payload: Any, *, key: str | None = None) -> str:
-        """Start a run through the public API (no token needed); its run id."""
+        """Start a run through the public API (no token needed); its run id.
+
+        With a key, a request cut off by a worker crash is retried, as a client would
+        (the key makes the retry find the run the first request may have created).
+        """
         headers = {"Idempotency-Key": key} if key else {}
-        status, body = http_call(
-            "POST", f"{self.function.url}/v1/sagas/{saga}/runs", payload, headers=headers
-        )
+        url = f"{self.function.url}/v1/sagas/{saga}/runs"
+        status, body = _call_patiently("POST", url, payload, headers, retry=key is not None)
         assert status == 202, body
         run_id: str = body["run_id"]
         return run_id
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        """``GET /v1/runs/{run_id}`` from the function."""
-        status, body = http_call("GET", f"{self.function.url}/v1/runs/{run_id}")
+        """``GET /v1/runs/{run_id}`` from the function (retried across a worker crash)."""
+        status, body = _call_patiently(
+            "GET", f"{self.function.url}/v1/runs/{run_id}", None, {}, retry=True
+        )
         assert status == 200, body
         result: dict[str, Any] = body
         return result
