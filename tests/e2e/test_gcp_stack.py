@@ -42,6 +42,7 @@ from tests.emulators.gcp import (  # noqa: F401 (session fixtures used by name)
 from tests.emulators.gcp_stack import (
     AUDIENCE,
     SERVICE_ACCOUNT,
+    FunctionServer,
     GcpStack,
     TokenAuthority,
     encode_data,
@@ -116,6 +117,59 @@ def test_pubsub_message_starts_one_run(stack: GcpStack) -> None:
     }
     status, body = http_call("POST", f"{stack.proxy.url}/v1/events", envelope)
     assert (status, body["runs"]) == (202, [run_id])
+
+
+def test_pubsub_message_without_topic_attribute_uses_the_subscription_mapping(
+    stack: GcpStack,
+) -> None:
+    """RELAY_PUBSUB_TOPICS maps the push subscription (from the envelope) to a Relay topic."""
+    message_id = stack.publish({"name": "Mapped"})
+    run_id = run_id_for_key("greet", f"event:{message_id}")
+
+    deadline = time.monotonic() + 60
+    while http_call("GET", f"{stack.function.url}/v1/runs/{run_id}")[0] != 200:
+        assert time.monotonic() < deadline, stack.function.logs()[-3000:]
+        time.sleep(0.3)
+
+    assert stack.wait_for([run_id], TERMINAL, timeout_seconds=60)[run_id] == "COMPLETED"
+
+
+def test_pubsub_cloud_event_target_serves_eventarc_deliveries(
+    stack: GcpStack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``--target pubsub``: a messagePublished CloudEvent starts one run; bad data is acked."""
+    server = FunctionServer(
+        target="pubsub", env=stack.env, log_dir=tmp_path_factory.mktemp("pubsub-target")
+    )
+    server.start()
+    try:
+        envelope = {
+            "message": {"data": encode_data({"name": "Eva"}), "messageId": "ce-e2e-1"},
+            "subscription": "projects/relay-test/subscriptions/eventarc-sub",
+        }
+        headers = {
+            "ce-id": "ce-e2e-1",
+            "ce-specversion": "1.0",
+            "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+            "ce-source": "//pubsub.googleapis.com/projects/relay-test/topics/people.ce.joined",
+        }
+        first = http_call("POST", f"{server.url}/", envelope, headers=headers)
+        again = http_call("POST", f"{server.url}/", envelope, headers=headers)
+        bad = dict(envelope, message={"data": "@@", "messageId": "ce-e2e-2"})
+        acked = http_call("POST", f"{server.url}/", bad, headers={**headers, "ce-id": "ce-e2e-2"})
+    finally:
+        server.stop()
+
+    assert (first[0], again[0], acked[0]) == (200, 200, 200)
+    run_id = run_id_for_key("greet", "event:ce-e2e-1")
+    assert stack.wait_for([run_id], TERMINAL, timeout_seconds=60)[run_id] == "COMPLETED"
+    assert (
+        http_call(
+            "GET", f"{stack.function.url}/v1/runs/{run_id_for_key('greet', 'event:ce-e2e-2')}"
+        )[0]
+        == 404
+    )
+    assert "dead-lettered" in server.logs()
 
 
 def test_malformed_pubsub_message_is_acknowledged_not_redelivered(stack: GcpStack) -> None:

@@ -61,6 +61,8 @@ SERVICE_ACCOUNT = "relay-invoker@relay-test.iam.gserviceaccount.com"
 AUDIENCE = "https://relay-worker.test"
 """The token audience (``RELAY_TASKS_AUDIENCE``): what Terraform would set to the worker URL."""
 GOOGLE_ISSUER = "https://accounts.google.com"
+MAPPED_TOPIC = "people.mapped.joined"
+"""The Relay topic ``RELAY_PUBSUB_TOPICS`` gives the stack's push subscription."""
 _HOP_HEADERS = frozenset({"host", "authorization", "content-length", "connection"})
 
 
@@ -328,7 +330,8 @@ class FunctionServer:
             port=self.port,
             log_dir=self.log_dir,
             env=self.env,
-            ready=lambda: _healthy(self.url),
+            # A CloudEvent target serves POST only: an open port is all it can show.
+            ready=None if self.target == "pubsub" else lambda: _healthy(self.url),
             timeout_seconds=60,
         )
 
@@ -516,6 +519,7 @@ def gcp_stack(
     data_dir = tmp_path / "relay-data"
     data_dir.mkdir(parents=True, exist_ok=True)
     collection = firestore.unique_collection()
+    subscription_id = pubsub.unique_name("relay-push")
     with tasks.queue(tasks_client) as queue_path:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("RELAY_")},
@@ -534,6 +538,8 @@ def gcp_stack(
             "RELAY_SAGA_MODULES": "greet=tests.functions.support:greet",
             "RELAY_METRICS": "off",
             "RELAY_FAULTS": faults,
+            # Messages without a topic attribute: the subscription names the topic.
+            "RELAY_PUBSUB_TOPICS": json.dumps({subscription_id: MAPPED_TOPIC}),
             "PYTHONPATH": str(ROOT),
             **(extra_env or {}),
         }
@@ -559,7 +565,7 @@ def gcp_stack(
             function.start()
             if with_push_subscription:
                 subscriber = pubsub.subscriber()
-                _create_push_subscription(stack, subscriber)
+                _create_push_subscription(stack, subscriber, subscription_id)
             yield stack
         finally:
             if subscriber is not None and stack.push_subscription is not None:
@@ -571,7 +577,7 @@ def gcp_stack(
     tasks_client.transport.close()
 
 
-def _create_push_subscription(stack: GcpStack, subscriber: Any) -> None:
+def _create_push_subscription(stack: GcpStack, subscriber: Any, subscription_id: str) -> None:
     """A topic and a push subscription to the proxy's ``/v1/events`` (as Terraform makes)."""
     from google.cloud import pubsub_v1
 
@@ -581,7 +587,7 @@ def _create_push_subscription(stack: GcpStack, subscriber: Any) -> None:
     topic_path = publisher.topic_path(pubsub.project, topic_id)
     publisher.create_topic(name=topic_path)
     publisher.stop()
-    subscription = subscriber.subscription_path(pubsub.project, pubsub.unique_name("relay-push"))
+    subscription = subscriber.subscription_path(pubsub.project, subscription_id)
     subscriber.create_subscription(
         name=subscription,
         topic=topic_path,
