@@ -9,7 +9,7 @@ TASKS_EMULATOR_VENV := .venv-tasks-emulator
 TASKS_EMULATOR_STAMP := $(TASKS_EMULATOR_VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install tasks-emulator demo dev test test-fast lint typecheck bench check clean
+.PHONY: install tasks-emulator demo dev test test-fast lint typecheck bench bench-gcp check clean
 
 install: $(STAMP) $(TASKS_EMULATOR_STAMP)
 
@@ -50,6 +50,10 @@ test-fast: install ## unit, contract and SQLite engine tests
 bench: install ## benchmarks (not tests): ratios against same-run baselines
 	$(BIN)/python -m bench.transitions
 	$(BIN)/python -m bench.cold_start
+
+bench-gcp: install ## GCP benchmarks on the Firestore and Cloud Tasks emulators (gcloud, Java)
+	$(BIN)/python -m bench.gcp_calls
+	$(BIN)/python -m bench.gcp_cold_start
 
 check: test
 
