@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 
@@ -66,6 +67,7 @@ def stack(
         tasks=tasks_emulator,
         pubsub=pubsub_emulator,
         tmp_path=tmp_path_factory.mktemp("gcp-stack"),
+        sagas="order,greet,parcel",
     ) as built:
         yield built
 
@@ -170,6 +172,27 @@ def test_pubsub_cloud_event_target_serves_eventarc_deliveries(
         == 404
     )
     assert "dead-lettered" in server.logs()
+
+
+def test_pubsub_message_resumes_a_run_waiting_for_its_event(stack: GcpStack) -> None:
+    """A run sleeps (a delayed Cloud Task), waits, and a published payment resumes it."""
+    run_id = stack.start_run("parcel", {"parcel": "p-gcp"}, key="p-gcp")  # correlation id
+
+    deadline = time.monotonic() + 60
+    steps: dict[str, str] = {}
+    while steps.get("paid") != "RUNNING" or steps.get("cool_off") != "SUCCEEDED":
+        assert time.monotonic() < deadline, (steps, stack.function.logs()[-3000:])
+        time.sleep(0.3)
+        steps = {step["name"]: step["status"] for step in stack.get_run(run_id)["steps"]}
+    assert stack.get_run(run_id)["status"] == "WAITING"
+    stack.publish({"parcel": "p-gcp", "amount": 12}, relay_topic="payments.card.confirmed")
+
+    assert stack.wait_for([run_id], TERMINAL, timeout_seconds=60)[run_id] == "COMPLETED"
+    done = stack.get_run(run_id)
+    assert done["output"]["ship"] == {"shipped": "p-gcp", "paid": 12}
+    nap = next(step for step in done["steps"] if step["name"] == "cool_off")
+    slept = datetime.fromisoformat(nap["finished_at"]) - datetime.fromisoformat(nap["started_at"])
+    assert slept.total_seconds() >= 1.5  # schedule_time held the task back
 
 
 def test_malformed_pubsub_message_is_acknowledged_not_redelivered(stack: GcpStack) -> None:

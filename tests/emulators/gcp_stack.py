@@ -72,6 +72,8 @@ if TYPE_CHECKING:
     from core.engine.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
+SAGA_MODULES = "greet=tests.functions.support:greet,parcel=tests.e2e.waits_fixture:saga"
+"""Test sagas beside the bundle's (``RELAY_SAGAS`` picks what a stack serves)."""
 MAPPED_TOPIC = "people.mapped.joined"
 """The Relay topic ``RELAY_PUBSUB_TOPICS`` gives the stack's push subscription."""
 
@@ -319,7 +321,7 @@ def gcp_stack(
             "RELAY_OIDC_CERTS_URL": certs.url,
             "RELAY_DATA_DIR": str(data_dir),
             "RELAY_SAGAS": sagas,
-            "RELAY_SAGA_MODULES": "greet=tests.functions.support:greet",
+            "RELAY_SAGA_MODULES": SAGA_MODULES,
             "RELAY_METRICS": "off",
             "RELAY_FAULTS": faults,
             # Messages without a topic attribute: the subscription names the topic.
