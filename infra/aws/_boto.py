@@ -7,6 +7,8 @@ them once it holds a client, by which time botocore is loaded anyway.
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -78,6 +80,46 @@ def client_config(*, max_pool_connections: int = 32, **overrides: Any) -> Config
         max_pool_connections=max_pool_connections,
         **overrides,
     )
+
+
+# The process's boto3 sessions, one per set of credential variables (tests change them).
+_sessions: dict[tuple[str, ...], Any] = {}
+_sessions_lock = threading.Lock()
+_CREDENTIAL_VARIABLES: Final = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+)
+
+
+def new_client(
+    service: str,
+    *,
+    region_name: str | None = None,
+    endpoint_url: str | None = None,
+    config: Config | None = None,
+) -> Any:
+    """A boto3 client built from this process's shared boto3 session.
+
+    A session loads botocore's data (endpoints, partitions, retry rules) and resolves
+    credentials once; a session per client repeats that, ~40-60 ms per client at cold
+    start (``bench/aws_cold_start.py``). boto3 sessions are not thread-safe, so clients
+    are created under a lock; the clients themselves are thread-safe.
+    """
+    import boto3
+
+    key = tuple(os.environ.get(name, "") for name in _CREDENTIAL_VARIABLES)
+    with _sessions_lock:
+        session: Any = _sessions.get(key)
+        if session is None:
+            session = _sessions[key] = boto3.session.Session()
+        return session.client(
+            service,
+            region_name=region_name,
+            endpoint_url=endpoint_url,
+            config=config or client_config(),
+        )
 
 
 def error_code(exc: BaseException) -> str:

@@ -53,10 +53,10 @@ from core.errors import (
 from infra.aws import _dynamodb_items as items
 from infra.aws._boto import (
     classify,
-    client_config,
     describe_client,
     engine_error,
     error_code,
+    new_client,
     translated,
     where,
 )
@@ -171,11 +171,7 @@ class DynamoDBStateStore:
         retention_seconds: float | None = DEFAULT_RETENTION_SECONDS,
     ) -> DynamoDBStateStore:
         """A store with its own client; ``AWS_ENDPOINT_URL`` and the usual AWS variables apply."""
-        import boto3
-
-        client = boto3.session.Session().client(
-            "dynamodb", region_name=region_name, endpoint_url=endpoint_url, config=client_config()
-        )
+        client = new_client("dynamodb", region_name=region_name, endpoint_url=endpoint_url)
         return cls(client, table_name=table_name, retention_seconds=retention_seconds)
 
     @property

@@ -24,10 +24,10 @@ from core.ports.io_codec import (
 )
 from core.ports.io_manager import Serializer
 from infra.aws._boto import (
-    client_config,
     describe_client,
     engine_error,
     error_code,
+    new_client,
     translated,
     where,
 )
@@ -75,11 +75,7 @@ class S3IOManager:
         endpoint_url: str | None = None,
     ) -> S3IOManager:
         """A manager with its own client; ``AWS_ENDPOINT_URL`` and the usual AWS variables apply."""
-        import boto3
-
-        client = boto3.session.Session().client(
-            "s3", region_name=region_name, endpoint_url=endpoint_url, config=client_config()
-        )
+        client = new_client("s3", region_name=region_name, endpoint_url=endpoint_url)
         return cls(client, bucket=bucket, prefix=prefix)
 
     def describe(self) -> Mapping[str, str]:

@@ -29,7 +29,14 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from core.errors import QueueUnavailable
-from infra.aws._boto import client_config, describe_client, error_code, translated, where
+from infra.aws._boto import (
+    client_config,
+    describe_client,
+    error_code,
+    new_client,
+    translated,
+    where,
+)
 
 log = logging.getLogger("relay.aws.scheduler")
 
@@ -108,9 +115,7 @@ class EventBridgeSchedulerDelay:
         """A delay whose client is built with the usual AWS variables, on first use."""
 
         def build() -> SchedulerClient:
-            import boto3
-
-            client: SchedulerClient = boto3.session.Session().client(
+            client: SchedulerClient = new_client(
                 "scheduler",
                 region_name=region_name,
                 endpoint_url=endpoint_url,

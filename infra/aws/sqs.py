@@ -41,10 +41,10 @@ from core.domain.records import Message
 from core.errors import ConfigurationError, QueueUnavailable
 from core.ports.task_queue import Delivery
 from infra.aws._boto import (
-    client_config,
     describe_client,
     engine_error,
     error_code,
+    new_client,
     translated,
     where,
 )
@@ -207,11 +207,7 @@ class SqsTaskQueue:
         long_delays: LongDelays | None = None,
     ) -> SqsTaskQueue:
         """A queue with its own client; ``AWS_ENDPOINT_URL`` and the usual AWS variables apply."""
-        import boto3
-
-        client = boto3.session.Session().client(
-            "sqs", region_name=region_name, endpoint_url=endpoint_url, config=client_config()
-        )
+        client = new_client("sqs", region_name=region_name, endpoint_url=endpoint_url)
         return cls(client, queue_url=queue_url, long_delays=long_delays)
 
     @property
