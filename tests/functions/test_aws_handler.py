@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import json
 import logging
 import subprocess
@@ -370,6 +371,20 @@ def test_scheduler_role_sends_long_delays_through_eventbridge_scheduler(
     finally:
         client.delete_schedule(Name=schedule_name(later.message_id))
         client.close()
+
+
+def test_first_invocation_warms_up_and_leaves_the_collector_on(
+    greet_lambda: AwsStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold container builds the engine and app before dispatching; gc is on afterwards."""
+    monkeypatch.setattr(lambda_entry, "_is_warm", False)
+
+    response = start_greeting()
+
+    assert response["statusCode"] == 202
+    assert lambda_entry._is_warm is True
+    assert lambda_entry._http_handler.cache_info().currsize == 1
+    assert gc.isenabled()
 
 
 def test_importing_the_entry_point_builds_nothing_heavy() -> None:
