@@ -7,7 +7,8 @@ Scheduler sends the exact body the queue would have sent, then deletes the sched
     enqueue(not_before = now + 2 h)
       |-- CreateSchedule  name  = relay-<sha256(message id)[:58]>
       |                   at(2026-11-27T13:00:00) UTC, FlexibleTimeWindow OFF
-      |                   Target = queue ARN, RoleArn, Input = message body
+      |                   Target = queue ARN, RoleArn, Input = message body,
+      |                            DeadLetterConfig = the queue's dead-letter queue
       |                   ActionAfterCompletion DELETE
       ...  2 h: no SQS message, no receive, no hop  ...
       '-- Scheduler: SendMessage(queue, body)  -> an ordinary, due step message
@@ -145,6 +146,7 @@ class EventBridgeSchedulerDelay:
         due_at: float,
         queue_arn: str,
         message_group_id: str | None = None,
+        dead_letter_arn: str | None = None,
     ) -> bool:
         """Create the one-time schedule that sends ``body`` to ``queue_arn`` at ``due_at``.
 
@@ -155,6 +157,9 @@ class EventBridgeSchedulerDelay:
             queue_arn: The target queue.
             message_group_id: The FIFO message group (FIFO queues only; such a queue
                 needs content-based de-duplication, as Scheduler sends no dedup id).
+            dead_letter_arn: Where Scheduler puts the message when it cannot deliver it
+                (its retries exhausted): the queue's dead-letter queue. The role must
+                be allowed to send there too.
 
         Returns:
             True when the schedule was created, False when it already existed.
@@ -166,6 +171,8 @@ class EventBridgeSchedulerDelay:
         target: dict[str, Any] = {"Arn": queue_arn, "RoleArn": self._role_arn, "Input": body}
         if message_group_id is not None:
             target["SqsParameters"] = {"MessageGroupId": message_group_id}
+        if dead_letter_arn is not None:
+            target["DeadLetterConfig"] = {"Arn": dead_letter_arn}
         request: dict[str, Any] = {
             "Name": schedule_name(message_id),
             "ScheduleExpression": at_expression(due_at),

@@ -77,6 +77,7 @@ class LongDelays(Protocol):
         due_at: float,
         queue_arn: str,
         message_group_id: str | None = None,
+        dead_letter_arn: str | None = None,
     ) -> bool:
         """Arrange for ``body`` to reach ``queue_arn`` at ``due_at``; idempotent per id."""
         ...
@@ -172,7 +173,7 @@ class SqsTaskQueue:
         tracked_receipts: How many leased messages' latest receipts to remember.
         long_delays: Sends messages due more than 900 s ahead later (None: hop).
         queue_arn: The queue's ARN, the scheduler's target (None: asked of SQS once,
-            on the first long delay).
+            on the first long delay, with its dead-letter queue's).
     """
 
     def __init__(
@@ -188,6 +189,7 @@ class SqsTaskQueue:
         self._client = client
         self._long_delays = long_delays
         self._queue_arn = queue_arn
+        self._dead_letter_arn: str | None = None
         self._url = queue_url
         self._clock = clock
         self._is_fifo = queue_url.endswith(".fifo")
@@ -389,15 +391,22 @@ class SqsTaskQueue:
                 due_at=message.not_before,
                 queue_arn=queue_arn,
                 message_group_id=_digest(message) if self._is_fifo else None,
+                dead_letter_arn=self._dead_letter_arn,
             )
 
     def _target_arn(self) -> str:
-        """The queue's ARN (GetQueueAttributes on first use, then remembered)."""
+        """The queue's ARN (GetQueueAttributes on first use, then remembered).
+
+        The same call reads the redrive policy: a message the scheduler cannot deliver
+        goes to the queue's dead-letter queue rather than being dropped.
+        """
         if self._queue_arn is None:
             with self._translated():
-                self._queue_arn = self._client.get_queue_attributes(
-                    QueueUrl=self._url, AttributeNames=["QueueArn"]
-                )["Attributes"]["QueueArn"]
+                attributes = self._client.get_queue_attributes(
+                    QueueUrl=self._url, AttributeNames=["QueueArn", "RedrivePolicy"]
+                )["Attributes"]
+            self._queue_arn = attributes["QueueArn"]
+            self._dead_letter_arn = _dead_letter_arn(attributes.get("RedrivePolicy"))
         return self._queue_arn
 
     def _entry(
@@ -529,6 +538,17 @@ def _parse_receipt(receipt: str) -> tuple[str, str] | None:
     if not separator or not message_id or not handle:
         return None
     return message_id, handle
+
+
+def _dead_letter_arn(redrive_policy: str | None) -> str | None:
+    """The ``deadLetterTargetArn`` of a queue's redrive policy (None without one)."""
+    if not redrive_policy:
+        return None
+    try:
+        target = json.loads(redrive_policy).get("deadLetterTargetArn")
+    except (ValueError, AttributeError):
+        return None
+    return target if isinstance(target, str) and target else None
 
 
 def _body(message: Message) -> str:

@@ -126,6 +126,8 @@ def test_long_delay_becomes_a_one_time_schedule(
     assert target["RoleArn"] == ROLE_ARN
     assert Message.from_json(json.loads(target["Input"])) == message
     assert "SqsParameters" not in target
+    dlq_url = standard_queue + "-dlq"
+    assert target["DeadLetterConfig"] == {"Arn": queue_arn(aws_clients, dlq_url)}
     assert queue.pending_count() == 0  # nothing waits on SQS: no hops, no receives
 
 
