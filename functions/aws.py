@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from core.domain.records import Message
 from core.errors import ConcurrencyConflict, EngineError, InfrastructureError
-from functions.logs import configure_logging
+from functions.logs import bind_request, configure_logging, reset_request
 
 if TYPE_CHECKING:
     from mangum import Mangum
@@ -199,6 +199,15 @@ def handler(event: Event, context: Any) -> Any:
             (Lambda retries asynchronous invocations).
     """
     _configure_logging_once()
+    token = bind_request(aws_request_id=getattr(context, "aws_request_id", None))
+    try:
+        return _dispatch(event, context)
+    finally:
+        reset_request(token)
+
+
+def _dispatch(event: Event, context: Any) -> Any:
+    """Route ``event`` by shape (see the module docstring)."""
     if not _is_warm and any(shape.infer(event) for shape in _SHAPES):
         _warm_up(is_http=HttpRequest.infer(event))
     if SqsBatch.infer(event):

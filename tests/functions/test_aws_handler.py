@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import gc
+import io
 import json
 import logging
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 
 from core.domain.records import Message, RunId, StateChange, StepName
 from core.domain.status import Action, StepStatus
-from functions import _wiring
+from functions import _wiring, logs
 from functions import aws as lambda_entry
 from infra.aws.dynamodb import create_table
 from infra.aws.sqs import create_queue
@@ -395,3 +396,25 @@ def test_importing_the_entry_point_builds_nothing_heavy() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert loaded.stdout.strip() == "[]"
+
+
+def test_log_lines_of_an_invocation_carry_its_lambda_request_id(greet_lambda: AwsStack) -> None:
+    """Every line logged while an invocation runs names its request id; none after it."""
+    stream = io.StringIO()
+    capture = logs.JsonLinesHandler(stream)
+    capture.setFormatter(logs.JsonFormatter(log_format="aws"))
+    logging.getLogger().addHandler(capture)
+    try:
+        context = type("Context", (), {"aws_request_id": "req-7f3a"})()
+        lambda_entry.handler(
+            {"relay": "schedule", "schedule": "nope", "scheduled_time": "2026-01-01T00:00:00Z"},
+            context,
+        )
+        logging.getLogger("relay.aws").error("after the invocation")
+    finally:
+        logging.getLogger().removeHandler(capture)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    during = [line for line in lines if "scheduler invocation ignored" in line["message"]]
+    after = [line for line in lines if line["message"] == "after the invocation"]
+    assert during and all(line["aws_request_id"] == "req-7f3a" for line in during)
+    assert after and "aws_request_id" not in after[0]
