@@ -7,6 +7,7 @@ imports a cloud SDK and a cloud function imports only its own.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -294,8 +295,27 @@ def get_engine() -> Engine:
     global _engine
     with _lock:
         if _engine is None:
-            _engine = build_engine(get_settings())
+            _engine = _build_frozen(get_settings())
         return _engine
+
+
+def _build_frozen(settings: Settings) -> Engine:
+    """Build the engine with the cyclic collector off, then freeze what it built.
+
+    Building imports the cloud clients (Firestore and Cloud Tasks on GCP, boto3 on AWS):
+    hundreds of thousands of long-lived objects, during which the collector runs again
+    and again and frees nothing. ``gc.freeze()`` moves them to the permanent generation
+    so later collections skip them too. Only the build runs with the collector off,
+    never a user's step.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return build_engine(settings)
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
 
 
 def reset_engine() -> None:
