@@ -1,0 +1,101 @@
+variable "project" {
+  description = "Google Cloud project id everything is created in (GOOGLE_CLOUD_PROJECT of the functions)."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the functions, Cloud Tasks queues and Cloud Scheduler jobs."
+  type        = string
+}
+
+variable "manifest_path" {
+  description = "Path of the version-2 bundle manifest printed by `relay manifest` (docs/manifest.md)."
+  type        = string
+}
+
+variable "package_path" {
+  description = "Path of the source archive built by `relay package --target gcp`."
+  type        = string
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name (functions, queues, topics, jobs, service accounts)."
+  type        = string
+  default     = "relay"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,14}$", var.name_prefix))
+    error_message = "name_prefix must be 2-15 characters: a lowercase letter, then lowercase letters, digits or hyphens (service account ids are limited to 30 characters)."
+  }
+}
+
+variable "alert_notification_channels" {
+  description = "Cloud Monitoring notification channel ids the run alerts notify (none: the alerts only open incidents)."
+  type        = list(string)
+  default     = []
+}
+
+variable "firestore_database" {
+  description = "Firestore database id (RELAY_FIRESTORE_DATABASE). Only the (default) database has Firestore's free quota."
+  type        = string
+  default     = "(default)"
+}
+
+variable "firestore_location" {
+  description = "Firestore location (a region or a multi-region such as nam5); null: the region."
+  type        = string
+  default     = null
+}
+
+variable "firestore_delete_protection" {
+  description = "Refuse to delete the Firestore database (run history) while true."
+  type        = bool
+  default     = true
+}
+
+variable "firestore_indexes_path" {
+  description = "Path of the Firestore indexes file (Firebase CLI format); null: infra/gcp/firestore.indexes.json of this repository."
+  type        = string
+  default     = null
+}
+
+variable "io_retention_days" {
+  description = "Days after which large step outputs are deleted from the I/O bucket; match the run retention (30 days by default)."
+  type        = number
+  default     = 30
+}
+
+variable "worker_ingress" {
+  description = "Ingress of the worker. ALLOW_INTERNAL_ONLY still admits Cloud Tasks, Pub/Sub push and Cloud Scheduler of the same project; ALLOW_ALL lets operators call /v1/runs/{id}/retry from outside (every call still needs an OIDC token)."
+  type        = string
+  default     = "ALLOW_INTERNAL_ONLY"
+
+  validation {
+    condition     = contains(["ALLOW_ALL", "ALLOW_INTERNAL_ONLY", "ALLOW_INTERNAL_AND_GCLB"], var.worker_ingress)
+    error_message = "worker_ingress must be ALLOW_ALL, ALLOW_INTERNAL_ONLY or ALLOW_INTERNAL_AND_GCLB."
+  }
+}
+
+variable "pubsub_max_delivery_attempts" {
+  description = "Deliveries of an event before Pub/Sub moves it to the dead-letter topic (5-100)."
+  type        = number
+  default     = 10
+}
+
+variable "environment" {
+  description = "Optional values of variables the functions read (RELAY_LOG_LEVEL, RELAY_SAGAS, ...). Only names a function's env.gcp lists are passed to it."
+  type        = map(string)
+  default     = {}
+}
+
+variable "labels" {
+  description = "Labels added to the resources that take labels."
+  type        = map(string)
+  default     = {}
+}
+
+variable "enable_apis" {
+  description = "Enable the Google APIs the deployment uses (Cloud Functions, Cloud Run, Cloud Build, Firestore, Cloud Tasks, Pub/Sub, Cloud Scheduler, ...)."
+  type        = bool
+  default     = true
+}
