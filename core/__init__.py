@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from core.domain.context import StepContext
+    from core.domain.queues import QueueSettings
     from core.domain.records import Message, RunId, RunRecord, RunSnapshot, StepName, StepRecord
     from core.domain.retry_policy import RetryPolicy
     from core.domain.saga import Saga
@@ -36,6 +37,7 @@ _HOMES = {
     "RunSnapshot": "core.domain.records",
     "StepName": "core.domain.records",
     "StepRecord": "core.domain.records",
+    "QueueSettings": "core.domain.queues",
     "RetryPolicy": "core.domain.retry_policy",
     "Saga": "core.domain.saga",
     "Action": "core.domain.status",
@@ -75,6 +77,7 @@ __all__ = [
     "InputValidationError",
     "Message",
     "NonRetryableStepError",
+    "QueueSettings",
     "Result",
     "RetryPolicy",
     "RunId",

@@ -47,6 +47,7 @@ from typing import Any, overload
 from pydantic import BaseModel, ValidationError
 
 from core.domain.context import StepContext
+from core.domain.queues import QueueSettings
 from core.domain.records import RunSnapshot
 from core.domain.retry_policy import (
     DEFAULT_COMPENSATION_RETRY,
@@ -217,6 +218,8 @@ class Saga:
         description: One line shown by ``relay manifest`` and the CLI.
         output: Builds the run's output from step outputs; defaults to all step outputs.
         queue: Name of the queue that carries this saga's messages.
+        queue_settings: Rate and redelivery settings of that queue (``relay manifest``
+            publishes them for Terraform); sagas sharing a queue must not disagree.
     """
 
     name: str
@@ -224,6 +227,7 @@ class Saga:
     description: str = ""
     output: Callable[[Mapping[str, Any]], Any] | None = None
     queue: str = "relay-steps"
+    queue_settings: QueueSettings | None = None
     _steps: dict[str, StepDefinition] = field(default_factory=dict, repr=False)
     _invariants: list[Invariant] = field(default_factory=list, repr=False)
     _events: list[EventTrigger] = field(default_factory=list, repr=False)

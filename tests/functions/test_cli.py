@@ -266,12 +266,12 @@ def test_cancel_of_a_finished_run_exits_1(relay_data_dir: Path) -> None:
 
 
 def test_manifest_describes_every_saga_step_queue_and_target(relay_data_dir: Path) -> None:
-    """The manifest lists both sagas with every step's policy, the queue and the 3 targets."""
+    """The manifest lists both sagas with every step's policy, the queue and the 4 targets."""
     result = relay("manifest")
 
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
-    assert manifest["version"] == 1
+    assert manifest["version"] == 2
     sagas = {saga["name"]: saga for saga in manifest["sagas"]}
     assert set(sagas) == {"order", "onboarding"}
     order_entry = sagas["order"]
@@ -282,12 +282,15 @@ def test_manifest_describes_every_saga_step_queue_and_target(relay_data_dir: Pat
         assert step["timeout_seconds"] == order.saga.steps[step["name"]].timeout_seconds
         assert step["retry"]["max_attempts"] >= 1
     assert order_entry["steps"][1]["after"] == ["validate_order"]
-    assert manifest["queues"] == [{"name": "relay-steps", "sagas": ["onboarding", "order"]}]
+    assert [(q["name"], q["sagas"]) for q in manifest["queues"]] == [
+        ("relay-steps", ["onboarding", "order"])
+    ]
     targets = {target["name"]: target for target in manifest["functions"]}
-    assert {name: t["entry_point"] for name, t in targets.items()} == {
-        "api": "functions/gcp.py:api",
-        "worker": "functions/gcp.py:worker",
-        "relay": "functions/gcp.py:relay",
+    assert {name: t["gcp"]["entry_point"] for name, t in targets.items()} == {
+        "api": "api",
+        "worker": "worker",
+        "relay": "relay",
+        "pubsub": "pubsub",
     }
     assert "order.charge_payment" in targets["worker"]["steps"]
     assert targets["api"]["steps"] == []
@@ -302,6 +305,9 @@ def test_manifest_routes_are_the_routes_the_gcp_targets_serve(relay_data_dir: Pa
     manifest = json.loads(relay("manifest").stdout)
     apps = {"api": gcp._API_APP, "worker": gcp._WORKER_APP, "relay": gcp._RELAY_APP}
     for target in manifest["functions"]:
+        if target["name"] not in apps:  # pubsub: a CloudEvent target, no routes
+            assert target["routes"] == []
+            continue
         served = sorted(route.path for route in apps[target["name"]].routes)  # type: ignore[attr-defined]
         assert sorted(route["path"] for route in target["routes"]) == served
 
@@ -322,7 +328,7 @@ def test_manifest_is_byte_identical_across_processes(relay_data_dir: Path) -> No
         outputs.append(completed.stdout)
 
     assert outputs[0] == outputs[1]
-    assert json.loads(outputs[0])["version"] == 1
+    assert json.loads(outputs[0])["version"] == 2
 
 
 # -- start --url (through a real `relay dev`) ------------------------------------------

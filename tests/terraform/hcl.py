@@ -452,10 +452,17 @@ def _finding(raw: Mapping[str, Any]) -> CheckovFinding:
     )
 
 
+# What checkov's Terraform framework reads; anything else (package zips...) cannot change it.
+_CHECKOV_INPUTS = (".tf", ".tf.json", ".tfvars", ".tfvars.json", ".hcl")
+
+
 def _tree_digest(path: Path) -> str:
+    """A digest of the Terraform files under ``path``: the key of the checkov result cache."""
     digest = hashlib.sha256(str(path.resolve()).encode())
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        if _SKIPPED_DIRS.isdisjoint(file.relative_to(path).parts):
+        if file.name.endswith(_CHECKOV_INPUTS) and _SKIPPED_DIRS.isdisjoint(
+            file.relative_to(path).parts
+        ):
             digest.update(str(file.relative_to(path)).encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()
 

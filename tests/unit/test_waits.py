@@ -238,4 +238,9 @@ def test_the_manifest_lists_wait_steps_and_the_topics_they_resume_on() -> None:
     )
     assert kinds["checkout.paid"][0] == "event"
     assert kinds["checkout.reserve"] == ("task", None)
-    assert {"pattern": "payments.*", "saga": "checkout", "resumes": "paid"} in manifest["events"]
+    assert {
+        "pattern": "payments.*",
+        "saga": "checkout",
+        "starts": False,
+        "resumes": "paid",
+    } in manifest["events"]
