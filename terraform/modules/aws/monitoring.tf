@@ -4,7 +4,7 @@
 
 locals {
   failed_run_alarms = {
-    for pair in setproduct(local.sagas, ["FAILED", "COMPENSATED"]) :
+    for pair in setproduct(local.sagas, toset(["FAILED", "COMPENSATED"])) :
     "${pair[0]}-${lower(pair[1])}" => { saga = pair[0], status = pair[1] }
   }
   dead_letter_queues = merge(

@@ -1,0 +1,19 @@
+provider "aws" {
+  region = var.region
+
+  default_tags {
+    tags = { "relay:deployment" = var.name_prefix }
+  }
+}
+
+module "relay" {
+  source = "../../modules/aws"
+
+  manifest_path       = var.manifest_path
+  package_path        = var.package_path
+  name_prefix         = var.name_prefix
+  architecture        = var.architecture
+  log_retention_days  = var.log_retention_days
+  alarm_sns_topic_arn = var.alarm_sns_topic_arn
+  environment         = var.environment
+}
