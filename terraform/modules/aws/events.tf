@@ -1,8 +1,8 @@
 # EventBridge: one rule per distinct manifest event pattern. functions/aws.py reads an
-# EventBridge event's detail-type as the Relay topic, so the rule matches detail-type
-# with the pattern as an EventBridge wildcard filter, Relay's "*" and "**" both becoming
-# EventBridge's "*" (which also spans dots; a pattern without one matches exactly); the
-# engine then applies the exact pattern, so a wider match starts nothing it should not.
+# EventBridge event's detail-type as the Relay topic, so each rule filters detail-type
+# with the pattern's EventBridge form (./eventbridge: a wildcard or prefix filter that
+# matches every topic the pattern matches, possibly more); the engine then applies the
+# exact pattern, so a wider match starts nothing it should not.
 
 resource "aws_cloudwatch_event_rule" "topic" {
   for_each = local.events_function == null ? toset([]) : local.event_patterns
@@ -11,7 +11,11 @@ resource "aws_cloudwatch_event_rule" "topic" {
   description    = "Relay topic pattern ${each.key}"
   event_bus_name = var.event_bus_name
   event_pattern = jsonencode(merge(
-    { "detail-type" = [{ wildcard = replace(each.key, "**", "*") }] },
+    {
+      "detail-type" = [{
+        (module.eventbridge.detail_type_filters[each.key].operator) = module.eventbridge.detail_type_filters[each.key].value
+      }]
+    },
     { for key, values in { source = var.event_sources } : key => values if length(values) > 0 },
   ))
   tags = var.tags

@@ -90,7 +90,8 @@ locals {
   alarm_actions  = var.alarm_sns_topic_arn == null ? [] : [var.alarm_sns_topic_arn]
 }
 
-module "cron" {
-  source    = "./cron"
-  schedules = { for name, s in local.schedules : name => s.cron }
+module "eventbridge" {
+  source         = "./eventbridge"
+  schedules      = { for name, s in local.schedules : name => s.cron }
+  event_patterns = local.event_patterns
 }

@@ -23,7 +23,7 @@ resource "aws_scheduler_schedule" "saga" {
   group_name  = aws_scheduler_schedule_group.cron.name
   description = each.value.description != "" ? each.value.description : "Starts saga ${each.value.saga} (relay manifest schedule ${each.key}, cron ${each.value.cron})."
 
-  schedule_expression          = module.cron.expressions[each.key]
+  schedule_expression          = module.eventbridge.expressions[each.key]
   schedule_expression_timezone = each.value.timezone
 
   flexible_time_window {

@@ -1,3 +1,5 @@
+# Relay's schedules and topic patterns in EventBridge's terms (plain HCL, no provider).
+#
 # Five-field cron (croniter, Cloud Scheduler) to EventBridge Scheduler's six-field
 # cron(minutes hours day-of-month month day-of-week year):
 #
@@ -38,6 +40,27 @@ locals {
       f[4] == "*" ? replace(f[2], "/^\\*\\//", "1/") : "?",
       replace(upper(f[3]), "/^\\*\\//", "1/"),
       f[4] == "*" ? "?" : local.day_of_week[name],
+    )
+  }
+}
+
+# Topic patterns to an EventBridge filter on detail-type (functions/aws.py reads the topic
+# from detail-type). EventBridge's "*" wildcard spans dots, so the filter may match more
+# topics than the pattern, never fewer; the engine applies the exact pattern afterwards:
+#
+#   - no "**": a wildcard filter with the pattern itself ("orders.*.created"; a pattern
+#     without "*" matches exactly);
+#   - with "**", which also matches no segment at all ("orders.**" matches "orders"): a
+#     prefix filter on the text before the first "*", without its trailing dot, or the
+#     wildcard "*" when that text is empty ("**", "**.created").
+locals {
+  detail_type_filters = {
+    for pattern in var.event_patterns : pattern => (
+      length(regexall("[*][*]", pattern)) == 0 ? { operator = "wildcard", value = pattern } : (
+        trimsuffix(split("*", pattern)[0], ".") == ""
+        ? { operator = "wildcard", value = "*" }
+        : { operator = "prefix", value = trimsuffix(split("*", pattern)[0], ".") }
+      )
     )
   }
 }

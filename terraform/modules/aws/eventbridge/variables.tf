@@ -33,3 +33,9 @@ variable "schedules" {
     error_message = "Day-of-week must be *, a number 0-7, a range a-b of numbers, a three-letter name or a range of names, joined by commas (no step, L or #: EventBridge Scheduler numbers days differently)."
   }
 }
+
+variable "event_patterns" {
+  description = "Relay topic patterns (dot-separated segments; \"*\" one segment, \"**\" any number), as `relay manifest` lists them."
+  type        = set(string)
+  default     = []
+}
