@@ -199,6 +199,7 @@ _LIST_FOR = re.compile(
     re.DOTALL,
 )
 _TOSET = re.compile(r"^toset\((?P<source>.+)\)$", re.DOTALL)
+_ONE = re.compile(r"^one\((?P<source>.+)\)$", re.DOTALL)
 
 
 def _condition(text: str, names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], bool]:
@@ -239,6 +240,11 @@ def evaluate(expression: Any, manifest: Mapping[str, Any], local_values: Mapping
         return evaluate(local_values[text.removeprefix("local.")], manifest, local_values)
     if match := _TOSET.match(text):
         return sorted(set(evaluate(match["source"], manifest, local_values)))
+    if match := _ONE.match(text):
+        values = evaluate(match["source"], manifest, local_values)
+        if len(values) > 1:
+            raise ValueError(f"one() of {len(values)} values: Terraform fails the plan")
+        return values[0] if values else None
     if match := _LIST_FOR.match(text):
         return [scope[match["value"]] for scope in _scopes(match, manifest, local_values)]
     if match := _FOR.match(text):
@@ -403,6 +409,29 @@ def test_only_the_public_function_is_open_to_all_users(
     assert "local.worker" in worker["service"]
     workers = [n for n, f in _deployed(manifest).items() if "worker" in f["route_groups"]]
     assert len(workers) == 1, f"expected one deployed worker, found {workers}"
+    assert evaluate(module_locals["worker"], manifest, module_locals) == workers[0]
+
+
+def test_worker_url_is_cloud_runs_deterministic_url_of_the_worker(
+    module: dict[str, dict[str, Any]], module_locals: dict[str, Any]
+) -> None:
+    """The worker URL is https://SERVICE-PROJECT_NUMBER.REGION.run.app, known before it exists.
+
+    It is in the worker's own environment (RELAY_WORKER_URL, RELAY_TASKS_AUDIENCE), so it
+    cannot be read from the function resource without a dependency cycle.
+    """
+    assert module_locals["worker_url"] == (
+        "https://${local.function_names[local.worker]}-${data.google_project.this.number}"
+        ".${var.region}.run.app"
+    )
+    function = resources(module, "google_cloudfunctions2_function")["function"]
+    assert unwrap(function["name"]) == "local.function_names[each.key]"
+    deployment = module_locals["deployment_env"]
+    assert deployment["RELAY_WORKER_URL"] == "${local.worker_url}/v1/steps"
+    assert unwrap(deployment["RELAY_TASKS_AUDIENCE"]) == "local.worker_url"
+    assert references(deployment["RELAY_TASKS_SERVICE_ACCOUNT"], "google_service_account") == {
+        "invoker"
+    }
 
 
 # --- queues, topics, schedules -------------------------------------------------------------------

@@ -28,7 +28,7 @@ variable "name_prefix" {
 }
 
 variable "alert_notification_channels" {
-  description = "Cloud Monitoring notification channel ids for the failed/compensated run alerts."
+  description = "Cloud Monitoring notification channels (projects/PROJECT/notificationChannels/ID) for the failed/compensated run alerts."
   type        = list(string)
   default     = []
 }

@@ -30,7 +30,7 @@ variable "name_prefix" {
 }
 
 variable "alert_notification_channels" {
-  description = "Cloud Monitoring notification channel ids the run alerts notify (none: the alerts only open incidents)."
+  description = "Cloud Monitoring notification channels the run alerts notify, as projects/PROJECT/notificationChannels/ID (none: the alerts only open incidents)."
   type        = list(string)
   default     = []
 }
