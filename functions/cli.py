@@ -397,6 +397,59 @@ def manifest() -> None:
 
 
 @main.command()
+@click.option("--target", required=True, type=click.Choice(["gcp", "aws"]))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("dist"),
+    show_default=True,
+    help="Directory of the archive (and of the aws pip build).",
+)
+@click.option(
+    "--arch",
+    type=click.Choice(["x86_64", "arm64"]),
+    default="x86_64",
+    show_default=True,
+    help="aws: the Lambda architecture whose wheels pip installs.",
+)
+@click.option(
+    "--python-version",
+    default="3.12",
+    show_default=True,
+    help="aws: the CPython of the Lambda runtime whose wheels pip installs.",
+)
+@click.option(
+    "--without-boto3",
+    is_flag=True,
+    help="aws: leave boto3/botocore out and use the Lambda runtime's own.",
+)
+def package(
+    *, target: str, out_dir: Path, arch: str, python_version: str, without_boto3: bool
+) -> None:
+    """Build the deployable archive: Cloud Run functions source (gcp) or Lambda zip (aws)."""
+    from functions.package.archive import build_package
+    from functions.package.locks import PackagingError
+
+    try:
+        built = build_package(
+            "gcp" if target == "gcp" else "aws",
+            out_dir,
+            python_version=python_version,
+            arch="arm64" if arch == "arm64" else "x86_64",
+            include_boto3=not without_boto3,
+        )
+    except PackagingError as exc:
+        from rich.markup import escape
+
+        _fail(escape(str(exc)))  # pip's messages hold brackets rich would read as markup
+    click.echo(f"archive  {built.path}")
+    click.echo(f"size     {built.size_bytes} bytes ({built.size_bytes / 2**20:.1f} MiB)")
+    click.echo(f"entries  {built.entries}")
+    click.echo(f"sha256   {built.sha256}")
+
+
+@main.command()
 @click.argument("saga")
 @click.option("--runs", "count", required=True, type=click.IntRange(1, 100_000))
 @click.option("--faults", default=None, help="RELAY_FAULTS for the stack (default per saga).")
