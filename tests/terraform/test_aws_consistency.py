@@ -445,7 +445,9 @@ def test_queues_have_dead_letter_queues_and_partial_batch_mappings(
     for queue in queues.values():
         assert queue["sqs_managed_sse_enabled"] is True
     esm = resources(module, "aws_lambda_event_source_mapping")["steps"]
-    assert _expr(esm["for_each"]) == "local.sqs_function == null ? {} : local.queues"
+    assert _expr(esm["for_each"]) == (
+        "{for name, q in local.queues : name => q if local.sqs_function != null}"
+    )
     assert esm["function_response_types"] == ["ReportBatchItemFailures"]
     assert _expr(esm["event_source_arn"]) == "aws_sqs_queue.steps[each.key].arn"
     assert _expr(esm["function_name"]) == "aws_lambda_function.this[local.sqs_function].arn"
@@ -578,6 +580,24 @@ def _evaluate_eventbridge(
     return values, ""
 
 
+def _terraform_console(expression: str, workdir: Path) -> Any:
+    """The value of one HCL expression, evaluated by ``terraform console`` (no provider)."""
+    terraform = tool_executable("terraform", "terraform")
+    proc = subprocess.run(
+        [str(terraform), "console"],
+        input=expression + "\n",
+        cwd=workdir,
+        env=_terraform_env(workdir / ".terraform"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Console prints a string as a quoted HCL literal, whose escapes are JSON's here.
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 _DAY_NAMES = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"]
 
 
@@ -697,7 +717,10 @@ def test_topic_filters_cover_every_topic_the_pattern_matches(
 
 
 def test_schedules_invoke_the_worker_with_the_input_the_handler_parses(
-    module: dict[str, dict[str, Any]], module_locals: dict[str, Any], manifest: dict[str, Any]
+    module: dict[str, dict[str, Any]],
+    module_locals: dict[str, Any],
+    manifest: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
     """One schedule per manifest schedule, in its time zone, with functions/aws.py's Input."""
     from functions.aws import SCHEDULE_MARKER, SchedulerInvocation
@@ -707,24 +730,25 @@ def test_schedules_invoke_the_worker_with_the_input_the_handler_parses(
     assert _expr(call["schedules"]) == "{for name, s in local.schedules : name => s.cron}"
     assert _expr(call["event_patterns"]) == "local.event_patterns"
     schedule = resources(module, "aws_scheduler_schedule")["saga"]
-    assert _expr(schedule["for_each"]) == "local.scheduler_function == null ? {} : local.schedules"
+    assert _expr(schedule["for_each"]) == (
+        "{for name, s in local.schedules : name => s if local.scheduler_function != null}"
+    )
     assert _expr(schedule["schedule_expression"]) == "module.eventbridge.expressions[each.key]"
     assert _expr(schedule["schedule_expression_timezone"]) == "each.value.timezone"
     target = block(schedule, "target")
     assert _expr(target["arn"]) == "aws_lambda_function.this[local.scheduler_function].arn"
     assert _expr(target["role_arn"]) == "aws_iam_role.cron_scheduler.arn"
-    rendered = _expr(target["input"])
-    assert rendered == (
-        f'jsonencode({{relay = "{SCHEDULE_MARKER}", schedule = each.key, '
-        'scheduled_time = "<aws.scheduler.scheduled-time>"})'
-    )
+    input_expression = _expr(target["input"])
+    assert "each.key" in input_expression
     for item in manifest["schedules"]:
-        # What Scheduler sends once it has replaced its context attribute.
-        sent = {
-            "relay": SCHEDULE_MARKER,
-            "schedule": item["name"],
-            "scheduled_time": "2026-11-27T03:00:00Z",
-        }
+        # The Input Terraform would send for this schedule, evaluated by Terraform itself,
+        # then what Scheduler delivers once it has substituted its context attribute.
+        text = _terraform_console(
+            input_expression.replace("each.key", json.dumps(item["name"])), tmp_path
+        )
+        assert "<aws.scheduler.scheduled-time>" in text, text
+        sent = json.loads(text.replace("<aws.scheduler.scheduled-time>", "2026-11-27T03:00:00Z"))
+        assert sent["relay"] == SCHEDULE_MARKER
         assert SchedulerInvocation.infer(sent)
         assert SchedulerInvocation.parse(sent)[0] == item["name"]
     if manifest["schedules"]:

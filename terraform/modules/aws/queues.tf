@@ -36,7 +36,7 @@ resource "aws_sqs_queue_redrive_allow_policy" "dead_letter" {
 }
 
 resource "aws_lambda_event_source_mapping" "steps" {
-  for_each = local.sqs_function == null ? {} : local.queues
+  for_each = { for name, q in local.queues : name => q if local.sqs_function != null }
 
   event_source_arn        = aws_sqs_queue.steps[each.key].arn
   function_name           = aws_lambda_function.this[local.sqs_function].arn

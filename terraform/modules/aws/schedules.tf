@@ -17,7 +17,7 @@ resource "aws_scheduler_schedule_group" "delays" {
 
 resource "aws_scheduler_schedule" "saga" {
   #checkov:skip=CKV_AWS_297:The schedule's Input names the schedule and its time only; Scheduler encrypts it with an AWS-owned key, and a customer-managed key costs $1 a month at rest.
-  for_each = local.scheduler_function == null ? {} : local.schedules
+  for_each = { for name, s in local.schedules : name => s if local.scheduler_function != null }
 
   name        = "${var.name_prefix}-${each.key}"
   group_name  = aws_scheduler_schedule_group.cron.name
@@ -35,12 +35,14 @@ resource "aws_scheduler_schedule" "saga" {
     role_arn = aws_iam_role.cron_scheduler.arn
 
     # The shape functions/aws.py's SchedulerInvocation parses; the run id derives from
-    # the schedule and this time, so Scheduler's retries start one run.
-    input = jsonencode({
+    # the schedule and this time, so Scheduler's retries start one run. jsonencode writes
+    # "<" and ">" as \u003c and \u003e, which would hide the context attribute from
+    # Scheduler's substitution: put them back.
+    input = replace(replace(jsonencode({
       relay          = "schedule"
       schedule       = each.key
       scheduled_time = "<aws.scheduler.scheduled-time>"
-    })
+    }), "\\u003c", "<"), "\\u003e", ">")
 
     dead_letter_config {
       arn = aws_sqs_queue.async_dlq.arn
