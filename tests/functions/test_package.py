@@ -8,9 +8,13 @@ build fails with pip's message and the question whether PyPI is reachable.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from functions.cli import main
+from functions.local_stack import free_port
 from functions.package.archive import ZIP_DATE_TIME
 from functions.package.locks import read_lock
 
@@ -124,6 +129,47 @@ def test_gcp_main_re_exports_the_targets(gcp_archive: Built, tmp_path: Path) -> 
 
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "['api', 'pubsub', 'relay', 'worker']"
+
+
+def test_functions_framework_serves_the_archive_api_target(
+    gcp_archive: Built, tmp_path: Path
+) -> None:
+    """functions-framework --source main.py --target api (as the buildpack runs it) answers."""
+    source = extract(gcp_archive.path, tmp_path / "source")
+    port = free_port()
+    framework = Path(sys.executable).parent / "functions-framework"
+    env = {**os.environ, "RELAY_BACKEND": "memory", "PYTHONDONTWRITEBYTECODE": "1"}
+    log_path = tmp_path / "framework.log"
+    with log_path.open("wb") as log:
+        # Its own process group: the server forks workers, stopped with it by group.
+        process = subprocess.Popen(
+            [str(framework), "--source", "main.py", "--target", "api", "--port", str(port)],
+            cwd=source,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            status, body = _get_when_up(f"http://127.0.0.1:{port}/healthz", process)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    stderr = log_path.read_bytes()
+
+    assert status == 200, stderr.decode()[-2000:]
+    assert json.loads(body) == {"status": "ok"}
+
+
+def _get_when_up(url: str, process: subprocess.Popen[bytes]) -> tuple[int, bytes]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status, response.read()
+        except OSError:
+            time.sleep(0.1)
+    return -1, b""
 
 
 def test_gcp_requirements_pin_runtime_and_gcp_extra_only(gcp_archive: Built) -> None:
