@@ -16,4 +16,6 @@ module "relay" {
   log_retention_days  = var.log_retention_days
   alarm_sns_topic_arn = var.alarm_sns_topic_arn
   environment         = var.environment
+  reserve_concurrency = var.reserve_concurrency
+  deletion_protection = var.deletion_protection
 }

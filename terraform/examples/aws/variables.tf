@@ -11,9 +11,9 @@ variable "manifest_path" {
 }
 
 variable "package_path" {
-  description = "The Lambda zip built by `relay package --target aws`."
+  description = "The Lambda zip built by `relay package --target aws --out .` (named after its architecture and Python)."
   type        = string
-  default     = "relay-aws.zip"
+  default     = "relay-aws-x86_64-py3.12.zip"
 }
 
 variable "name_prefix" {
@@ -23,7 +23,7 @@ variable "name_prefix" {
 }
 
 variable "architecture" {
-  description = "Lambda architecture (x86_64 or arm64): the platform `relay package --target aws` built the zip for."
+  description = "Lambda architecture (x86_64 or arm64): the `--arch` `relay package --target aws` built the zip for."
   type        = string
   default     = "x86_64"
 }
@@ -44,4 +44,16 @@ variable "environment" {
   description = "Optional settings for the functions that read them, e.g. { RELAY_LOG_LEVEL = \"DEBUG\" }."
   type        = map(string)
   default     = {}
+}
+
+variable "reserve_concurrency" {
+  description = "Reserve each function's manifest max_instances as Lambda reserved concurrency; false for accounts with a low concurrency quota."
+  type        = bool
+  default     = true
+}
+
+variable "deletion_protection" {
+  description = "Deletion protection of the DynamoDB state table (set false before `terraform destroy`)."
+  type        = bool
+  default     = true
 }
