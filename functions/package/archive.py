@@ -173,7 +173,13 @@ def _project_files(*, infra_packages: Iterable[str]) -> Iterator[tuple[str, byte
     for root in roots:
         for path in sorted(root.rglob("*")):
             relative = path.relative_to(ROOT)
-            if path.is_file() and _is_kept(relative) and "tests" not in relative.parts:
+            hidden = any(part.startswith(".") for part in relative.parts)  # editor, OS files
+            if (
+                path.is_file()
+                and _is_kept(relative)
+                and not hidden
+                and "tests" not in relative.parts
+            ):
                 yield relative.as_posix(), path.read_bytes()
 
 
