@@ -323,6 +323,17 @@ def test_settings_read_every_deployment_variable_through_the_table() -> None:
     assert set(deployment) - elsewhere <= set(read)
 
 
+@pytest.mark.parametrize("backend", ["gcp", "aws"])
+def test_an_empty_variable_reads_as_unset(backend: str) -> None:
+    """Terraform may pass "" for an optional variable: the code then uses its default."""
+    names = [v.name for v in VARIABLES.values() if backend in v.platforms]
+    empty = {name: "" for name in names} | {"RELAY_BACKEND": backend}
+
+    assert _settings.Settings.from_env(empty) == _settings.Settings.from_env(
+        {"RELAY_BACKEND": backend}
+    )
+
+
 def test_every_role_in_the_table_is_a_function_target() -> None:
     """The table's roles are the manifest's function names, so no variable is orphaned."""
     names = {target.name for target in function_targets()}
