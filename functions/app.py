@@ -73,8 +73,6 @@ ADMIN: Final = "admin"
 ALL_ROUTES: Final = frozenset({PUBLIC_API, WORKER, ADMIN})
 
 MAX_BODY_BYTES: Final = 1024 * 1024
-DEFAULT_SWEEP_STALE_SECONDS: Final = 120.0
-"""``POST /v1/sweep`` re-drives active runs without progress for this long."""
 INFRASTRUCTURE_RETRY_SECONDS: Final = 1.0
 
 T = TypeVar("T")
@@ -280,6 +278,8 @@ class _Api:
         enqueued again (the queue drops those that exist; the worker's re-drive rule makes
         the rest harmless).
         """
+        from core.engine.runs import DEFAULT_SWEEP_STALE_SECONDS  # the engine is loaded now
+
         body = await self._authenticated_body(request)
         stale = DEFAULT_SWEEP_STALE_SECONDS
         if body.strip():

@@ -8,6 +8,7 @@ hosts"). Each shape has a parser class with ``infer(event) -> bool``, tried in o
     shape (parser)        recognised by                                handled by
     SQS batch             Records[0].eventSource == "aws:sqs"          _handle_sqs_batch
     scheduler invocation  {"relay": "schedule", "schedule": ...}       _handle_schedule
+    sweeper invocation    {"relay": "sweep"}                           _handle_sweep
     EventBridge event     detail-type + source + detail + id           _handle_topic_event
     SNS notification      Records[0].EventSource == "aws:sns"          _handle_topic_event
     HTTP                  requestContext (API Gateway v1/v2, Function  Mangum
@@ -87,6 +88,34 @@ class SqsBatch:
     def infer(cls, event: Event) -> bool:
         """True for ``{"Records": [{"eventSource": "aws:sqs", ...}]}``."""
         return _first_record(event).get("eventSource") == "aws:sqs"
+
+
+SWEEP_MARKER: Final = "sweep"
+"""Value of ``relay`` in the sweeper schedule's Input: ``{"relay": "sweep"}``, optionally
+with ``"stale_after_seconds": N`` (the HTTP hosts' ``POST /v1/sweep``)."""
+
+
+class SweepInvocation:
+    """The sweeper's EventBridge Scheduler invocation: re-drive runs that stopped."""
+
+    name: ClassVar[str] = 'sweeper invocation ({"relay": "sweep"})'
+
+    @classmethod
+    def infer(cls, event: Event) -> bool:
+        """True for the sweeper schedule's Input (``relay`` = ``sweep``)."""
+        return event.get("relay") == SWEEP_MARKER
+
+    @staticmethod
+    def parse(event: Event, default: float) -> float:
+        """How long a run may make no progress before it is re-driven (seconds).
+
+        Raises:
+            ValueError: ``stale_after_seconds`` is not a non-negative number.
+        """
+        value = event.get("stale_after_seconds", default)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise ValueError("sweeper input 'stale_after_seconds' must be a non-negative number")
+        return float(value)
 
 
 class SchedulerInvocation:
@@ -184,7 +213,14 @@ class HttpRequest:
         )
 
 
-_SHAPES: Final = (SqsBatch, SchedulerInvocation, EventBridgeEvent, SnsNotification, HttpRequest)
+_SHAPES: Final = (
+    SqsBatch,
+    SchedulerInvocation,
+    SweepInvocation,
+    EventBridgeEvent,
+    SnsNotification,
+    HttpRequest,
+)
 
 
 # -- the entry point ------------------------------------------------------------------
@@ -214,6 +250,8 @@ def _dispatch(event: Event, context: Any) -> Any:
         return _handle_sqs_batch(event)
     if SchedulerInvocation.infer(event):
         return _handle_schedule(event)
+    if SweepInvocation.infer(event):
+        return _handle_sweep(event)
     if EventBridgeEvent.infer(event):
         return _handle_topic_event(EventBridgeEvent.parse(event))
     if SnsNotification.infer(event):
@@ -401,6 +439,19 @@ def _handle_schedule(event: Event) -> dict[str, Any]:
         return {"status": "rejected", "error": str(exc)}
     run = result.run
     return {"run_id": run.run_id, "status": run.status.value, "created": result.is_created}
+
+
+def _handle_sweep(event: Event) -> dict[str, Any]:
+    """Re-drive stalled runs (the sweeper schedule, every minute by default)."""
+    from core.engine.runs import DEFAULT_SWEEP_STALE_SECONDS
+
+    try:
+        stale = SweepInvocation.parse(event, DEFAULT_SWEEP_STALE_SECONDS)
+    except ValueError as exc:
+        log.error("sweeper invocation ignored: %s", exc)
+        return {"status": "rejected", "error": str(exc)}
+    redriven = _engine().runs.sweep(stale_after_seconds=stale)
+    return {"redriven": redriven, "stale_after_seconds": stale}
 
 
 def _handle_topic_event(events: list[TopicEvent]) -> dict[str, Any]:

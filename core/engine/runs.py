@@ -7,6 +7,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from core.domain.records import (
     Message,
@@ -32,6 +33,9 @@ from core.ports.task_queue import TaskQueue
 from core.registry import SagaRegistry
 
 log = logging.getLogger("relay.runs")
+
+DEFAULT_SWEEP_STALE_SECONDS: Final = 120.0
+"""How long an active run may make no progress before the sweeper re-drives it."""
 
 _ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.COMPENSATING)
 

@@ -418,3 +418,20 @@ def test_log_lines_of_an_invocation_carry_its_lambda_request_id(greet_lambda: Aw
     after = [line for line in lines if line["message"] == "after the invocation"]
     assert during and all(line["aws_request_id"] == "req-7f3a" for line in during)
     assert after and "aws_request_id" not in after[0]
+
+
+def test_sweeper_invocation_re_drives_a_run_whose_message_was_lost(greet_lambda: AwsStack) -> None:
+    """The sweeper schedule's Input re-enqueues the due message of a stalled run."""
+    run_id = _wiring.get_engine().runs.start("greet", {"name": "Ada"}).run.run_id
+    lost = receive_all(greet_lambda)
+    assert [json.loads(m["Body"])["run_id"] for m in lost] == [run_id]
+    greet_lambda.clients.sqs.delete_message(
+        QueueUrl=greet_lambda.queue_url, ReceiptHandle=lost[0]["ReceiptHandle"]
+    )
+
+    answer = lambda_entry.handler({"relay": "sweep", "stale_after_seconds": 0}, CONTEXT)
+    bad = lambda_entry.handler({"relay": "sweep", "stale_after_seconds": "soon"}, CONTEXT)
+
+    assert answer == {"redriven": 1, "stale_after_seconds": 0.0}
+    assert [json.loads(m["Body"])["run_id"] for m in receive_all(greet_lambda)] == [run_id]
+    assert bad["status"] == "rejected" and "stale_after_seconds" in bad["error"]

@@ -755,24 +755,38 @@ def test_schedules_invoke_the_worker_with_the_input_the_handler_parses(
         assert _trigger_function(manifest, "scheduler") is not None
 
 
-def test_sweeper_is_not_scheduled_because_lambda_serves_no_sweep(
-    module: dict[str, dict[str, Any]], manifest: dict[str, Any]
+def test_sweeper_schedule_invokes_the_worker_with_the_input_the_handler_parses(
+    module: dict[str, dict[str, Any]], manifest: dict[str, Any], tmp_path: Path
 ) -> None:
-    """The manifest's sweeper has no AWS schedule: functions/aws.py has no sweep entry.
+    """The manifest's sweeper runs on its cron and sends what functions/aws.py sweeps with."""
+    from functions.aws import SweepInvocation
 
-    Neither the scheduler shape (it starts a named schedule's run) nor the HTTP surface on
-    Lambda (the public routes) reaches the sweep. When the handler learns to sweep, this
-    fails: add the sweeper schedule to modules/aws then.
-    """
-    from functions.aws import SchedulerInvocation
-
-    sweeper = manifest["sweeper"]
-    assert not SchedulerInvocation.infer({"relay": "sweep"})
-    public_paths = {
-        r["path"] for f in _deployed(manifest).values() if f["public"] for r in f["routes"]
+    call = module_calls(module)["sweeper_cron"]
+    assert {k: _expr(v) for k, v in call["schedules"].items()} == {
+        "sweeper": "local.manifest.sweeper.cron"
     }
-    assert sweeper["path"] not in public_paths
-    assert set(resources(module, "aws_scheduler_schedule")) == {"saga"}
+    sweeper = resources(module, "aws_scheduler_schedule")["sweeper"]
+    assert _expr(sweeper["count"]) == "local.scheduler_function != null ? 1 : 0"
+    assert _expr(sweeper["schedule_expression"]) == 'module.sweeper_cron.expressions["sweeper"]'
+    target = block(sweeper, "target")
+    assert _expr(target["arn"]) == "aws_lambda_function.this[local.scheduler_function].arn"
+    assert _expr(target["role_arn"]) == "aws_iam_role.cron_scheduler.arn"
+    stale = manifest["sweeper"]["stale_after_seconds"]
+    text = _terraform_console(
+        _expr(target["input"]).replace(
+            "local.manifest.sweeper.stale_after_seconds", json.dumps(stale)
+        ),
+        tmp_path,
+    )
+    sent = json.loads(text)
+    assert SweepInvocation.infer(sent)
+    assert SweepInvocation.parse(sent, default=-1.0) == stale
+    values, error = _evaluate_eventbridge(
+        tmp_path / "sweeper", {"sweeper": manifest["sweeper"]["cron"]}, []
+    )
+    assert values is not None, error
+    assert values["expressions"]["sweeper"] == eventbridge_cron(manifest["sweeper"]["cron"])
+    assert _trigger_function(manifest, "scheduler") is not None
 
 
 def test_event_rules_target_the_worker_by_detail_type(

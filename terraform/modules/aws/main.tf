@@ -95,3 +95,9 @@ module "eventbridge" {
   schedules      = { for name, s in local.schedules : name => s.cron }
   event_patterns = local.event_patterns
 }
+
+# The sweeper's cron, converted by the same rules as the sagas' schedules.
+module "sweeper_cron" {
+  source    = "./eventbridge"
+  schedules = { sweeper = local.manifest.sweeper.cron }
+}
