@@ -14,8 +14,8 @@ function's name among its ``roles``. Not listed:
 * ``set_by="runtime"``: the host sets it (Cloud Run's ``K_SERVICE``/``K_REVISION``,
   Lambda's credentials and ``_X_AMZN_TRACE_ID``, a terminal's ``COLUMNS``); a deployment
   must not.
-* ``set_by="developer"``: local runs and tests only (``RELAY_DATA_DIR``,
-  ``RELAY_SIGNING_KEY``, ``RELAY_FAULTS``, ``RELAY_OIDC_CERTS_URL``).
+* ``set_by="developer"``: local runs and tests only (``RELAY_SIGNING_KEY``,
+  ``RELAY_FAULTS``, ``RELAY_OIDC_CERTS_URL``).
 * ``EMULATOR_VARIABLES``: emulator endpoints, read by the SDKs themselves (and by the
   metrics switch below); never part of a deployment.
 """
@@ -150,11 +150,13 @@ VARIABLES: Final[Mapping[str, EnvVariable]] = dict(
         # -- local ------------------------------------------------------------------------
         _var(
             "RELAY_DATA_DIR",
-            LOCAL,
+            ALL_BACKENDS,
             ALL_ROLES,
-            "where the embedded backend keeps its files",
-            set_by="developer",
+            "where the embedded backend keeps its files, and where the bundled demo services"
+            " (functions/demo) keep demo.db on every backend: /tmp on the clouds, the only"
+            " writable directory on Lambda",
             default=".relay",
+            fixed={"gcp": "/tmp/relay", "aws": "/tmp/relay"},
         ),
         _var(
             "RELAY_SIGNING_KEY",

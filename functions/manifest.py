@@ -48,7 +48,7 @@ class AwsTarget:
     """How a function runs on Lambda: the handler and what invokes it."""
 
     handler: str
-    triggers: tuple[Literal["function_url", "sqs", "scheduler", "eventbridge"], ...]
+    triggers: tuple[Literal["http_api", "sqs", "scheduler", "eventbridge"], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +131,7 @@ def function_targets() -> tuple[FunctionTarget, ...]:
             max_instances=100,
             concurrency=80,
             gcp=GcpTarget(entry_point="api", trigger="http"),
-            aws=AwsTarget(handler=AWS_HANDLER, triggers=("function_url",)),
+            aws=AwsTarget(handler=AWS_HANDLER, triggers=("http_api",)),
         ),
         FunctionTarget(
             name="worker",

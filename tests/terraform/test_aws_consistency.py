@@ -99,7 +99,7 @@ FIXTURE_MANIFEST: dict[str, Any] = {
             "max_instances": 100,
             "concurrency": 80,
             "gcp": {"entry_point": "api", "trigger": "http"},
-            "aws": {"handler": "functions.aws.handler", "triggers": ["function_url"]},
+            "aws": {"handler": "functions.aws.handler", "triggers": ["http_api"]},
             "env": {"gcp": [], "aws": _AWS_ENV},
         },
         {
