@@ -78,11 +78,11 @@ class FunctionTarget:
     is_deployed: bool
     memory_mb: int
     timeout_seconds: int
-    min_instances: int
-    max_instances: int
-    concurrency: int
     gcp: GcpTarget | None
     aws: AwsTarget | None
+    min_instances: int = 0
+    max_instances: int = 100
+    concurrency: int = 80
 
     def __post_init__(self) -> None:
         limits = [("Lambda", LAMBDA_MAX_TIMEOUT_SECONDS)] if self.aws else []
@@ -127,9 +127,6 @@ def function_targets() -> tuple[FunctionTarget, ...]:
             is_deployed=True,
             memory_mb=512,
             timeout_seconds=30,
-            min_instances=0,
-            max_instances=100,
-            concurrency=80,
             gcp=GcpTarget(entry_point="api", trigger="http"),
             aws=AwsTarget(handler=AWS_HANDLER, triggers=("http_api",)),
         ),
@@ -141,9 +138,6 @@ def function_targets() -> tuple[FunctionTarget, ...]:
             is_deployed=True,
             memory_mb=1024,
             timeout_seconds=900,
-            min_instances=0,
-            max_instances=100,
-            concurrency=80,
             gcp=GcpTarget(entry_point="worker", trigger="http"),
             aws=AwsTarget(handler=AWS_HANDLER, triggers=("eventbridge", "scheduler", "sqs")),
         ),
@@ -156,9 +150,6 @@ def function_targets() -> tuple[FunctionTarget, ...]:
             is_deployed=False,
             memory_mb=1024,
             timeout_seconds=900,
-            min_instances=0,
-            max_instances=100,
-            concurrency=80,
             gcp=GcpTarget(entry_point="relay", trigger="http"),
             aws=None,
         ),
@@ -170,9 +161,6 @@ def function_targets() -> tuple[FunctionTarget, ...]:
             is_deployed=False,
             memory_mb=512,
             timeout_seconds=540,
-            min_instances=0,
-            max_instances=100,
-            concurrency=80,
             gcp=GcpTarget(entry_point="pubsub", trigger="pubsub"),
             aws=None,
         ),
