@@ -24,7 +24,7 @@ Run: ``python -m bench.gcp_cold_start [--repeats 7] [--json]``
 from __future__ import annotations
 
 import argparse
-import datetime
+import contextlib
 import http.client
 import json
 import os
@@ -32,12 +32,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +49,7 @@ from bench._gcp_emulators import (
 )
 from core.domain.records import Message, RunId, StepName
 from core.domain.status import Action, StepStatus
+from tests.emulators.oidc_proxy import CertsServer, TokenAuthority
 
 SERVICE_ACCOUNT = "relay-tasks@relay-bench.iam.gserviceaccount.com"
 QUEUE_PATH = f"projects/{PROJECT}/locations/{LOCATION}/queues/relay-cold-start"
@@ -66,92 +64,6 @@ WATCHED_MODULES = (
     "google.api_core",
     "google.protobuf",
 )
-
-
-# -- ID tokens -------------------------------------------------------------------------
-
-
-class TokenAuthority:
-    """A test RSA key with a self-signed certificate, minting Google-shaped ID tokens."""
-
-    def __init__(self) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.x509.oid import NameOID
-        from google.auth import crypt
-
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay-bench-token-authority")])
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256())
-        )
-        self.key_id = uuid.uuid4().hex
-        self.certs_body = json.dumps(
-            {self.key_id: certificate.public_bytes(serialization.Encoding.PEM).decode()}
-        ).encode()
-        private_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        self._signer = crypt.RSASigner.from_string(  # type: ignore[no-untyped-call]
-            private_pem, key_id=self.key_id
-        )
-
-    def mint(self, *, audience: str) -> str:
-        """An ID token as Cloud Tasks attaches it: Google issuer, audience, service account."""
-        from google.auth import jwt
-
-        now = int(time.time())
-        claims = {
-            "iss": "https://accounts.google.com",
-            "aud": audience,
-            "sub": "112233445566778899",
-            "email": SERVICE_ACCOUNT,
-            "email_verified": True,
-            "iat": now,
-            "exp": now + 3600,
-        }
-        token: bytes = jwt.encode(self._signer, claims)  # type: ignore[no-untyped-call]
-        return token.decode()
-
-
-@contextmanager
-def certs_server(authority: TokenAuthority) -> Iterator[str]:
-    """Serve the authority's certificates on 127.0.0.1; yields their URL."""
-    body = authority.certs_body
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Cache-Control", "public, max-age=3600")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/oauth2/v1/certs"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 # -- the stack -------------------------------------------------------------------------
@@ -308,7 +220,8 @@ def measure_worker(stack: Stack) -> float:
     body = json.dumps(message.to_json(), sort_keys=True, separators=(",", ":")).encode()
     headers = {
         "Content-Type": "application/json",
-        "Authorization": f"Bearer {stack.authority.mint(audience=stack.worker_url)}",
+        "Authorization": "Bearer "
+        + stack.authority.mint(audience=stack.worker_url, email=SERVICE_ACCOUNT),
         "User-Agent": "Google-Cloud-Tasks",
         "X-CloudTasks-QueueName": QUEUE_PATH.rsplit("/", 1)[-1],
         "X-CloudTasks-TaskName": f"bench-{uuid.uuid4().hex}",
@@ -414,13 +327,14 @@ def main() -> None:
     floor: list[float] = []
     worker: list[float] = []
     authority = TokenAuthority()
+    certs = CertsServer(authority)
     with (
         tempfile.TemporaryDirectory(prefix="relay-gcp-cold-") as tmp,
         firestore_emulator(Path(tmp)) as firestore_host,
         tasks_emulator(Path(tmp)) as tasks_host,
-        certs_server(authority) as certs_url,
+        contextlib.closing(certs),
     ):
-        stack = Stack(firestore_host=firestore_host, tasks_host=tasks_host, certs_url=certs_url)
+        stack = Stack(firestore_host=firestore_host, tasks_host=tasks_host, certs_url=certs.url)
         stack.authority = authority
         stack.open()
         # One untimed round first: the emulators' own first requests are slow (a fresh

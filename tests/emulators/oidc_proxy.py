@@ -61,7 +61,9 @@ class TokenAuthority:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        self._signer = crypt.RSASigner.from_string(private_pem, key_id=self.key_id)
+        self._signer = crypt.RSASigner.from_string(  # type: ignore[no-untyped-call]
+            private_pem, key_id=self.key_id
+        )
 
     def certs(self) -> dict[str, str]:
         """``{key id: PEM certificate}``, the shape of Google's v1 certs document."""
