@@ -53,6 +53,7 @@ from tests.terraform.hcl import (
     unwrap,
     variables,
 )
+from tests.terraform.manifests import bundle_manifest
 
 MODULE_DIR = TERRAFORM_DIR / "modules" / "aws"
 EVENTBRIDGE_DIR = MODULE_DIR / "eventbridge"
@@ -243,23 +244,12 @@ SDK_ENV = frozenset(
 # --- manifests and parsed modules -----------------------------------------------------------
 
 
-def _bundle_manifest() -> dict[str, Any]:
-    """What ``relay manifest`` prints for this bundle."""
-    from core.registry import SagaRegistry
-    from functions._settings import Settings
-    from functions.manifest import build_manifest
-
-    registry = SagaRegistry(dict(Settings.from_env({}).saga_modules))
-    built: dict[str, Any] = json.loads(json.dumps(build_manifest(registry)))
-    return built
-
-
 @pytest.fixture(params=["bundle", "fixture"])
 def manifest(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The bundle's own manifest, then the hand-written one with events and schedules."""
     if request.param == "fixture":
         return FIXTURE_MANIFEST
-    built = _bundle_manifest()
+    built = bundle_manifest()
     assert built.get("version") == MANIFEST_VERSION, (
         f"relay manifest prints version {built.get('version')}; terraform/modules/aws reads "
         f"version {MANIFEST_VERSION} (docs/manifest.md)"
@@ -660,7 +650,7 @@ def _sample_topics(pattern: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def eventbridge_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """modules/aws/eventbridge evaluated for every cron and pattern these tests know."""
-    manifests = [FIXTURE_MANIFEST, _bundle_manifest()]
+    manifests = [FIXTURE_MANIFEST, bundle_manifest()]
     crons = set(KNOWN_CRONS) | {s["cron"] for m in manifests for s in m["schedules"]}
     patterns = set(TRICKY_PATTERNS) | {e["pattern"] for m in manifests for e in m["events"]}
     workdir = tmp_path_factory.mktemp("eventbridge")

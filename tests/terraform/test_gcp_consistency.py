@@ -40,6 +40,7 @@ from tests.terraform.hcl import (
     unwrap,
     variables,
 )
+from tests.terraform.manifests import bundle_manifest
 
 MODULE_DIR = TERRAFORM_DIR / "modules" / "gcp"
 EXAMPLE_DIR = TERRAFORM_DIR / "examples" / "gcp"
@@ -146,23 +147,12 @@ FIXTURE_MANIFEST: dict[str, Any] = {
 }
 
 
-def _bundle_manifest() -> dict[str, Any]:
-    """What ``relay manifest`` prints for this bundle."""
-    from core.registry import SagaRegistry
-    from functions._settings import Settings
-    from functions.manifest import build_manifest
-
-    registry = SagaRegistry(dict(Settings.from_env({}).saga_modules))
-    built: dict[str, Any] = json.loads(json.dumps(build_manifest(registry)))
-    return built
-
-
 @pytest.fixture(params=["bundle", "fixture"])
 def manifest(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The bundle's own manifest, then the hand-written one with topics and schedules."""
     if request.param == "fixture":
         return FIXTURE_MANIFEST
-    built = _bundle_manifest()
+    built = bundle_manifest()
     if built.get("version") != MANIFEST_VERSION:
         reason = (
             f"relay manifest prints version {built.get('version')}; terraform/modules/gcp "

@@ -1,0 +1,17 @@
+"""The manifest the Terraform consistency tests check the modules against."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def bundle_manifest() -> dict[str, Any]:
+    """What ``relay manifest`` prints for this bundle, as Terraform's ``jsondecode`` sees it."""
+    from core.registry import SagaRegistry
+    from functions._settings import Settings
+    from functions.manifest import build_manifest
+
+    registry = SagaRegistry(dict(Settings.from_env({}).saga_modules))
+    built: dict[str, Any] = json.loads(json.dumps(build_manifest(registry)))
+    return built
