@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,9 +42,9 @@ from bench._gcp_emulators import (
     ROOT,
     firestore_emulator,
     free_port,
-    stop_group,
     tasks_emulator,
 )
+from bench.cold_start import ff_command, time_to_first_answer
 from core.domain.records import Message, RunId, StepName
 from core.domain.status import Action, StepStatus
 from tests.emulators.oidc_proxy import CertsServer, TokenAuthority
@@ -138,61 +136,6 @@ class Stack:
 
 
 # -- measuring -------------------------------------------------------------------------
-
-
-def time_to_first_answer(
-    command: list[str], env: Mapping[str, str], port: int, path: str, body: bytes, headers: Any
-) -> float:
-    """Seconds from spawning ``command`` to the first 200 on ``path`` (any other answer fails)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        command,
-        env=dict(env),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        deadline = started + 60
-        while time.perf_counter() < deadline:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                conn.request("POST", path, body=body, headers=headers)
-                response = conn.getresponse()
-                status, answer = response.status, response.read()
-                conn.close()
-            except OSError:
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.002)
-                continue
-            if status == 200:
-                return time.perf_counter() - started
-            raise SystemExit(f"{command[-5]} answered HTTP {status}: {answer[:500]!r}")
-        raise SystemExit(f"{command[-5]}: no answer within 60 s (exit code {proc.poll()})")
-    finally:
-        stop_group(proc)
-        if proc.stderr is not None:
-            if proc.returncode not in (0, -15):
-                sys.stderr.write(proc.stderr.read().decode(errors="replace")[-3000:])
-            proc.stderr.close()
-
-
-def ff_command(source: Path, target: str, port: int) -> list[str]:
-    binary = Path(sys.executable).with_name("functions-framework")
-    return [
-        str(binary),
-        "--asgi",
-        "--source",
-        str(source),
-        "--target",
-        target,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
 
 
 def measure_floor(stack: Stack) -> float:
