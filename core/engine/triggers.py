@@ -70,7 +70,8 @@ class TriggerService:
         event = {"topic": topic, "data": data, "id": event_id}
         started: list[StartResult] = []
         rejected: dict[str, str] = {}
-        for saga in self._sagas():
+        sagas = self._sagas()
+        for saga in sagas:
             for trigger in saga.event_triggers:
                 if not topic_matches(trigger.pattern, topic):
                     continue
@@ -89,7 +90,7 @@ class TriggerService:
                 break  # one run per saga per event, even if two patterns match
         resumed = [
             run_id
-            for saga in self._sagas()
+            for saga in sagas
             for run_id in self._resume_waiting(saga, topic=topic, event=event)
         ]
         return EventOutcome(started, rejected, resumed)
