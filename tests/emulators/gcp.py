@@ -123,23 +123,32 @@ def _start(name: str, command: list[str], *, port: int, log_dir: Path, ready: An
         unavailable(f"{name} did not start: {exc}")
 
 
+def _start_gcloud_emulator(
+    product: str, arguments: list[str], port: int, tmp_path_factory: pytest.TempPathFactory
+) -> ServerProcess:
+    """``gcloud <arguments> --host-port=127.0.0.1:PORT``, ready when it answers "Ok"."""
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        unavailable(f"gcloud is not on PATH: the {product} emulator ships with the Cloud SDK")
+    if shutil.which("java") is None:
+        unavailable(f"java is not on PATH: the {product} emulator needs a Java runtime")
+    name = product.lower().replace("/", "") + "-emulator"
+    return _start(
+        name,
+        [gcloud, *arguments, f"--host-port=127.0.0.1:{port}"],
+        port=port,
+        log_dir=tmp_path_factory.mktemp(name),
+        ready=lambda: _http_answers(f"http://127.0.0.1:{port}/", "Ok"),
+    )
+
+
 @pytest.fixture(scope="session")
 def firestore_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirestoreEmulator]:
     """The Firestore emulator (``gcloud emulators firestore start``), once per session."""
     _require_module("google.cloud.firestore", "gcp")
-    gcloud = shutil.which("gcloud")
-    if gcloud is None:
-        unavailable("gcloud is not on PATH: the Firestore emulator ships with the Cloud SDK")
-    if shutil.which("java") is None:
-        unavailable("java is not on PATH: the Firestore emulator needs a Java runtime")
-    port = free_port()
-    started = time.monotonic()
-    server = _start(
-        "firestore-emulator",
-        [gcloud, "emulators", "firestore", "start", f"--host-port=127.0.0.1:{port}"],
-        port=port,
-        log_dir=tmp_path_factory.mktemp("firestore-emulator"),
-        ready=lambda: _http_answers(f"http://127.0.0.1:{port}/", "Ok"),
+    port, started = free_port(), time.monotonic()
+    server = _start_gcloud_emulator(
+        "Firestore", ["emulators", "firestore", "start"], port, tmp_path_factory
     )
     try:
         yield FirestoreEmulator(
@@ -321,27 +330,12 @@ class PubSubEmulator:
 def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
     """The Pub/Sub emulator (``gcloud beta emulators pubsub start``, Java), once per session."""
     _require_module("google.cloud.pubsub_v1", "gcp")
-    gcloud = shutil.which("gcloud")
-    if gcloud is None:
-        unavailable("gcloud is not on PATH: the Pub/Sub emulator ships with the Cloud SDK")
-    if shutil.which("java") is None:
-        unavailable("java is not on PATH: the Pub/Sub emulator needs a Java runtime")
-    port = free_port()
-    started = time.monotonic()
-    server = _start(
-        "pubsub-emulator",
-        [
-            gcloud,
-            "beta",
-            "emulators",
-            "pubsub",
-            "start",
-            f"--host-port=127.0.0.1:{port}",
-            f"--project={PUBSUB_PROJECT}",
-        ],
-        port=port,
-        log_dir=tmp_path_factory.mktemp("pubsub-emulator"),
-        ready=lambda: _http_answers(f"http://127.0.0.1:{port}/", "Ok"),
+    port, started = free_port(), time.monotonic()
+    server = _start_gcloud_emulator(
+        "Pub/Sub",
+        ["beta", "emulators", "pubsub", "start", f"--project={PUBSUB_PROJECT}"],
+        port,
+        tmp_path_factory,
     )
     try:
         yield PubSubEmulator(
