@@ -69,8 +69,8 @@ dev: install ## the whole stack locally: API, dispatcher, workers, scheduler
 	$(BIN)/relay dev
 
 lint: install
-	$(BIN)/ruff check core infra functions tests bench
-	$(BIN)/ruff format --check core infra functions tests bench
+	$(BIN)/ruff check core infra functions tooling tests bench
+	$(BIN)/ruff format --check core infra functions tooling tests bench
 
 typecheck: install
 	$(BIN)/mypy

@@ -87,13 +87,13 @@ def sqs_event(messages: list[Any], queue_arn: str) -> dict[str, Any]:
 
 
 def measure(deployment: Deployment, runs: int, seed: int) -> dict[str, Any]:
-    from functions import _wiring
     from functions import aws as lambda_entry
+    from functions import wiring
     from functions.sagas.order import demo_inputs
     from infra.aws.dynamodb import DynamoDBStateStore
 
     context = LambdaContext()
-    engine = _wiring.get_engine()
+    engine = wiring.get_engine()
     start_calls: Counter[str] = Counter()
     worker_calls: Counter[str] = Counter()
     poller_calls: Counter[str] = Counter()

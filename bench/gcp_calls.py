@@ -2,7 +2,7 @@
 
 N runs of the order saga (``functions/sagas/order.py``; every fourth input carries the
 declined payment token, so those runs compensate) go through the real ``Engine`` wired as
-``functions/_wiring.py`` wires the gcp backend: ``FirestoreStateStore`` on the Firestore
+``functions/wiring.py`` wires the gcp backend: ``FirestoreStateStore`` on the Firestore
 emulator and ``CloudTasksQueue`` on the Cloud Tasks emulator. Every RPC is counted at the
 gRPC level by a client interceptor on both channels (nothing is stubbed): RPCs per method,
 documents written per ``Commit`` (``len(request.writes)``), documents returned by
@@ -76,8 +76,8 @@ CLOUD_TASKS_USD_PER_MILLION = 0.40
 
 def order_inputs(count: int) -> list[dict[str, Any]]:
     """Valid orders; every fourth is charged with the declined token (it compensates)."""
-    from functions.demo import payments
-    from functions.demo.db import CATALOGUE
+    from functions.demo_services import payments
+    from functions.demo_services.db import CATALOGUE
 
     skus = [entry.sku for entry in CATALOGUE]
     return [
@@ -122,11 +122,11 @@ class Results:
 def build_engine(
     firestore_host: str, tasks_host: str, counter: RpcCounter
 ) -> tuple[Engine, tasks_v2.CloudTasksClient, str]:
-    """The engine as ``functions/_wiring.py`` builds it for RELAY_BACKEND=gcp, counted."""
+    """The engine as ``functions/wiring.py`` builds it for RELAY_BACKEND=gcp, counted."""
     from google.cloud import tasks_v2
 
-    from functions._wiring import step_dispatch_deadlines, step_queue_paths
     from functions.sagas.order import saga
+    from functions.wiring import step_dispatch_deadlines, step_queue_paths
     from infra.gcp.cloud_tasks import CloudTasksQueue
     from infra.gcp.firestore import FirestoreStateStore
 

@@ -42,7 +42,7 @@ from core.domain.status import RunStatus
 from core.engine.engine import Engine
 from core.engine.saga_runner import HandleResult
 from core.registry import SagaRegistry
-from infra.local.dispatcher import Dispatcher, HttpDelivery, InProcessDelivery
+from infra.local.runtime.dispatcher import Dispatcher, HttpDelivery, InProcessDelivery
 from infra.local.sqlite_db import SQLiteDatabase
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore

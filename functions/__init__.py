@@ -1,1 +1,4 @@
-"""Entry points, the bundle's sagas and demo services: the edge where configuration is read."""
+"""What a deployed function contains: platform entry points, the HTTP app, the bundle's sagas.
+
+Nothing here is tooling (the CLI, dev stack, manifest and packaging live in ``tooling/``).
+"""

@@ -297,7 +297,7 @@ def _configure_logging_once() -> None:
 
 
 def _engine() -> Engine:
-    from functions._wiring import get_engine
+    from functions.wiring import get_engine
 
     return get_engine()
 
@@ -391,7 +391,7 @@ def _hold_back(record: Mapping[str, Any], delay_seconds: float) -> None:
     Lambda leaves a reported record in the queue with the visibility it has; without
     this it would come back after the queue's whole visibility timeout, not the delay.
     """
-    from functions._wiring import get_settings
+    from functions.wiring import get_settings
 
     url = get_settings().sqs_queue_url
     if not url:
@@ -481,7 +481,7 @@ class _NoDeliveries:
     """The verifier of an app that serves no authenticated route: refuses everything."""
 
     def verify(self, request_body: bytes, headers: Mapping[str, str]) -> None:
-        from functions.auth import Forbidden
+        from functions.http.auth import Forbidden
 
         raise Forbidden("deliveries are not served over HTTP on Lambda")
 
@@ -491,7 +491,7 @@ def _http_handler() -> Mangum:
     """Mangum around the public API (built on the first HTTP invocation)."""
     from mangum import Mangum
 
-    from functions.app import PUBLIC_API, create_app
+    from functions.http.app import PUBLIC_API, create_app
 
     app = create_app(engine=_engine, verifier=_NoDeliveries(), include=frozenset({PUBLIC_API}))
     return Mangum(app, lifespan="off")

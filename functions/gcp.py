@@ -1,7 +1,7 @@
 """functions-framework targets for Cloud Run functions: ``api``, ``worker``, ``relay``, ``pubsub``.
 
 Each target receives the framework's Starlette ``Request`` and dispatches it through
-Relay's own routed app (``functions/app.py``), returning the captured response, so one
+Relay's own routed app (``functions/http/app.py``), returning the captured response, so one
 target serves a whole route table (DESIGN.md, "One app, three hosts")::
 
     functions-framework --asgi --source functions/gcp.py --target relay
@@ -9,11 +9,11 @@ target serves a whole route table (DESIGN.md, "One app, three hosts")::
 ``pubsub`` is a CloudEvent target for Eventarc Pub/Sub triggers
 (``google.cloud.pubsub.topic.v1.messagePublished``); a Pub/Sub *push* subscription
 posts to the worker's ``/v1/events`` instead. Both parse messages alike
-(``functions/push_parsing.py``).
+(``functions/http/push_parsing.py``).
 
 Target names are stable: Terraform's ``entry_point`` refers to them. Importing this
 module builds no engine and opens no database; the first request that needs the engine
-builds it (``functions._wiring.get_engine``), so health checks stay cheap.
+builds it (``functions.wiring.get_engine``), so health checks stay cheap.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 from starlette.types import ASGIApp, Message  # noqa: E402
 
-from functions.app import ADMIN, ALL_ROUTES, PUBLIC_API, WORKER, create_app  # noqa: E402
-from functions.auth import DeliveryVerifier, LazyVerifier  # noqa: E402
+from functions.http.app import ADMIN, ALL_ROUTES, PUBLIC_API, WORKER, create_app  # noqa: E402
+from functions.http.auth import DeliveryVerifier, LazyVerifier  # noqa: E402
+from functions.http.push_parsing import DeadLetter, log_dead_letter, parse_cloud_event  # noqa: E402
 from functions.logs import configure_logging  # noqa: E402
-from functions.push_parsing import DeadLetter, log_dead_letter, parse_cloud_event  # noqa: E402
 
 if TYPE_CHECKING:
     from core.engine.engine import Engine
@@ -51,20 +51,20 @@ configure_logging()
 def _engine() -> Engine:
     # Imported here: the engine modules (and, through the backend, SQLite or a cloud SDK)
     # load on the first request that needs them, not at cold start.
-    from functions._wiring import get_engine
+    from functions.wiring import get_engine
 
     return get_engine()
 
 
 def _verifier() -> DeliveryVerifier:
-    from functions._wiring import get_settings
-    from functions.auth import verifier_for
+    from functions.http.verifiers import verifier_for
+    from functions.wiring import get_settings
 
     return verifier_for(get_settings())
 
 
 def _event_topics() -> Mapping[str, str]:
-    from functions._wiring import get_settings
+    from functions.wiring import get_settings
 
     return get_settings().pubsub_topics
 

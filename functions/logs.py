@@ -19,7 +19,7 @@ Each platform gets its own flavour (``RELAY_LOG_FORMAT``, default from ``RELAY_B
 - ``plain``: neither.
 
 The request's trace travels in a context variable: ``bind_request`` sets it (the ASGI
-middleware in ``functions/app.py`` does, per HTTP request) and ``reset_request`` restores
+middleware in ``functions/http/app.py`` does, per HTTP request) and ``reset_request`` restores
 the previous value. Worker threads started with ``run_in_threadpool`` copy the context,
 so lines logged by the engine carry the trace too.
 """

@@ -26,7 +26,7 @@ from core.registry import SagaRegistry
 class Engine:
     """Everything a function needs to start runs and process step messages.
 
-    Built once per warm container by the composition root (``functions/_wiring.py``) and
+    Built once per warm container by the composition root (``functions/wiring.py``) and
     shared by every request; it holds no per-request state.
     """
 

@@ -1,6 +1,6 @@
 """The example onboarding saga: open a user account, then send the welcome email.
 
-Both steps call demo services (``functions.demo``) with ``ctx.idempotency_key``; their
+Both steps call demo services (``functions.demo_services``) with ``ctx.idempotency_key``; their
 compensations close the account and, if the customer was already welcomed, tell them the
 account was closed. Importing this module does no I/O.
 """
@@ -17,7 +17,7 @@ from core.domain.records import RunSnapshot
 from core.domain.retry_policy import RetryPolicy
 from core.domain.saga import Saga
 from core.domain.status import RunStatus
-from functions.demo import emails, users
+from functions.demo_services import emails, users
 
 WELCOME = "welcome"
 CLOSURE = "account_closed"

@@ -1,6 +1,6 @@
 """The example order saga: validate, reserve stock, charge payment, open the order, confirm.
 
-Every step calls a demo service (``functions.demo``) with ``ctx.idempotency_key``, and
+Every step calls a demo service (``functions.demo_services``) with ``ctx.idempotency_key``, and
 every step has a compensation that undoes it with the same key, so a redelivered or
 retried step is the same operation to the outside world and a compensation finds exactly
 what its step did. The invariants and :func:`ledger_violations` are what ``relay chaos``
@@ -23,8 +23,8 @@ from core.domain.retry_policy import RetryPolicy
 from core.domain.saga import Saga
 from core.domain.status import RunStatus
 from core.result import Failure, Result, Success
-from functions.demo import emails, inventory, orders, payments
-from functions.demo.db import CATALOGUE
+from functions.demo_services import emails, inventory, orders, payments
+from functions.demo_services.db import CATALOGUE
 
 CONFIRMATION = "order_confirmation"
 CANCELLATION = "order_cancellation"

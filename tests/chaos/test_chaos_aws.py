@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 
 from core.faults import CRASH_EXIT_CODE
-from functions import _wiring
 from functions import aws as lambda_entry
-from functions.checks import check_runs
+from functions import wiring
 from functions.sagas.order import demo_inputs
 from tests.e2e.test_aws_stack import (  # noqa: F401 (fixtures used by name)
     TERMINAL,
@@ -37,6 +36,7 @@ from tests.functions.test_aws_handler import (  # noqa: F401 (fixtures used by n
     configure_aws_env,
     moto_endpoint,
 )
+from tooling.checks import check_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAOS_RUNS = 100
@@ -87,7 +87,7 @@ def test_chaos_campaign_with_crashes_on_the_aws_stack_ends_clean(
         start_order(order, f"crash-{number}")
         for number, order in enumerate(demo_inputs(CHAOS_RUNS, seed=13))
     ]
-    engine = _wiring.get_engine()
+    engine = wiring.get_engine()
     exits: list[int] = []
     log_path = tmp_path / "poller.log"
     deadline = time.monotonic() + CAMPAIGN_SECONDS

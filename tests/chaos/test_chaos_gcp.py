@@ -29,7 +29,6 @@ import pytest
 
 from core.domain.status import RunStatus
 from core.faults import CRASH_EXIT_CODE
-from functions.checks import check_runs
 from functions.sagas.order import demo_inputs
 from tests.emulators.gcp import (  # noqa: F401 (session fixtures used by name)
     FirestoreEmulator,
@@ -40,6 +39,7 @@ from tests.emulators.gcp import (  # noqa: F401 (session fixtures used by name)
     tasks_emulator,
 )
 from tests.emulators.gcp_stack import GcpStack, gcp_stack, http_call
+from tooling.checks import check_runs
 
 CHAOS_RUNS = 100
 FAULTS = "*:fail@0.2;*:crash@0.05;seed=29"

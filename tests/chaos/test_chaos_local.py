@@ -24,7 +24,7 @@ def test_order_campaign_with_faults_and_a_stack_kill_ends_clean(tmp_path: Path) 
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     data_dir = tmp_path / "campaign"
     command = [
-        sys.executable, "-m", "functions.cli", "chaos", "order",
+        sys.executable, "-m", "tooling.cli", "chaos", "order",
         "--runs", str(RUNS), "--faults", FAULTS, "--kill-stack-once",
         "--timeout", str(CAMPAIGN_TIMEOUT_SECONDS), "--data-dir", str(data_dir), "--json",
     ]  # fmt: skip

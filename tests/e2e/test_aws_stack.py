@@ -21,10 +21,9 @@ from typing import Any
 import pytest
 
 from core.domain.status import RunStatus
-from functions import _wiring
 from functions import aws as lambda_entry
-from functions.checks import check_runs
-from functions.demo.payments import DECLINED_TOKEN
+from functions import wiring
+from functions.demo_services.payments import DECLINED_TOKEN
 from functions.sagas.order import GOOD_TOKEN, demo_inputs
 from tests.emulators.aws import REGION
 from tests.functions.test_aws_handler import (  # noqa: F401 (fixtures used by name)
@@ -36,6 +35,7 @@ from tests.functions.test_aws_handler import (  # noqa: F401 (fixtures used by n
     golden,
     moto_endpoint,
 )
+from tooling.checks import check_runs
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +46,7 @@ def restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = saved_handlers
     root.setLevel(saved_level)
-    _wiring.reset_engine()
+    wiring.reset_engine()
 
 
 TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.FAILED})
@@ -190,7 +190,7 @@ def test_order_completes_and_a_declined_order_compensates(
 
     statuses = [run_status(run_id) for run_id in run_ids]
     assert statuses == [RunStatus.COMPLETED, RunStatus.COMPENSATED]
-    report = check_runs(_wiring.get_engine(), run_ids, data_dir=tmp_path)
+    report = check_runs(wiring.get_engine(), run_ids, data_dir=tmp_path)
     assert report.is_clean, report.to_json()
     assert len(report.invariant_results) == 5
     assert all(result == {"runs": 2, "violated": 0} for result in report.invariant_results.values())

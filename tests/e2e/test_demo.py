@@ -21,7 +21,7 @@ def test_relay_demo_exits_0_showing_completed_and_compensated_runs(tmp_path: Pat
     began = time.monotonic()
 
     completed = subprocess.run(
-        [sys.executable, "-m", "functions.cli", "demo"],
+        [sys.executable, "-m", "tooling.cli", "demo"],
         cwd=ROOT,
         env=env,
         capture_output=True,

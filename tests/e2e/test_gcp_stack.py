@@ -29,8 +29,7 @@ from datetime import datetime
 import pytest
 
 from core.engine.runs import run_id_for_key
-from functions.checks import check_runs
-from functions.demo.payments import DECLINED_TOKEN
+from functions.demo_services.payments import DECLINED_TOKEN
 from functions.sagas.order import GOOD_TOKEN, demo_inputs
 from tests.emulators.gcp import (  # noqa: F401 (session fixtures used by name)
     FirestoreEmulator,
@@ -50,6 +49,7 @@ from tests.emulators.gcp_stack import (
     gcp_stack,
     http_call,
 )
+from tooling.checks import check_runs
 
 TERMINAL = frozenset({"COMPLETED", "COMPENSATED", "FAILED", "CANCELLED"})
 

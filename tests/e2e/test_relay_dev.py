@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from functions.dev import DevStack
+from tooling.dev_stack import DevStack
 
 ROOT = Path(__file__).resolve().parents[2]
 SAGA_MODULES = "e2e=tests.e2e.sagas_fixture:saga"
@@ -36,14 +36,14 @@ def dev_environment(data_dir: Path, *, faults: str = "") -> dict[str, str]:
 
 
 class DevProcess:
-    """``python -m functions.dev`` in a subprocess, stopped by PID."""
+    """``python -m tooling.dev_stack`` in a subprocess, stopped by PID."""
 
     def __init__(self, tmp_path: Path, *, args: list[str], env: Mapping[str, str]) -> None:
         self.port = free_port()
         self.log_path = tmp_path / "relay-dev.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "functions.dev", "--port", str(self.port), *args],
+            [sys.executable, "-m", "tooling.dev_stack", "--port", str(self.port), *args],
             cwd=ROOT,
             env=dict(env),
             stdout=subprocess.PIPE,

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from core.signing import SIGNATURE_HEADER, sign
-from functions.dev import DevStack
+from tooling.dev_stack import DevStack
 
 SAGA_MODULES = "parcel=tests.e2e.waits_fixture:saga"
 

@@ -257,8 +257,8 @@ class GcpStack:
 
     def engine(self) -> Engine:
         """An engine in the test process on the same Firestore collection and queue."""
-        from functions._settings import Settings
-        from functions._wiring import build_engine
+        from functions.settings import Settings
+        from functions.wiring import build_engine
 
         settings = Settings.from_env({**self.env, "RELAY_FAULTS": ""})
         with (

@@ -31,7 +31,7 @@ from core.engine.saga_runner import RunnerSettings
 from core.faults import FaultPlan
 from core.registry import SagaRegistry
 from core.signing import SIGNATURE_HEADER, SignatureError, verify
-from infra.local.dispatcher import (
+from infra.local.runtime.dispatcher import (
     Dispatcher,
     HttpDelivery,
     InProcessDelivery,

@@ -12,9 +12,9 @@ import pytest
 
 from core.engine.engine import Engine
 from core.registry import SagaRegistry
-from functions import _wiring
-from functions.app import ALL_ROUTES, create_app
-from functions.auth import HmacVerifier
+from functions import wiring
+from functions.http.app import ALL_ROUTES, create_app
+from functions.http.auth import HmacVerifier
 from infra.local.fs_io_manager import FilesystemIOManager
 from infra.local.sqlite_db import SQLiteDatabase
 from infra.local.sqlite_queue import SQLiteTaskQueue
@@ -31,7 +31,7 @@ def clean_environment() -> Iterator[None]:
     saved_handlers, saved_level = list(root.handlers), root.level
     STEP_CALLS.clear()
     yield
-    _wiring.reset_engine()  # closes the cached engine and its database
+    wiring.reset_engine()  # closes the cached engine and its database
     os.environ.clear()
     os.environ.update(saved_environ)
     sys.path[:] = saved_path

@@ -20,8 +20,8 @@ import pytest
 
 from core.domain.records import Message, RunId, StateChange, StepName
 from core.domain.status import Action, StepStatus
-from functions import _wiring, logs
 from functions import aws as lambda_entry
+from functions import logs, wiring
 from infra.aws.dynamodb import create_table
 from infra.aws.sqs import create_queue
 from tests.contract.backends_aws import delete_bucket
@@ -84,7 +84,7 @@ def configure_aws_env(
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.setenv("RELAY_SAGAS", sagas)
-    _wiring.reset_engine()
+    wiring.reset_engine()
     lambda_entry._visibility_queue.cache_clear()
 
 
@@ -104,7 +104,7 @@ def aws_stack(aws_clients: AwsClients) -> Iterator[AwsStack]:  # noqa: F811 (the
     lambda_entry._http_handler.cache_clear()
     asyncio.set_event_loop(None)
     loop.close()
-    _wiring.reset_engine()
+    wiring.reset_engine()
     lambda_entry._visibility_queue.cache_clear()
     aws_clients.dynamodb.delete_table(TableName=table)
     aws_clients.sqs.delete_queue(QueueUrl=queue.queue_url)
@@ -207,7 +207,7 @@ def test_scheduled_invocation_twice_starts_one_run(greet_lambda: AwsStack) -> No
     assert first["created"] is True
     assert second == first | {"created": False}
     assert third["run_id"] != first["run_id"]
-    assert len(_wiring.get_engine().runs.list(saga="greet")) == 2
+    assert len(wiring.get_engine().runs.list(saga="greet")) == 2
 
 
 def test_unknown_schedule_is_acknowledged_not_retried(greet_lambda: AwsStack) -> None:
@@ -227,7 +227,7 @@ def test_eventbridge_event_starts_a_subscribed_run(greet_lambda: AwsStack) -> No
 
     assert len(first["runs"]) == 1
     assert again["runs"] == first["runs"]  # the event id makes the start idempotent
-    run = _wiring.get_engine().runs.get(first["runs"][0]).run
+    run = wiring.get_engine().runs.get(first["runs"][0]).run
     assert run.saga == "greet"
 
 
@@ -298,7 +298,7 @@ def test_sqs_batch_reports_a_permanently_rejected_message(
     start_greeting()
     (good,) = receive_all(greet_lambda)
     monkeypatch.delenv("RELAY_SQS_QUEUE_URL")
-    _wiring.reset_engine()
+    wiring.reset_engine()
 
     response = lambda_entry.handler(sqs_event(greet_lambda, [good]), CONTEXT)
 
@@ -312,7 +312,7 @@ def test_sqs_batch_reports_a_message_the_engine_defers(greet_lambda: AwsStack) -
     """A step still leased elsewhere is reported, and hidden for the rest of the lease."""
     run_id = json.loads(start_greeting()["body"])["run_id"]
     (good,) = receive_all(greet_lambda)
-    store = _wiring.get_engine().store
+    store = wiring.get_engine().store
     snapshot = store.load_run(run_id=RunId(run_id))
     assert snapshot is not None
     now = time.time()
@@ -353,11 +353,11 @@ def test_scheduler_role_sends_long_delays_through_eventbridge_scheduler(
 
     role = "arn:aws:iam::123456789012:role/relay-scheduler"
     monkeypatch.setenv("RELAY_SCHEDULER_ROLE_ARN", role)
-    _wiring.reset_engine()
+    wiring.reset_engine()
     run_id = json.loads(start_greeting()["body"])["run_id"]
     later = Message(RunId(run_id), StepName("deliver"), Action.EXECUTE, 2, time.time() + 7200)
 
-    _wiring.get_engine().queue.enqueue(messages=[later])
+    wiring.get_engine().queue.enqueue(messages=[later])
 
     import boto3
 
@@ -422,7 +422,7 @@ def test_log_lines_of_an_invocation_carry_its_lambda_request_id(greet_lambda: Aw
 
 def test_sweeper_invocation_re_drives_a_run_whose_message_was_lost(greet_lambda: AwsStack) -> None:
     """The sweeper schedule's Input re-enqueues the due message of a stalled run."""
-    run_id = _wiring.get_engine().runs.start("greet", {"name": "Ada"}).run.run_id
+    run_id = wiring.get_engine().runs.start("greet", {"name": "Ada"}).run.run_id
     lost = receive_all(greet_lambda)
     assert [json.loads(m["Body"])["run_id"] for m in lost] == [run_id]
     greet_lambda.clients.sqs.delete_message(

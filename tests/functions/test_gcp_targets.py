@@ -21,9 +21,9 @@ from core.domain.saga import Saga
 from core.domain.status import Action, StepStatus
 from core.errors import ConfigurationError
 from core.registry import SagaRegistry
-from functions import _wiring
-from functions._settings import Settings
-from functions.auth import verifier_for
+from functions import wiring
+from functions.http.verifiers import verifier_for
+from functions.settings import Settings
 from infra.gcp.cloud_tasks import CloudTasksQueue
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from tests.emulators.gcp import TasksEmulator, tasks_emulator  # noqa: F401 (session fixture)
@@ -84,7 +84,7 @@ def test_relay_target_keeps_error_statuses_and_headers(target_client: TargetClie
     client = target_client("relay")
     invalid = client.post("/v1/sagas/greet/runs", json={"times": 3})
     run_id = client.post("/v1/sagas/greet/runs", json={"name": "Ada"}).json()["run_id"]
-    store = _wiring.get_engine().store  # the engine the target built on first use
+    store = wiring.get_engine().store  # the engine the target built on first use
     run = store.load_run(run_id=RunId(run_id))
     assert run is not None
     now = time.time()
@@ -122,7 +122,7 @@ def test_importing_the_targets_builds_no_engine() -> None:
     """Importing functions.gcp loads neither SQLite nor the engine (cold start stays cheap)."""
     probe = (
         "import sys, functions.gcp; "
-        "print(sorted(m for m in ('sqlite3', 'infra.local.sqlite_db', 'functions._wiring', "
+        "print(sorted(m for m in ('sqlite3', 'infra.local.sqlite_db', 'functions.wiring', "
         "'core.engine.engine') if m in sys.modules))"
     )
     result = subprocess.run(
@@ -173,7 +173,7 @@ def test_pubsub_push_starts_one_run_per_message_id(target_client: TargetClient) 
     assert first.status_code == again.status_code == 202
     assert len(first.json()["runs"]) == 1
     assert again.json()["runs"] == first.json()["runs"]
-    runs = _wiring.get_engine().runs.list(saga="greet", statuses=None, limit=10)
+    runs = wiring.get_engine().runs.list(saga="greet", statuses=None, limit=10)
     assert [run.run_id for run in runs] == first.json()["runs"]
     assert runs[0].input == {"name": "Ada", "times": 1}
 
@@ -221,7 +221,7 @@ def test_malformed_pubsub_message_is_acknowledged_and_dead_lettered(
     assert [r.levelno for r in records] == [logging.ERROR]
     assert getattr(records[0], "message_id", None) == "bad-1"
     assert "hunter2" not in caplog.text  # never the payload
-    assert _wiring.get_engine().runs.list(saga="greet", statuses=None, limit=10) == []
+    assert wiring.get_engine().runs.list(saga="greet", statuses=None, limit=10) == []
 
 
 def test_event_of_no_known_shape_is_refused(target_client: TargetClient) -> None:
@@ -261,7 +261,7 @@ def test_pubsub_cloud_event_target_starts_one_run(target_client: TargetClient) -
     again = client.post("/", json=envelope, headers=cloud_event_headers("ce-1"))
 
     assert first.status_code == again.status_code == 200
-    runs = _wiring.get_engine().runs.list(saga="greet", statuses=None, limit=10)
+    runs = wiring.get_engine().runs.list(saga="greet", statuses=None, limit=10)
     assert len(runs) == 1 and runs[0].input == {"name": "Cy", "times": 1}
 
 
@@ -277,7 +277,7 @@ def test_pubsub_cloud_event_with_bad_data_is_acknowledged(
 
     assert response.status_code == 200
     assert "not valid base64" in caplog.text
-    assert _wiring.get_engine().runs.list(saga="greet", statuses=None, limit=10) == []
+    assert wiring.get_engine().runs.list(saga="greet", statuses=None, limit=10) == []
 
 
 def test_scheduled_invocation_retried_with_the_same_time_starts_one_run(
@@ -308,7 +308,7 @@ def test_scheduled_invocation_without_a_time_rounds_to_the_cron(
 
     assert first.status_code == 202
     assert retry.json()["run_id"] == first.json()["run_id"]
-    run = _wiring.get_engine().runs.get(first.json()["run_id"]).run
+    run = wiring.get_engine().runs.get(first.json()["run_id"]).run
     assert run.input == {"name": "night shift", "times": 1}
 
 
@@ -317,7 +317,7 @@ def test_latest_fire_time_is_the_cron_time_at_or_before_now() -> None:
     from datetime import UTC, datetime
 
     from core.domain.triggers import Schedule
-    from functions.push_parsing import latest_fire_time
+    from functions.http.push_parsing import latest_fire_time
 
     nightly = Schedule("nightly", "0 3 * * *")
 
@@ -346,7 +346,7 @@ def test_sweep_route_redrives_a_stalled_run(target_client: TargetClient) -> None
     """``POST /v1/sweep`` (authenticated) re-enqueues the messages of a stalled run."""
     api, worker = target_client("api"), target_client("worker")
     api.post("/v1/sagas/greet/runs", json={"name": "Ada"})
-    queue = _wiring.get_engine().queue
+    queue = wiring.get_engine().queue
     assert isinstance(queue, SQLiteTaskQueue)
     lost = queue.lease_due(now=time.time() + 60, limit=10, lease_seconds=60)
     queue.ack(receipts=[delivery.receipt for delivery in lost])  # the first message is lost
@@ -381,7 +381,7 @@ def test_saga_queue_names_route_messages_to_their_cloud_tasks_queue(
             client,
             queue_path=default,
             worker_url="http://127.0.0.1:9/v1/steps",  # never due: nothing is delivered
-            queue_for=_wiring.step_queue_paths(registry, {"payments": routed}),
+            queue_for=wiring.step_queue_paths(registry, {"payments": routed}),
         )
         later = time.time() + 3600
         queue.enqueue(
@@ -407,7 +407,7 @@ def test_step_name_routed_to_two_queues_is_a_configuration_error() -> None:
             "b": _saga_on_queue("b", "other", "charge"),
         }
     )
-    route = _wiring.step_queue_paths(registry, {"payments": "projects/p/locations/l/queues/q"})
+    route = wiring.step_queue_paths(registry, {"payments": "projects/p/locations/l/queues/q"})
 
     with pytest.raises(ConfigurationError, match="different Cloud Tasks queues"):
         route(Message(RunId("r-1"), StepName("charge"), Action.EXECUTE, 1))
@@ -431,7 +431,7 @@ def test_bad_tasks_queues_setting_fails_at_startup(value: str, message: str) -> 
     }
 
     with pytest.raises(ConfigurationError, match=message):
-        _wiring.build_backend(Settings.from_env(env))
+        wiring.build_backend(Settings.from_env(env))
 
 
 @pytest.mark.parametrize(
@@ -455,7 +455,7 @@ def test_certs_url_must_be_https_or_loopback_http(url: str) -> None:
 
 def test_loopback_certs_url_still_checks_issuer_audience_and_identity() -> None:
     """A local certificates URL changes whose keys sign, not which claims are required."""
-    from functions.auth_oidc import OidcVerifier
+    from functions.http.oidc import OidcVerifier
 
     settings = Settings.from_env(
         {

@@ -11,8 +11,8 @@ import pytest
 from core.domain.records import Message, RunId, StepName
 from core.domain.status import Action
 from core.engine.engine import Engine
-from functions.app import MAX_BODY_BYTES, PUBLIC_API, create_app
-from functions.auth import HmacVerifier
+from functions.http.app import MAX_BODY_BYTES, PUBLIC_API, create_app
+from functions.http.auth import HmacVerifier
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore
 from tests.functions.support import SIGNING_KEY, TestClient, assert_nothing_written

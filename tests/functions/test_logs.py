@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from functions.auth import HmacVerifier
+from functions.http.auth import HmacVerifier
 from functions.logs import REDACTED, configure_logging
 from tests.functions.support import SIGNING_KEY
 

@@ -31,11 +31,12 @@ from core.domain.records import Message, RunId, RunSnapshot, StepName
 from core.domain.status import Action, StepStatus
 from core.engine.engine import Engine
 from core.errors import ConfigurationError, InfrastructureError
-from functions import _wiring
-from functions._settings import Settings
-from functions.app import ALL_ROUTES, create_app
-from functions.auth import Forbidden, Unauthenticated, verifier_for
-from functions.auth_oidc import CachedCerts, OidcVerifier
+from functions import wiring
+from functions.http.app import ALL_ROUTES, create_app
+from functions.http.auth import Forbidden, Unauthenticated
+from functions.http.verifiers import verifier_for
+from functions.http.oidc import CachedCerts, OidcVerifier
+from functions.settings import Settings
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore
 from tests.functions.support import STEP_CALLS, TestClient, json_body
@@ -278,8 +279,8 @@ def test_injected_clock_and_skew_decide_expiry(google_key: SigningKey) -> None:
 
 
 def test_importing_the_module_does_not_import_google_auth() -> None:
-    """functions.auth_oidc loads google-auth only when a token is verified."""
-    code = "import sys, functions.auth_oidc; print('google.auth' in sys.modules)"
+    """functions.http.oidc loads google-auth only when a token is verified."""
+    code = "import sys, functions.http.oidc; print('google.auth' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
@@ -544,7 +545,7 @@ def gcp_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "relay-test")
     monkeypatch.setenv("RELAY_WORKER_URL", AUDIENCE)
     monkeypatch.setenv("RELAY_TASKS_SERVICE_ACCOUNT", SERVICE_ACCOUNT)
-    _wiring.reset_engine()  # forget settings read under another environment
+    wiring.reset_engine()  # forget settings read under another environment
     app = create_asgi_app(target="worker", source=str(ROOT / "functions" / "gcp.py"))
     with TestClient(app) as client:
         yield client
@@ -569,4 +570,4 @@ def test_gcp_worker_target_refuses_deliveries_before_building_the_engine(
     response = gcp_worker.post("/v1/steps", content=body, headers=headers)
 
     assert response.status_code == status
-    assert _wiring._engine is None
+    assert wiring._engine is None

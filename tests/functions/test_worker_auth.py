@@ -14,8 +14,8 @@ from core.domain.status import Action, StepStatus
 from core.engine.saga_runner import HandleResult
 from core.errors import StoreUnavailable
 from core.signing import SIGNATURE_HEADER
-from functions.app import create_app
-from functions.auth import HmacVerifier
+from functions.http.app import create_app
+from functions.http.auth import HmacVerifier
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore
 from tests.functions.support import (

@@ -9,8 +9,8 @@ from typing import Any
 def bundle_manifest() -> dict[str, Any]:
     """What ``relay manifest`` prints for this bundle, as Terraform's ``jsondecode`` sees it."""
     from core.registry import SagaRegistry
-    from functions._settings import Settings
-    from functions.manifest import build_manifest
+    from functions.settings import Settings
+    from tooling.manifest import build_manifest
 
     registry = SagaRegistry(dict(Settings.from_env({}).saga_modules))
     built: dict[str, Any] = json.loads(json.dumps(build_manifest(registry)))

@@ -15,7 +15,7 @@ providers here, so these tests check three things:
 - the pure translations (cron to EventBridge cron, topic patterns to detail-type filters)
   by evaluating ``modules/aws/eventbridge`` with the offline Terraform 1.0.3 binary.
 
-Two manifests are checked: the bundle's own (``functions.manifest.build_manifest``) and a
+Two manifests are checked: the bundle's own (``tooling.manifest.build_manifest``) and a
 hand-written version-2 manifest (``FIXTURE_MANIFEST``, from docs/manifest.md) with event
 patterns and schedules, which the bundle does not declare yet.
 """

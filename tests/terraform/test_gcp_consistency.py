@@ -7,7 +7,7 @@ here, so this file evaluates those expressions itself (the small subset the modu
 locals) against a manifest, and checks the literal parts (environment variable names,
 Firestore indexes, TTL field, metric names) against the code that reads or writes them.
 
-Two manifests are checked: the bundle's own (``functions.manifest.build_manifest``) and a
+Two manifests are checked: the bundle's own (``tooling.manifest.build_manifest``) and a
 hand-written version-2 manifest (``FIXTURE_MANIFEST``, from docs/manifest.md) that has event
 topics and schedules, which the bundle does not declare yet.
 """
@@ -369,8 +369,8 @@ def test_each_function_gets_exactly_the_variables_its_code_reads(
 
 
 def test_module_variables_are_names_the_code_declares(module_locals: dict[str, Any]) -> None:
-    """Every variable name the module sets is one functions/_settings.py reads."""
-    import functions._settings as settings
+    """Every variable name the module sets is one functions/settings.py reads."""
+    import functions.settings as settings
 
     declared = getattr(settings, "VARIABLES", None)
     names = set(module_locals["deployment_env"]) | set(module_locals["optional_env"])
@@ -555,7 +555,7 @@ def test_ttl_field_is_the_one_the_adapter_writes(
     module: dict[str, dict[str, Any]], module_locals: dict[str, Any]
 ) -> None:
     """TTL policies cover expires_at of the run and step collections, as the adapter writes."""
-    from functions._settings import Settings
+    from functions.settings import Settings
     from infra.gcp._firestore_docs import EXPIRES_AT, STEPS_SUBCOLLECTION
 
     field = resources(module, "google_firestore_field")["override"]

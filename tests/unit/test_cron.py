@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from core import RunStatus, Saga, StepContext
-from functions.cron import due_firings, fire_due, run_cron_loop
+from infra.local.runtime.cron import due_firings, fire_due, run_cron_loop
 from tests.unit.harness import Harness
 
 HOUR_START = 1_700_000_400.0  # 2023-11-14T22:20:00Z, a multiple of five minutes

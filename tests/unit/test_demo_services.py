@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from functions.demo import db, emails, inventory, orders, payments, users
+from functions.demo_services import db, emails, inventory, orders, payments, users
 
 GOOD_TOKEN = payments.GOOD_TOKEN
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -159,7 +159,7 @@ def test_concurrent_reserves_with_one_key_take_stock_once(demo_db: Path) -> None
 def test_processes_sharing_the_file_neither_lose_nor_duplicate_effects(demo_db: Path) -> None:
     """Worker processes racing on the same keys reserve and charge each key exactly once."""
     script = (
-        "from functions.demo import db, inventory, payments\n"
+        "from functions.demo_services import db, inventory, payments\n"
         "for i in range(25):\n"
         "    inventory.reserve(f'k{i}', [('SKU-MUG', 1)])\n"
         "    payments.charge(f'k{i}', 'c', 100, 'tok_visa')\n"

@@ -10,8 +10,8 @@ from core import ConfigurationError, Saga, StepContext
 from core.domain.records import Message, RunId, StepName
 from core.domain.status import Action
 from core.registry import SagaRegistry
-from functions._settings import Settings
-from functions._wiring import DISPATCH_MARGIN_SECONDS, build_backend, step_dispatch_deadlines
+from functions.settings import Settings
+from functions.wiring import DISPATCH_MARGIN_SECONDS, build_backend, step_dispatch_deadlines
 
 _COMPLETE = {
     "RELAY_BACKEND": "gcp",

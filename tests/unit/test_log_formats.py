@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from functions.app import RequestContextMiddleware, create_app
-from functions.auth import HmacVerifier
+from functions.http.app import RequestContextMiddleware, create_app
+from functions.http.auth import HmacVerifier
 from functions.logs import (
     LABELS_KEY,
     SPAN_ID_KEY,

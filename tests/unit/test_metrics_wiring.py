@@ -10,8 +10,8 @@ import pytest
 
 from core.errors import ConfigurationError
 from core.ports.metrics import NullMetrics
-from functions._settings import Settings
-from functions._wiring import build_metrics
+from functions.settings import Settings
+from functions.wiring import build_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("google.cloud.monitoring_v3", "google.cloud.monitoring", "grpc")
@@ -85,8 +85,8 @@ def test_building_and_recording_imports_no_monitoring_sdk() -> None:
     """The gcp sink records without importing google.cloud.monitoring (only a flush does)."""
     program = (
         "import sys\n"
-        "from functions._settings import Settings\n"
-        "from functions._wiring import build_metrics\n"
+        "from functions.settings import Settings\n"
+        "from functions.wiring import build_metrics\n"
         "sink = build_metrics(Settings(backend='gcp', gcp_project='p', metrics='on'))\n"
         "sink.record_attempt(saga='s', step='a', action='execute', outcome='succeeded',\n"
         "                    duration_seconds=0.01)\n"

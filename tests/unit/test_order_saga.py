@@ -15,7 +15,7 @@ from core.domain.records import RunSnapshot
 from core.domain.status import Action, RunStatus, StepStatus
 from core.errors import InputValidationError
 from core.faults import FaultPlan
-from functions.demo import db, emails, inventory, payments, users
+from functions.demo_services import db, emails, inventory, payments, users
 from functions.sagas import onboarding, order
 from tests.unit.harness import Harness
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from core import ConfigurationError
-from functions._settings import Settings
-from functions._wiring import build_backend
+from functions.settings import Settings
+from functions.wiring import build_backend
 
 
 def test_cloud_settings_use_one_spelling_per_variable() -> None:

@@ -12,8 +12,8 @@ from core.domain.saga import MAX_WAIT_SECONDS, CompensationDefinition, Saga
 from core.domain.status import Action, RunStatus, StepStatus
 from core.errors import DefinitionError
 from core.registry import SagaRegistry
-from functions.manifest import build_manifest
 from tests.unit.harness import Harness
+from tooling.manifest import build_manifest
 
 HOUR = 3600.0
 

@@ -1,5 +1,5 @@
 locals {
-  # Values only the deployment knows, by the variable name functions/_settings.py reads.
+  # Values only the deployment knows, by the variable name functions/settings.py reads.
   deployment_env = {
     GOOGLE_CLOUD_PROJECT        = var.project
     GOOGLE_CLOUD_REGION         = var.region
@@ -15,7 +15,7 @@ locals {
   }
 
   # Variables the code reads that a deployment may leave at their defaults (an empty value
-  # means "unset" to functions/_settings.py); var.environment overrides them.
+  # means "unset" to functions/settings.py); var.environment overrides them.
   optional_env = {
     RELAY_SAGAS               = ""
     RELAY_SAGA_MODULES        = ""

@@ -1,0 +1,1 @@
+"""Relay's HTTP API: the routed Starlette app, request and push parsing, views and auth."""

@@ -1,0 +1,223 @@
+"""Parsing HTTP requests into engine inputs, refusing bad ones with a precise 4xx.
+
+Every function here either returns a clean value or raises ``HttpError`` naming the field,
+header or query parameter that is wrong, so handlers in ``functions/http/app.py`` stay recipes
+and a rejected request never reaches the engine (nothing is written).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from core.domain.records import Message
+from core.domain.status import RunStatus
+from core.domain.triggers import validate_topic
+
+MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
+DEFAULT_LIST_LIMIT: Final = 50
+MAX_LIST_LIMIT: Final = 1000
+
+
+class HttpError(Exception):
+    """Raised by a handler to refuse a request with ``status`` and a JSON error body.
+
+    The body is ``{"error": code, "message": message, **fields}``; callers treat 4xx
+    other than 401/403/429 as permanent, so only a request that can never succeed as
+    sent gets one.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        /,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        self.fields = fields
+
+    def response(self) -> JSONResponse:
+        """The response that refuses the request."""
+        body = {"error": self.code, "message": self.message, **self.fields}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+async def read_body(request: Request, *, limit: int) -> bytes:
+    """The request body, refusing (413) more than ``limit`` bytes before buffering them."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise HttpError(
+                400, "invalid_header", "Content-Length is not a number", header="Content-Length"
+            )
+        if int(declared) > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> HttpError:
+    return HttpError(413, "body_too_large", f"request body exceeds {limit} bytes", limit=limit)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(body: bytes, *, what: str) -> Any:
+    """Strict JSON: UTF-8, not empty, no NaN/Infinity (they cannot be stored as JSON)."""
+    if not body.strip():
+        raise HttpError(400, "malformed_json", f"{what} is empty; send a JSON document")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HttpError(400, "malformed_json", f"{what} is not UTF-8 encoded") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise HttpError(400, "malformed_json", f"{what} is not valid JSON: {exc}") from None
+
+
+def json_object(body: bytes, *, what: str) -> dict[str, Any]:
+    """The body as a JSON object; 400 naming ``what`` when it is anything else."""
+    payload = parse_json(body, what=what)
+    if not isinstance(payload, dict):
+        raise HttpError(400, f"malformed_{what}", f"{what} must be a JSON object")
+    return payload
+
+
+def idempotency_key(headers: Headers) -> str | None:
+    """The ``Idempotency-Key`` header, checked: it becomes part of a stored run id."""
+    values = headers.getlist("idempotency-key")
+    if not values:
+        return None
+    key = values[0]
+    is_valid = (
+        len(values) == 1
+        and 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH
+        and all(" " <= char <= "~" for char in key)
+    )
+    if not is_valid:
+        raise HttpError(
+            400,
+            "invalid_header",
+            f"Idempotency-Key must be one header of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} "
+            "printable ASCII characters",
+            header="Idempotency-Key",
+        )
+    return key
+
+
+def _query_error(parameter: str, message: str, error_type: str) -> HttpError:
+    detail = [{"loc": ["query", parameter], "msg": message, "type": error_type}]
+    return HttpError(
+        422,
+        "invalid_query",
+        f"query parameter {parameter!r}: {message}",
+        parameter=parameter,
+        detail=detail,
+    )
+
+
+def parse_statuses(values: Sequence[str]) -> list[RunStatus] | None:
+    """``status=A&status=B`` or ``status=A,B``; None when absent (any status)."""
+    names = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    if not names:
+        return None
+    try:
+        return [RunStatus(name.upper()) for name in names]
+    except ValueError:
+        allowed = ", ".join(status.value for status in RunStatus)
+        raise _query_error("status", f"must be one of {allowed}", "enum") from None
+
+
+def parse_limit(text: str | None) -> int:
+    """The ``limit`` query parameter; 422 naming it when not an integer in range."""
+    if text is None:
+        return DEFAULT_LIST_LIMIT
+    try:
+        limit = int(text.strip())
+    except ValueError:
+        raise _query_error("limit", "must be an integer", "int_parsing") from None
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise _query_error("limit", f"must be between 1 and {MAX_LIST_LIMIT}", "range")
+    return limit
+
+
+def parse_message(body: bytes) -> Message:
+    """A queue delivery's body as a ``Message``; 400 with the reason otherwise."""
+    payload = json_object(body, what="message")
+    try:
+        return Message.from_json(payload)
+    except (ValueError, TypeError) as exc:
+        raise HttpError(400, "malformed_message", str(exc)) from None
+
+
+def parse_event(payload: Any) -> tuple[str, Any, str]:
+    """``{"topic": str, "data": any JSON, "id": str}`` into its three parts."""
+    if not isinstance(payload, dict):
+        raise HttpError(400, "malformed_event", "event must be a JSON object")
+    topic, event_id = payload.get("topic"), payload.get("id")
+    for field, value in (("topic", topic), ("id", event_id)):
+        if not isinstance(value, str) or not value:
+            message = f"event field {field!r} must be a non-empty string"
+            raise HttpError(400, "malformed_event", message)
+    assert isinstance(topic, str) and isinstance(event_id, str)
+    try:
+        validate_topic(topic)  # here, so a ValueError from deeper down stays a 500
+    except ValueError as exc:
+        raise HttpError(400, "malformed_event", str(exc)) from None
+    return topic, payload.get("data"), event_id
+
+
+SCHEDULE_TIME_HEADER: Final = "X-CloudScheduler-ScheduleTime"
+"""Cloud Scheduler's own scheduled time, used when the body names none."""
+
+
+def scheduled_time(body: bytes, headers: Headers) -> float:
+    """The scheduled time: the body's ``scheduled_time``, the scheduler's header, or now.
+
+    Retried invocations must name the same time to find the same run; "now" is only a
+    fallback for hand-made calls.
+    """
+    text: Any = None
+    if body.strip():
+        text = json_object(body, what="schedule").get("scheduled_time")
+    text = text if text is not None else headers.get(SCHEDULE_TIME_HEADER)
+    if text is None:
+        return time.time()
+    if not isinstance(text, str):
+        raise HttpError(400, "malformed_schedule", "scheduled_time must be an ISO-8601 string")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise HttpError(
+            400, "malformed_schedule", f"scheduled_time {text!r} is not an ISO-8601 time"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+# -- responses -----------------------------------------------------------------------

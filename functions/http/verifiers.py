@@ -1,0 +1,42 @@
+"""The delivery verifier for the configured backend: HMAC locally, OIDC on GCP, none on AWS."""
+
+from __future__ import annotations
+
+from core.errors import ConfigurationError
+from functions.http.auth import DeliveryVerifier, HmacVerifier
+from functions.settings import Settings
+
+
+def verifier_for(settings: Settings) -> DeliveryVerifier:
+    """The verifier that matches how deliveries reach this backend.
+
+    Raises:
+        ConfigurationError: the backend's verifier lacks configuration (naming the
+            variable), or the backend has no HTTP deliveries to verify.
+    """
+    if settings.backend in ("local", "memory"):
+        return HmacVerifier(settings.signing_key_bytes())
+    if settings.backend == "gcp":
+        from functions.http.oidc import GOOGLE_CERTS_URL, OidcVerifier
+
+        audience = settings.tasks_audience or settings.worker_url
+        if not audience:
+            raise ConfigurationError(
+                "RELAY_BACKEND='gcp' verifies OIDC tokens for an audience: set "
+                "RELAY_TASKS_AUDIENCE (or RELAY_WORKER_URL, its default)"
+            )
+        if not settings.tasks_service_account:
+            raise ConfigurationError(
+                "RELAY_BACKEND='gcp' accepts deliveries from one service account: set "
+                "RELAY_TASKS_SERVICE_ACCOUNT to the email Cloud Tasks signs tokens as"
+            )
+        return OidcVerifier(
+            audience=audience,
+            service_account_email=settings.tasks_service_account,
+            certs_url=settings.oidc_certs_url or GOOGLE_CERTS_URL,
+        )
+    raise ConfigurationError(
+        f"RELAY_BACKEND={settings.backend!r}: on Lambda, SQS and EventBridge invoke the "
+        "handlers directly (authorised by IAM) and the HTTP surface is the public API "
+        "only, so there are no HTTP deliveries to verify"
+    )

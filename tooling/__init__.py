@@ -1,0 +1,1 @@
+"""Tooling, never deployed: the ``relay`` CLI, dev stack, demo, chaos, manifest and packaging."""

@@ -1,0 +1,98 @@
+"""What the ``relay`` commands share: exit codes, the local engine, JSON options, errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from tooling.timeline import make_console
+
+if TYPE_CHECKING:
+    from core.domain.records import RunSnapshot
+    from core.engine.engine import Engine
+    from functions.settings import Settings
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+RUN_STATUSES = (
+    "PENDING",
+    "RUNNING",
+    "WAITING",
+    "COMPLETED",
+    "COMPENSATING",
+    "COMPENSATED",
+    "FAILED",
+    "CANCELLED",
+)
+
+
+def load_settings() -> Settings:
+    from core.errors import ConfigurationError
+    from functions.settings import Settings
+
+    try:
+        return Settings.from_env()
+    except ConfigurationError as exc:
+        fail(str(exc), code=EXIT_USAGE)
+
+
+@contextmanager
+def local_engine() -> Iterator[Engine]:
+    """An engine on this machine's settings, closed (threads, connections) on exit.
+
+    Each command builds its own instead of sharing ``get_engine()``'s cached one: the
+    CLI is short-lived, and tests invoke it many times with different environments.
+    """
+    from functions.wiring import build_engine
+
+    engine = build_engine(load_settings())
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def snapshot_view(engine: Engine, snapshot: RunSnapshot) -> dict[str, Any]:
+    """The ``GET /v1/runs/{id}`` view of ``snapshot``, steps in definition order."""
+    from functions.http.views import run_view
+
+    return run_view(snapshot, [step.name for step in engine.ordered_steps(snapshot)])
+
+
+def fail(message: str, *, code: int = EXIT_FAILED) -> NoReturn:
+    make_console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(code)
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def parse_json(text: str) -> Any:
+    """``--input`` as JSON; ``@path`` reads the JSON from a file."""
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot read {text[1:]}: {exc}", param_hint="--input"
+            ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--input") from None
+
+
+def exit_with_field_errors(saga: str, errors: list[dict[str, Any]]) -> NoReturn:
+    console = make_console(stderr=True)
+    console.print(f"[bold red]error:[/] input for saga {saga!r} is invalid:", highlight=False)
+    for error in errors:
+        where = ".".join(str(part) for part in error.get("loc", ())) or "<input>"
+        console.print(f"  [bold]{where}[/]: {error.get('msg', error)}", highlight=False)
+    sys.exit(EXIT_USAGE)
