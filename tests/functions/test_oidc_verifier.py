@@ -34,8 +34,8 @@ from core.errors import ConfigurationError, InfrastructureError
 from functions import wiring
 from functions.http.app import ALL_ROUTES, create_app
 from functions.http.auth import Forbidden, Unauthenticated
-from functions.http.verifiers import verifier_for
 from functions.http.oidc import CachedCerts, OidcVerifier
+from functions.http.verifiers import verifier_for
 from functions.settings import Settings
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore

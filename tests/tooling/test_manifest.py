@@ -451,7 +451,9 @@ def _environment_key(node: ast.AST) -> ast.AST | None:
 
 
 def _all_environment_reads() -> list[tuple[str, int, str, list[str] | None]]:
-    paths = sorted(p for top in ("functions", "core", "infra", "tooling") for p in (ROOT / top).rglob("*.py"))
+    paths = sorted(
+        p for top in ("functions", "core", "infra", "tooling") for p in (ROOT / top).rglob("*.py")
+    )
     return [read for path in paths for read in _environment_reads(path)]
 
 
