@@ -1,6 +1,6 @@
 """The Firestore and Cloud Tasks emulators for the GCP benchmarks, started and stopped by PID.
 
-Same commands as ``tests/emulators/gcp.py`` (DESIGN.md, "Real services in tests"): the
+Same commands as ``tests/support/gcp.py`` (DESIGN.md, "Real services in tests"): the
 Firestore emulator (gcloud, Java) on 127.0.0.1, and the Cloud Tasks emulator from its own
 virtualenv (``.venv-tasks-emulator``; ``gcloud-tasks-emulator`` has no host option and
 listens on ``[::]``). Each runs in its own process group, stopped by that group's id.
@@ -19,18 +19,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from infra.local.runtime.supervisor import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 TASKS_EMULATOR = ROOT / ".venv-tasks-emulator" / "bin" / "gcloud-tasks-emulator"
 PROJECT = "relay-bench"
 LOCATION = "us-central1"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _answers_ok(url: str) -> bool:

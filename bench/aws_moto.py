@@ -1,6 +1,6 @@
 """Shared by the AWS benchmarks: a moto server process and a deployment's resources on it.
 
-The server is ``tests/emulators/_moto_server.py`` (``moto_server`` with requests
+The server is ``tests/support/_moto_server.py`` (``moto_server`` with requests
 serialised, as the tests run it), started on a free loopback port and stopped by PID.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra.local.runtime.supervisor import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER = ROOT / "tests" / "emulators" / "_moto_server.py"
 REGION = "us-east-1"
@@ -29,13 +30,6 @@ CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": REGION,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _answers(url: str) -> bool:

@@ -21,7 +21,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,19 +35,13 @@ from core.domain.status import Action, RunStatus, StepStatus
 from core.engine.engine import Engine
 from core.registry import SagaRegistry
 from core.signing import SIGNATURE_HEADER, sign
+from infra.local.runtime.supervisor import free_port
 from infra.local.sqlite_db import SQLiteDatabase
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-cold-start-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def prepare_run(directory: Path) -> tuple[str, bytes]:

@@ -41,13 +41,13 @@ from bench._gcp_emulators import (
     PROJECT,
     ROOT,
     firestore_emulator,
-    free_port,
     tasks_emulator,
 )
 from bench.cold_start import ff_command, time_to_first_answer
 from core.domain.records import Message, RunId, StepName
 from core.domain.status import Action, StepStatus
-from tests.emulators.oidc_proxy import CertsServer, TokenAuthority
+from infra.local.runtime.supervisor import free_port
+from tests.support.oidc_proxy import CertsServer, TokenAuthority
 
 SERVICE_ACCOUNT = "relay-tasks@relay-bench.iam.gserviceaccount.com"
 QUEUE_PATH = f"projects/{PROJECT}/locations/{LOCATION}/queues/relay-cold-start"

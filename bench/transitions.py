@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -43,6 +42,7 @@ from core.engine.engine import Engine
 from core.engine.saga_runner import HandleResult
 from core.registry import SagaRegistry
 from infra.local.runtime.dispatcher import Dispatcher, HttpDelivery, InProcessDelivery
+from infra.local.runtime.supervisor import free_port
 from infra.local.sqlite_db import SQLiteDatabase
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore
@@ -160,13 +160,6 @@ def in_process_phase(directory: Path, *, runs: int, steps: int, concurrency: int
         }
     finally:
         backend.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

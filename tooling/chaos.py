@@ -33,7 +33,8 @@ from rich.table import Table
 from core.domain.status import RunStatus
 from core.engine.engine import Engine
 from core.engine.runs import run_id_for_key
-from tooling.local_stack import StackError, StackProcess, free_port
+from infra.local.runtime.supervisor import free_port
+from tooling.local_stack import StackError, StackProcess
 from tooling.timeline import make_console
 
 DEFAULT_FAULTS: Final = "*:fail@0.2;*:crash@0.05;*:duplicate@0.1"

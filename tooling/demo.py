@@ -20,8 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from infra.local.runtime.supervisor import free_port
 from tooling.checks import CheckReport
-from tooling.local_stack import StackError, StackProcess, free_port
+from tooling.local_stack import StackError, StackProcess
 from tooling.remote import RemoteError, RemoteRuns
 from tooling.timeline import TERMINAL_RUN_STATUSES, make_console, run_timeline, runs_table
 

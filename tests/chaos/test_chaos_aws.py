@@ -23,18 +23,12 @@ from core.faults import CRASH_EXIT_CODE
 from functions import aws as lambda_entry
 from functions import wiring
 from functions.sagas.order import demo_inputs
-from tests.e2e.test_aws_stack import (  # noqa: F401 (fixtures used by name)
-    TERMINAL,
-    restore_logging,
-    start_order,
-)
-from tests.functions.test_aws_handler import (  # noqa: F401 (fixtures used by name)
+from tests.support.aws_stack import (
     CONTEXT,
+    TERMINAL,
     AwsStack,
-    aws_clients,
-    aws_stack,
     configure_aws_env,
-    moto_endpoint,
+    start_order,
 )
 from tooling.checks import check_runs
 
@@ -51,9 +45,8 @@ SWEEP_STALE_SECONDS = 10.0
 POLLER_SCRIPT = """
 import os, sys, time
 import boto3
-from tests.emulators.aws import AwsClients
-from tests.functions.test_aws_handler import AwsStack
-from tests.e2e.test_aws_stack import EventSourcePoller
+from tests.support.aws import AwsClients
+from tests.support.aws_stack import AwsStack, EventSourcePoller
 
 options = {"endpoint_url": os.environ["AWS_ENDPOINT_URL"]}
 clients = AwsClients(
@@ -75,7 +68,7 @@ while True:
 @pytest.mark.slow
 @pytest.mark.timeout(CAMPAIGN_SECONDS + 120)
 def test_chaos_campaign_with_crashes_on_the_aws_stack_ends_clean(
-    aws_stack: AwsStack,  # noqa: F811 (the fixture)
+    aws_stack: AwsStack,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -30,15 +30,8 @@ import pytest
 from core.domain.status import RunStatus
 from core.faults import CRASH_EXIT_CODE
 from functions.sagas.order import demo_inputs
-from tests.emulators.gcp import (  # noqa: F401 (session fixtures used by name)
-    FirestoreEmulator,
-    PubSubEmulator,
-    TasksEmulator,
-    firestore_emulator,
-    pubsub_emulator,
-    tasks_emulator,
-)
-from tests.emulators.gcp_stack import GcpStack, gcp_stack, http_call
+from tests.support.gcp import FirestoreEmulator, PubSubEmulator, TasksEmulator
+from tests.support.gcp_stack import GcpStack, gcp_stack, http_call
 from tooling.checks import check_runs
 
 CHAOS_RUNS = 100
@@ -52,9 +45,9 @@ TERMINAL = [RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.FAILED, RunSta
 
 @pytest.fixture
 def chaos_stack(
-    firestore_emulator: FirestoreEmulator,  # noqa: F811 (the fixture)
-    tasks_emulator: TasksEmulator,  # noqa: F811 (the fixture)
-    pubsub_emulator: PubSubEmulator,  # noqa: F811 (the fixture)
+    firestore_emulator: FirestoreEmulator,
+    tasks_emulator: TasksEmulator,
+    pubsub_emulator: PubSubEmulator,
     tmp_path: Path,
 ) -> Iterator[GcpStack]:
     """The stack serving ``order`` with faults injected and duplicate deliveries."""

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,27 +29,12 @@ from core.errors import (
 from infra.aws.dynamodb import DynamoDBStateStore, create_table
 from infra.aws.s3_io import S3IOManager
 from infra.aws.sqs import SqsTaskQueue, create_queue
-from tests.contract.backends_aws import delete_bucket
-from tests.emulators.aws import AwsClients, unique_name
-from tests.emulators.processes import free_port
+from infra.local.runtime.supervisor import free_port
+from tests.support.aws import AwsClients, counting, unique_name
+from tests.support.backends.aws import delete_bucket
 
 T0 = 1_700_000_000.0
 DAY = 24 * 3600.0
-
-
-@contextlib.contextmanager
-def counting(client: Any) -> Iterator[Counter[str]]:
-    """Count the API calls a boto3 client makes inside the block, by operation name."""
-    calls: Counter[str] = Counter()
-
-    def count(model: Any, **_: Any) -> None:
-        calls[model.name] += 1
-
-    client.meta.events.register("before-call", count)
-    try:
-        yield calls
-    finally:
-        client.meta.events.unregister("before-call", count)
 
 
 @pytest.fixture

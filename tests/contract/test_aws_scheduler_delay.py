@@ -25,8 +25,7 @@ from core.registry import SagaRegistry
 from infra.aws.dynamodb import DynamoDBStateStore, create_table
 from infra.aws.scheduler_delay import EventBridgeSchedulerDelay, at_expression, schedule_name
 from infra.aws.sqs import SqsTaskQueue, create_queue
-from tests.contract.test_aws_backend import counting
-from tests.emulators.aws import REGION, AwsClients, unique_name
+from tests.support.aws import REGION, AwsClients, counting, unique_name
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/relay-scheduler"
 HOUR = 3600.0

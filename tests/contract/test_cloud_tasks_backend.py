@@ -22,8 +22,8 @@ from core.domain.records import Message, RunId, StepName
 from core.domain.status import Action
 from core.errors import ConfigurationError
 from infra.gcp.cloud_tasks import CloudTasksQueue, clamp_dispatch_deadline, task_id
-from tests.contract.push import PushReceiver
-from tests.emulators.gcp import TasksEmulator
+from tests.support.backends.push import PushReceiver
+from tests.support.gcp import TasksEmulator
 
 if TYPE_CHECKING:
     from google.cloud.tasks_v2 import CloudTasksClient, Task

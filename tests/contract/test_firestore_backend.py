@@ -22,8 +22,8 @@ from core.domain.records import RunId, RunRecord, StateChange, StepName, StepRec
 from core.domain.status import RunStatus, StepStatus
 from core.errors import ConcurrencyConflict, StoreUnavailable
 from infra.gcp.firestore import FirestoreStateStore
-from tests.emulators.gcp import FirestoreEmulator, environment_variable
-from tests.emulators.processes import free_port
+from infra.local.runtime.supervisor import free_port
+from tests.support.gcp import FirestoreEmulator, environment_variable
 
 T0 = 1_700_000_000.0
 NOW = T0 + 10.0

@@ -16,8 +16,8 @@ import pytest
 
 from core.errors import ConfigurationError, StoreUnavailable
 from infra.gcp.gcs_io import GcsIOManager
-from tests.emulators.gcp import StorageEmulator, environment_variable
-from tests.emulators.processes import free_port
+from infra.local.runtime.supervisor import free_port
+from tests.support.gcp import StorageEmulator, environment_variable
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ def test_emf_lines_count_every_attempt_and_the_finished_run() -> None:
 @pytest.fixture
 def metric_server() -> Iterator[Any]:
     pytest.importorskip("google.cloud.monitoring_v3")
-    from tests.contract.test_cloud_monitoring_metrics import MetricServer
+    from tests.support.monitoring import MetricServer
 
     server = MetricServer()
     yield server
@@ -87,7 +87,7 @@ def metric_server() -> Iterator[Any]:
 
 def test_cloud_monitoring_gets_the_same_counts_when_the_engine_closes(metric_server: Any) -> None:
     """Closing the engine writes the cumulative counts of the run to Cloud Monitoring."""
-    from tests.contract.test_cloud_monitoring_metrics import make_sink
+    from tests.support.monitoring import make_sink
 
     sink = make_sink(metric_server)
     harness = Harness([flaky_saga()])

@@ -1,7 +1,7 @@
 """The TaskQueue contract for push queues, run against every ``@push_queue_backend``.
 
 A push queue delivers by POSTing each message to the worker, so the suite checks it
-from the receiving end (``tests/contract/push.py``): delivered with the exact body,
+from the receiving end (``tests/support/backends/push.py``): delivered with the exact body,
 duplicates collapse, ``not_before`` holds, a failing worker gets the delivery again, and
 outages and misconfiguration raise the engine's errors. Times are real: tolerances are
 generous on the late side (``delivery_latency_seconds``) and tight on the early side.
@@ -17,8 +17,8 @@ import pytest
 from core.domain.records import Message, RunId, StepName
 from core.domain.status import Action
 from core.errors import ConfigurationError, QueueUnavailable
-from tests.contract.push import PushQueueUnderTest
-from tests.contract.registry import PUSH_QUEUE_BACKENDS
+from tests.support.backends.push import PushQueueUnderTest
+from tests.support.backends.registry import PUSH_QUEUE_BACKENDS
 
 QUIET_SECONDS = 0.8
 """How long a test keeps listening to be sure nothing more arrives."""

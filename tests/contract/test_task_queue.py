@@ -22,7 +22,7 @@ from core.domain.records import Message, RunId, StepName
 from core.domain.status import Action
 from core.ports.clock import FixedClock
 from core.ports.task_queue import Delivery, PullQueue
-from tests.contract.registry import REAL_TIME_PULL_QUEUES
+from tests.support.backends.registry import REAL_TIME_PULL_QUEUES
 
 
 class QueueTime(Protocol):

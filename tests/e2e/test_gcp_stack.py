@@ -1,4 +1,4 @@
-"""The GCP stack end to end on the emulators, over real HTTP (``tests/emulators/gcp_stack.py``).
+"""The GCP stack end to end on the emulators, over real HTTP (``tests/support/gcp_stack.py``).
 
 Firestore, Pub/Sub and Cloud Tasks emulators; ``functions-framework --asgi --target relay``
 as a subprocess with ``RELAY_BACKEND=gcp``; a token-minting proxy in front of it for
@@ -31,15 +31,8 @@ import pytest
 from core.engine.runs import run_id_for_key
 from functions.demo_services.payments import DECLINED_TOKEN
 from functions.sagas.order import GOOD_TOKEN, demo_inputs
-from tests.emulators.gcp import (  # noqa: F401 (session fixtures used by name)
-    FirestoreEmulator,
-    PubSubEmulator,
-    TasksEmulator,
-    firestore_emulator,
-    pubsub_emulator,
-    tasks_emulator,
-)
-from tests.emulators.gcp_stack import (
+from tests.support.gcp import FirestoreEmulator, PubSubEmulator, TasksEmulator
+from tests.support.gcp_stack import (
     AUDIENCE,
     SERVICE_ACCOUNT,
     FunctionServer,
@@ -56,9 +49,9 @@ TERMINAL = frozenset({"COMPLETED", "COMPENSATED", "FAILED", "CANCELLED"})
 
 @pytest.fixture(scope="module")
 def stack(
-    firestore_emulator: FirestoreEmulator,  # noqa: F811 (the fixture)
-    tasks_emulator: TasksEmulator,  # noqa: F811 (the fixture)
-    pubsub_emulator: PubSubEmulator,  # noqa: F811 (the fixture)
+    firestore_emulator: FirestoreEmulator,
+    tasks_emulator: TasksEmulator,
+    pubsub_emulator: PubSubEmulator,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GcpStack]:
     """One stack for this module: the order and greet sagas on a fresh queue/collection."""

@@ -6,7 +6,6 @@ import asyncio
 import os
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from infra.local.runtime.supervisor import free_port
 from tooling.dev_stack import DevStack
 
 ROOT = Path(__file__).resolve().parents[2]
 SAGA_MODULES = "e2e=tests.e2e.sagas_fixture:saga"
 TERMINAL = {"COMPLETED", "COMPENSATED", "FAILED", "CANCELLED"}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def dev_environment(data_dir: Path, *, faults: str = "") -> dict[str, str]:

@@ -19,7 +19,7 @@ from infra.local.fs_io_manager import FilesystemIOManager
 from infra.local.sqlite_db import SQLiteDatabase
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore
-from tests.functions.support import SIGNING_KEY, STEP_CALLS, TestClient, greet
+from tests.support.entry_points import SIGNING_KEY, STEP_CALLS, TestClient, greet
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import gc
 import io
@@ -12,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,100 +20,17 @@ from core.domain.records import Message, RunId, StateChange, StepName
 from core.domain.status import Action, StepStatus
 from functions import aws as lambda_entry
 from functions import logs, wiring
-from infra.aws.dynamodb import create_table
-from infra.aws.sqs import create_queue
-from tests.contract.backends_aws import delete_bucket
-from tests.emulators.aws import (  # noqa: F401 (session fixtures used by name)
-    REGION,
-    AwsClients,
-    aws_clients,
-    moto_endpoint,
-    unique_name,
-)
-from tests.functions.support import STEP_CALLS
+from tests.support.aws import REGION
+from tests.support.aws_stack import CONTEXT, AwsStack, configure_aws_env, golden
+from tests.support.entry_points import STEP_CALLS
 
 ROOT = Path(__file__).resolve().parents[2]
-EVENTS = ROOT / "tests" / "events"
-
-
-def golden(name: str) -> dict[str, Any]:
-    """A fresh copy of the golden payload ``tests/events/<name>.json``."""
-    loaded: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
-    return loaded
-
-
-@dataclass(frozen=True)
-class AwsStack:
-    """The resources one test's deployment uses on moto server."""
-
-    clients: AwsClients
-    table: str
-    queue_url: str
-    dead_letter_queue_url: str
-    bucket: str
-
-
-class LambdaContext:
-    """The attributes of Lambda's context object that Mangum and our logs read."""
-
-    function_name = "relay"
-    aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e812345678"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:relay"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
-CONTEXT = LambdaContext()
-
-
-def configure_aws_env(
-    monkeypatch: pytest.MonkeyPatch, stack: AwsStack, *, data_dir: Path, sagas: str
-) -> None:
-    """Environment of a Lambda function deployed on ``stack`` (moto as the endpoint)."""
-    monkeypatch.setenv("RELAY_BACKEND", "aws")
-    monkeypatch.setenv("RELAY_DYNAMODB_TABLE", stack.table)
-    monkeypatch.setenv("RELAY_SQS_QUEUE_URL", stack.queue_url)
-    monkeypatch.setenv("RELAY_S3_BUCKET", stack.bucket)
-    monkeypatch.setenv("RELAY_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("AWS_ENDPOINT_URL", stack.clients.endpoint_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setenv("RELAY_SAGAS", sagas)
-    wiring.reset_engine()
-    lambda_entry._visibility_queue.cache_clear()
-
-
-@pytest.fixture
-def aws_stack(aws_clients: AwsClients) -> Iterator[AwsStack]:  # noqa: F811 (the fixture)
-    """A DynamoDB table, a standard SQS queue (with DLQ) and an S3 bucket for one test."""
-    table = unique_name("relay-state")
-    create_table(aws_clients.dynamodb, table_name=table)
-    queue = create_queue(aws_clients.sqs, name=unique_name("relay-steps"))
-    bucket = unique_name("relay-results")
-    aws_clients.s3.create_bucket(Bucket=bucket)
-    # Mangum runs requests on the thread's event loop and makes one (never closed) when
-    # there is none, as suits a Lambda container; a test gives it one and closes it.
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield AwsStack(aws_clients, table, queue.queue_url, queue.dead_letter_queue_url, bucket)
-    lambda_entry._http_handler.cache_clear()
-    asyncio.set_event_loop(None)
-    loop.close()
-    wiring.reset_engine()
-    lambda_entry._visibility_queue.cache_clear()
-    aws_clients.dynamodb.delete_table(TableName=table)
-    aws_clients.sqs.delete_queue(QueueUrl=queue.queue_url)
-    aws_clients.sqs.delete_queue(QueueUrl=queue.dead_letter_queue_url)
-    delete_bucket(aws_clients, bucket)
 
 
 @pytest.fixture
 def greet_lambda(aws_stack: AwsStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AwsStack:
     """The Lambda configured like a deployment serving the test saga ``greet``."""
-    monkeypatch.setenv("RELAY_SAGA_MODULES", "greet=tests.functions.support:greet")
+    monkeypatch.setenv("RELAY_SAGA_MODULES", "greet=tests.support.entry_points:greet")
     configure_aws_env(monkeypatch, aws_stack, data_dir=tmp_path / "relay-data", sagas="greet")
     return aws_stack
 

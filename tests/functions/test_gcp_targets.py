@@ -26,8 +26,8 @@ from functions.http.verifiers import verifier_for
 from functions.settings import Settings
 from infra.gcp.cloud_tasks import CloudTasksQueue
 from infra.local.sqlite_queue import SQLiteTaskQueue
-from tests.emulators.gcp import TasksEmulator, tasks_emulator  # noqa: F401 (session fixture)
-from tests.functions.support import SIGNING_KEY, STEP_CALLS, TestClient, json_body, signed
+from tests.support.entry_points import SIGNING_KEY, STEP_CALLS, TestClient, json_body, signed
+from tests.support.gcp import TasksEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "functions" / "gcp.py"
@@ -40,7 +40,7 @@ def target_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[T
     """Opens a test client on a target, configured like a deployment serving ``greet``."""
     monkeypatch.setenv("RELAY_BACKEND", "local")
     monkeypatch.setenv("RELAY_DATA_DIR", str(tmp_path / "relay-data"))
-    monkeypatch.setenv("RELAY_SAGA_MODULES", "greet=tests.functions.support:greet")
+    monkeypatch.setenv("RELAY_SAGA_MODULES", "greet=tests.support.entry_points:greet")
     monkeypatch.setenv("RELAY_SAGAS", "greet")
     monkeypatch.setenv("RELAY_SIGNING_KEY", SIGNING_KEY.decode())
     clients: list[TestClient] = []
@@ -369,7 +369,7 @@ def _saga_on_queue(name: str, queue: str, step: str) -> Saga:
 
 
 def test_saga_queue_names_route_messages_to_their_cloud_tasks_queue(
-    tasks_emulator: TasksEmulator,  # noqa: F811 (the fixture)
+    tasks_emulator: TasksEmulator,
 ) -> None:
     """A saga whose queue is in RELAY_TASKS_QUEUES gets its tasks there; others the default."""
     client = tasks_emulator.client()

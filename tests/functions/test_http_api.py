@@ -15,7 +15,7 @@ from functions.http.app import MAX_BODY_BYTES, PUBLIC_API, create_app
 from functions.http.auth import HmacVerifier
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore
-from tests.functions.support import SIGNING_KEY, TestClient, assert_nothing_written
+from tests.support.entry_points import SIGNING_KEY, TestClient, assert_nothing_written
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

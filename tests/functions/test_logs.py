@@ -10,7 +10,7 @@ import pytest
 
 from functions.http.auth import HmacVerifier
 from functions.logs import REDACTED, configure_logging
-from tests.functions.support import SIGNING_KEY
+from tests.support.entry_points import SIGNING_KEY
 
 
 def emit(*args: object, **kwargs: object) -> dict[str, object]:

@@ -39,7 +39,7 @@ from functions.http.verifiers import verifier_for
 from functions.settings import Settings
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore
-from tests.functions.support import STEP_CALLS, TestClient, json_body
+from tests.support.entry_points import STEP_CALLS, TestClient, json_body
 
 ROOT = Path(__file__).resolve().parents[2]
 AUDIENCE = "https://relay-worker-abc123-ew.a.run.app/v1/steps"

@@ -18,7 +18,7 @@ from functions.http.app import create_app
 from functions.http.auth import HmacVerifier
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore
-from tests.functions.support import (
+from tests.support.entry_points import (
     SIGNING_KEY,
     STEP_CALLS,
     TestClient,

@@ -62,7 +62,7 @@ from typing import Any, Literal, NoReturn
 
 import pytest
 
-from tests.emulators import is_ci
+from tests.support import is_ci
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM_DIR = REPO_ROOT / "terraform"

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.emulators import is_ci
+from tests.support import is_ci
 from tests.terraform.hcl import (
     TERRAFORM_DIR,
     block,

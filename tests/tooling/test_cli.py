@@ -23,10 +23,11 @@ from functions.sagas import order
 from functions.settings import Settings
 from functions.wiring import build_engine
 from infra.local.runtime.dispatcher import Dispatcher, InProcessDelivery
+from infra.local.runtime.supervisor import free_port
 from infra.local.sqlite_queue import SQLiteTaskQueue
-from tests.functions.support import TestClient
+from tests.support.entry_points import TestClient
 from tooling.cli import main
-from tooling.local_stack import StackProcess, free_port
+from tooling.local_stack import StackProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_ORDER = {

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from infra.local.runtime.supervisor import free_port
 from tooling.cli import main
-from tooling.local_stack import free_port
 from tooling.package.archive import ZIP_DATE_TIME
 from tooling.package.locks import read_lock
 

@@ -6,8 +6,8 @@ import pytest
 
 from core import ConfigurationError, RunStatus
 from core.faults import FaultKind, FaultPlan
+from tests.support.sagas import Calls, linear_saga
 from tests.unit.harness import Harness
-from tests.unit.test_protocol import Calls, linear_saga
 
 
 def test_rules_parse_with_defaults_and_seed() -> None:

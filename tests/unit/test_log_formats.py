@@ -30,7 +30,7 @@ from functions.logs import (
     parse_trace_headers,
     reset_request,
 )
-from tests.functions.support import TestClient
+from tests.support.entry_points import TestClient
 
 PROJECT = "relay-test"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

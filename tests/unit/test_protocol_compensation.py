@@ -5,8 +5,8 @@ from __future__ import annotations
 from core import NonRetryableStepError, RetryPolicy, RunStatus, Saga, StepContext, StepStatus
 from core.domain.records import Message, StateChange
 from core.domain.status import Action
+from tests.support.sagas import Calls
 from tests.unit.harness import Harness
-from tests.unit.test_protocol import Calls
 
 
 def test_compensation_waits_for_a_parallel_step_still_running_then_undoes_it() -> None:

@@ -1,6 +1,6 @@
 """A small saga and helpers for the entry-point tests (independent of the bundle's sagas).
 
-The saga is importable by reference (``tests.functions.support:greet``) so tests can
+The saga is importable by reference (``tests.support.entry_points:greet``) so tests can
 also register it through ``RELAY_SAGA_MODULES``, the way a deployment would.
 """
 

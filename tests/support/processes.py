@@ -12,14 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def port_is_open(port: int) -> bool:
     """True when something accepts TCP connections on 127.0.0.1:port."""
     with socket.socket() as sock:

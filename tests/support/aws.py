@@ -10,11 +10,13 @@ every table, queue and bucket a unique name (``unique_name``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.emulators import unavailable
-from tests.emulators.processes import free_port, start_server
+from infra.local.runtime.supervisor import free_port
+from tests.support import unavailable
+from tests.support.processes import start_server
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -115,3 +118,27 @@ def aws_clients(moto_endpoint: str) -> Iterator[AwsClients]:
         clients.dynamodb.close()
         clients.sqs.close()
         clients.s3.close()
+
+
+def delete_bucket(aws: AwsClients, bucket: str) -> None:
+    """Delete a test bucket and everything in it."""
+    listing = aws.s3.list_objects_v2(Bucket=bucket)
+    objects = [{"Key": obj["Key"]} for obj in listing.get("Contents", []) if "Key" in obj]
+    if objects:
+        aws.s3.delete_objects(Bucket=bucket, Delete={"Objects": objects})
+    aws.s3.delete_bucket(Bucket=bucket)
+
+
+@contextlib.contextmanager
+def counting(client: Any) -> Iterator[Counter[str]]:
+    """Count the API calls a boto3 client makes inside the block, by operation name."""
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    client.meta.events.register("before-call", count)
+    try:
+        yield calls
+    finally:
+        client.meta.events.unregister("before-call", count)

@@ -1,4 +1,4 @@
-"""moto_server with its requests serialised; run as a script (see tests/emulators/aws.py).
+"""moto_server with its requests serialised; run as a script (see tests/support/aws.py).
 
 moto's in-memory backends check a condition and then write without a lock, so two
 concurrent requests can both pass the same condition: on a plain ``moto_server``, 20

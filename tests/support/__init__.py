@@ -1,4 +1,6 @@
-"""Emulators for adapter tests: started as processes on 127.0.0.1 and stopped by PID.
+"""What tests share: emulators, stacks, adapter fixtures per port, test sagas and clients.
+
+Emulators start as processes on 127.0.0.1 and stop by PID (``aws``, ``gcp``, ``processes``).
 
 Where an emulator cannot run (no Java, no gcloud) its tests skip with the reason — except
 under ``CI=true``, where a missing emulator is a failure: CI must prove every backend.

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.emulators import unavailable
-from tests.emulators.processes import ServerProcess, free_port, start_server
+from infra.local.runtime.supervisor import free_port
+from tests.support import unavailable
+from tests.support.processes import ServerProcess, start_server
 
 if TYPE_CHECKING:
     from google.cloud import firestore, storage, tasks_v2

@@ -42,20 +42,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.emulators.gcp import (
+from infra.local.runtime.supervisor import free_port
+from tests.support.gcp import (
     FirestoreEmulator,
     PubSubEmulator,
     TasksEmulator,
     environment_variable,
 )
-from tests.emulators.oidc_proxy import (
+from tests.support.oidc_proxy import (
     AUDIENCE,
     SERVICE_ACCOUNT,
     CertsServer,
     TokenAuthority,
     TokenProxy,
 )
-from tests.emulators.processes import ServerProcess, free_port, start_server
+from tests.support.processes import ServerProcess, start_server
 
 __all__ = [
     "AUDIENCE",
@@ -72,7 +73,7 @@ if TYPE_CHECKING:
     from core.engine.engine import Engine
 
 ROOT = Path(__file__).resolve().parents[2]
-SAGA_MODULES = "greet=tests.functions.support:greet,parcel=tests.e2e.waits_fixture:saga"
+SAGA_MODULES = "greet=tests.support.entry_points:greet,parcel=tests.e2e.waits_fixture:saga"
 """Test sagas beside the bundle's (``RELAY_SAGAS`` picks what a stack serves)."""
 MAPPED_TOPIC = "people.mapped.joined"
 """The Relay topic ``RELAY_PUBSUB_TOPICS`` gives the stack's push subscription."""

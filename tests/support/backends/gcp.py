@@ -1,6 +1,6 @@
 """GCP adapters (Firestore, GCS, Cloud Tasks) against their emulators, for the contract suites.
 
-The emulators start once per session, lazily (``tests/emulators/gcp.py``); each test gets
+The emulators start once per session, lazily (``tests/support/gcp.py``); each test gets
 its own Firestore collection and its own bucket, so no test sees another's data.
 """
 
@@ -13,14 +13,15 @@ from core.ports.io_manager import IOManager
 from infra.gcp.cloud_tasks import CloudTasksQueue
 from infra.gcp.firestore import FirestoreStateStore
 from infra.gcp.gcs_io import GcsIOManager
-from tests.contract.push import PushQueueUnderTest, PushReceiver, push_receiver
-from tests.contract.registry import (
+from infra.local.runtime.supervisor import free_port
+from tests.support.backends.push import PushQueueUnderTest, PushReceiver, push_receiver
+from tests.support.backends.registry import (
     StoreAndQueue,
     io_manager_backend,
     push_queue_backend,
     state_store_backend,
 )
-from tests.emulators.gcp import (
+from tests.support.gcp import (
     FirestoreEmulator,
     StorageEmulator,
     TasksEmulator,
@@ -28,7 +29,6 @@ from tests.emulators.gcp import (
     storage_emulator,
     tasks_emulator,
 )
-from tests.emulators.processes import free_port
 
 __all__ = [
     "cloud_tasks_queue",

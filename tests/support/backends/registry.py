@@ -22,7 +22,7 @@ STATE_STORE_BACKENDS: list[str] = []
 PULL_QUEUE_BACKENDS: list[str] = []
 IO_MANAGER_BACKENDS: list[str] = []
 PUSH_QUEUE_BACKENDS: list[str] = []
-"""Push queues (Cloud Tasks): fixtures return a ``tests.contract.push.PushQueueUnderTest``."""
+"""Push queues (Cloud Tasks): fixtures return a ``push.PushQueueUnderTest``."""
 REAL_TIME_PULL_QUEUES: set[str] = set()
 """Pull queues that keep their own (wall-clock) time, such as a cloud queue on an emulator:
 the queue suite waits for real with them instead of moving the shared fixed clock."""

@@ -1,7 +1,7 @@
 """AWS adapters (DynamoDB, SQS, S3) against moto server, for the contract suites.
 
 Each fixture creates its own table, queue or bucket with a unique name on the session's
-moto server (``tests/emulators/aws.py``) and deletes it afterwards. The SQS queue is a
+moto server (``tests/support/aws.py``) and deletes it afterwards. The SQS queue is a
 FIFO queue, the kind whose de-duplication the contract's duplicate-enqueue tests need;
 standard-queue behaviour is covered in ``test_aws_backend.py``.
 """
@@ -15,13 +15,13 @@ from core.ports.task_queue import PullQueue
 from infra.aws.dynamodb import DynamoDBStateStore, create_table
 from infra.aws.s3_io import S3IOManager
 from infra.aws.sqs import SqsTaskQueue, create_queue
-from tests.contract.registry import (
+from tests.support.aws import AwsClients, aws_clients, delete_bucket, moto_endpoint, unique_name
+from tests.support.backends.registry import (
     StoreAndQueue,
     io_manager_backend,
     real_time_pull_queue_backend,
     state_store_backend,
 )
-from tests.emulators.aws import AwsClients, aws_clients, moto_endpoint, unique_name
 
 __all__ = ["aws_clients", "dynamodb_store", "moto_endpoint", "s3_io", "sqs_queue"]
 
@@ -50,12 +50,3 @@ def s3_io(aws_clients: AwsClients) -> Iterator[IOManager]:
     aws_clients.s3.create_bucket(Bucket=bucket)
     yield S3IOManager(aws_clients.s3, bucket=bucket, prefix="outputs/")
     delete_bucket(aws_clients, bucket)
-
-
-def delete_bucket(aws: AwsClients, bucket: str) -> None:
-    """Delete a test bucket and everything in it."""
-    listing = aws.s3.list_objects_v2(Bucket=bucket)
-    objects = [{"Key": obj["Key"]} for obj in listing.get("Contents", []) if "Key" in obj]
-    if objects:
-        aws.s3.delete_objects(Bucket=bucket, Delete={"Objects": objects})
-    aws.s3.delete_bucket(Bucket=bucket)

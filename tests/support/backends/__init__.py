@@ -1,0 +1,1 @@
+"""Adapters under test, one fixture per adapter, registered per port (see ``fixtures.py``)."""
