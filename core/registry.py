@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
+import os
+import sys
 import threading
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import ModuleType
 
 from core.domain.saga import Saga
 from core.errors import ConfigurationError, UnknownSagaError
 
 
 class SagaRegistry:
-    """Sagas by name; entries are ready sagas or ``"module:attribute"`` references.
+    """Sagas by name; entries are ready sagas or references to import on first use.
+
+    A reference is ``"package.module:attribute"`` or ``"path/to/file.py:attribute"``.
 
     A worker that serves two sagas of a bundle of twenty imports only those two modules,
     so a function pays at cold start only for the code it runs.
@@ -49,7 +57,10 @@ class SagaRegistry:
             raise UnknownSagaError(saga=name, known=self.names())
         if isinstance(entry, Saga):
             return entry
-        saga = _import_saga(entry)
+        try:
+            saga = _import_saga(entry)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"saga {name!r} cannot be loaded: {exc}") from exc
         if saga.name != name:
             raise ConfigurationError(
                 f"{entry!r} defines saga {saga.name!r}, but it is registered as {name!r}"
@@ -74,16 +85,61 @@ class SagaRegistry:
 
 
 def _import_saga(reference: str) -> Saga:
-    module_name, _, attribute = reference.partition(":")
-    if not module_name or not attribute:
+    """Import the saga a reference names: ``package.module:name`` or ``path/file.py:name``.
+
+    A path (it ends in ``.py`` or contains a ``/``) is resolved against the working
+    directory and loaded as a module of its own, with its directory first on
+    ``sys.path`` so it can import its neighbours: a saga file needs no ``PYTHONPATH``.
+    Any exception the module raises at import becomes a ``ConfigurationError`` naming
+    the reference, so a broken saga stops ``relay dev`` at startup with one clear line.
+    """
+    target, _, attribute = reference.rpartition(":")
+    if not target or not attribute:
         raise ConfigurationError(
-            f"saga reference {reference!r} must look like 'package.module:name'"
+            f"saga reference {reference!r} must look like 'package.module:name' "
+            "or 'path/to/file.py:name'"
         )
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import saga module {module_name!r}: {exc}") from exc
+        module = _load_file(target) if _is_path(target) else importlib.import_module(target)
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # user code: any error at import is a configuration error
+        raise ConfigurationError(
+            f"cannot import saga module {target!r} ({reference!r}): {type(exc).__name__}: {exc}"
+        ) from exc
     saga = getattr(module, attribute, None)
     if not isinstance(saga, Saga):
-        raise ConfigurationError(f"{reference!r} is not a Saga (found {type(saga).__name__})")
+        found = "does not define it" if saga is None else f"defines it as {type(saga).__name__}"
+        raise ConfigurationError(f"{reference!r} must name a Saga; {target} {found}")
     return saga
+
+
+def _is_path(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or os.sep in target
+
+
+def _load_file(target: str) -> ModuleType:
+    path = Path(target).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigurationError(
+            f"saga file {target!r} does not exist (looked for {path}; relative paths are "
+            "relative to the working directory)"
+        )
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    name = f"relay_saga_file_{path.stem}_{digest}"
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        return loaded
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigurationError(f"saga file {target!r} cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module

@@ -226,6 +226,9 @@ class DevStack:
         from infra.local.sqlite_queue import SQLiteTaskQueue
 
         engine = self._engine = await asyncio.to_thread(self._build_engine)
+        # Import every served saga now: a broken module or a bad RELAY_SAGA_MODULES entry
+        # stops the stack with one clear line, instead of a 500 on the first request.
+        await asyncio.to_thread(engine.registry.loaded)
         queue = engine.queue
         if not isinstance(queue, SQLiteTaskQueue):  # build_engine on RELAY_BACKEND=local
             raise ConfigurationError(f"relay dev needs the SQLite queue, got {type(queue)}")

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.errors import ConfigurationError
 from infra.local.runtime.supervisor import free_port
 from tooling.dev_stack import DevStack
 
@@ -218,3 +219,19 @@ def test_dev_stack_runs_in_process_inside_a_test(data_dir: Path) -> None:
 
     statuses = asyncio.run(scenario())
     assert set(statuses.values()) == {"COMPLETED"}
+
+
+def test_dev_stack_refuses_to_start_with_a_saga_that_does_not_import(tmp_path: Path) -> None:
+    """A bad RELAY_SAGA_MODULES entry stops the stack at startup, naming the saga and why."""
+    data_dir = tmp_path / "data"
+    env = dev_environment(data_dir)
+    env["RELAY_SAGA_MODULES"] = "trip=sagas/missing_trip.py:saga"
+
+    async def scenario() -> None:
+        stack = DevStack(data_dir=data_dir, port=0, in_process=True, environ=env)
+        await stack.start()
+
+    with pytest.raises(ConfigurationError) as raised:
+        asyncio.run(scenario())
+    assert "saga 'trip' cannot be loaded" in str(raised.value)
+    assert "missing_trip.py" in str(raised.value)

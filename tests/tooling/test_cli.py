@@ -376,3 +376,30 @@ def test_start_with_url_of_an_unknown_saga_exits_2(running_stack: StackProcess) 
 
     assert result.exit_code == 2
     assert "refund" in result.stderr and "order" in result.stderr
+
+
+def test_start_with_wait_of_a_run_that_compensates_exits_3(running_stack: StackProcess) -> None:
+    """`start --wait` says how the run ended: a declined order ends COMPENSATED, exit code 3."""
+    result = relay(
+        "start", "order", "--input", json.dumps(DECLINED_ORDER), "--url", running_stack.url,
+        "--wait", "--json",
+    )  # fmt: skip
+
+    assert result.exit_code == 3, result.output
+    assert json.loads(result.stdout)["status"] == "COMPENSATED"
+    assert "ended COMPENSATED" in result.stderr
+
+
+def test_manifest_with_a_saga_that_does_not_import_prints_one_line(
+    relay_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken saga module: exit 2 and one error line naming it, not a traceback."""
+    (tmp_path / "trip.py").write_text("import no_such_library_here\n")
+    monkeypatch.setenv("RELAY_SAGA_MODULES", f"trip={tmp_path / 'trip.py'}:saga")
+
+    result = relay("manifest")
+
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "saga 'trip' cannot be loaded" in lines[0] and "no_such_library_here" in lines[0]

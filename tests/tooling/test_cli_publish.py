@@ -44,3 +44,20 @@ def test_publish_on_a_malformed_topic_exits_2_and_changes_nothing() -> None:
     result = relay("publish", "payments..confirmed")
     assert result.exit_code == 2
     assert "payments..confirmed" in result.output
+
+
+def test_publish_with_malformed_data_names_the_data_option() -> None:
+    result = relay("publish", "payments.card.confirmed", "--data", "{not json")
+    assert result.exit_code == 2
+    assert "--data" in result.output and "--input" not in result.output
+
+
+def test_publish_that_every_subscribed_saga_rejects_exits_3(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event every subscriber refuses (invalid input) is an error a script can see."""
+    monkeypatch.setenv("RELAY_SAGA_MODULES", "greet=tests.support.entry_points:greet")
+    result = relay("publish", "people.ada.joined", "--data", '{"wrong": 1}', "--json")
+
+    assert result.exit_code == 3, result.output
+    assert set(json.loads(result.stdout)["rejected"]) == {"greet"}

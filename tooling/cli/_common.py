@@ -19,7 +19,24 @@ if TYPE_CHECKING:
     from functions.settings import Settings
 
 EXIT_FAILED = 1
+"""The operation failed: run not found, not allowed in its state, still running at --timeout."""
 EXIT_USAGE = 2
+"""The request was wrong: unknown saga, invalid input or JSON, a bad option or setting."""
+EXIT_COMPENSATED = 3
+"""``relay start --wait``: the run ended COMPENSATED (its steps were undone)."""
+EXIT_RUN_FAILED = 4
+"""``relay start --wait``: the run ended FAILED (it needs ``relay runs retry``)."""
+EXIT_CANCELLED = 5
+"""``relay start --wait``: the run ended CANCELLED."""
+EXIT_REJECTED = 3
+"""``relay publish``: every saga subscribed to the topic rejected the event's data."""
+EXIT_CODE_OF_STATUS = {
+    "COMPLETED": 0,
+    "COMPENSATED": EXIT_COMPENSATED,
+    "FAILED": EXIT_RUN_FAILED,
+    "CANCELLED": EXIT_CANCELLED,
+}
+"""How ``relay start --wait`` ends for each terminal run status."""
 RUN_STATUSES = (
     "PENDING",
     "RUNNING",
@@ -66,7 +83,9 @@ def snapshot_view(engine: Engine, snapshot: RunSnapshot) -> dict[str, Any]:
 
 
 def fail(message: str, *, code: int = EXIT_FAILED) -> NoReturn:
-    make_console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    make_console(stderr=True).print(
+        f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True
+    )
     sys.exit(code)
 
 
@@ -74,19 +93,17 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
-def parse_json(text: str) -> Any:
-    """``--input`` as JSON; ``@path`` reads the JSON from a file."""
+def parse_json(text: str, *, option: str = "--input") -> Any:
+    """The JSON value of ``option`` (``--input``, ``--data``); ``@path`` reads it from a file."""
     if text.startswith("@"):
         try:
             text = Path(text[1:]).read_text(encoding="utf-8")
         except OSError as exc:
-            raise click.BadParameter(
-                f"cannot read {text[1:]}: {exc}", param_hint="--input"
-            ) from None
+            raise click.BadParameter(f"cannot read {text[1:]}: {exc}", param_hint=option) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--input") from None
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=option) from None
 
 
 def exit_with_field_errors(saga: str, errors: list[dict[str, Any]]) -> NoReturn:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from tooling.cli._common import fail, load_settings, print_json
+from tooling.cli._common import EXIT_USAGE, fail, load_settings, print_json
 
 
 @click.command()
@@ -33,11 +33,16 @@ def demo(count: int, seed: int, workers: int, data_dir: Path | None, timeout: fl
 @click.command()
 def manifest() -> None:
     """Print the bundle manifest (functions, sagas, queues, schedules) as JSON."""
+    from core.errors import EngineError
     from core.registry import SagaRegistry
     from tooling.manifest import build_manifest
 
     registry = SagaRegistry(dict(load_settings().saga_modules))
-    print_json(build_manifest(registry))
+    try:
+        built = build_manifest(registry)
+    except EngineError as exc:  # a saga that does not import, an invalid definition
+        fail(str(exc), code=EXIT_USAGE)
+    print_json(built)
 
 
 @click.command()

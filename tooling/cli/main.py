@@ -4,12 +4,16 @@ Commands that read or change runs talk to the local engine (``RELAY_DATA_DIR``) 
 default; ``relay start --url`` goes through the HTTP API instead. JSON output
 (``--json``) is exactly the HTTP API's view, so scripts can switch between the two.
 
-Exit codes: 0 success; 1 the operation failed (run not found, wrong state, a check did
-not pass); 2 the request was wrong (unknown saga, invalid input, bad option).
+Exit codes (``tooling/cli/_common.py``): 0 success; 1 the operation failed (run not
+found, wrong state, still running at ``--timeout``, a check did not pass); 2 the request was
+wrong (unknown saga, invalid input, bad option). ``relay start --wait`` also says how the
+run ended: 0 COMPLETED, 3 COMPENSATED, 4 FAILED, 5 CANCELLED. ``relay publish`` exits 3
+when every saga subscribed to the topic rejected the event and no waiting run took it.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,8 @@ from typing import Any
 import click
 
 from tooling.cli._common import (
+    EXIT_CODE_OF_STATUS,
+    EXIT_REJECTED,
     EXIT_USAGE,
     exit_with_field_errors,
     fail,
@@ -119,6 +125,12 @@ def start(
             f"run {run_id} is still {view['status']} after {timeout:g}s; is `relay dev` "
             "running on the same RELAY_DATA_DIR?"
         )
+    code = EXIT_CODE_OF_STATUS[view["status"]]
+    if code:
+        make_console(stderr=True).print(
+            f"[bold red]run {run_id} ended {view['status']}[/] (exit code {code})", highlight=False
+        )
+        sys.exit(code)
 
 
 def _start_locally(saga: str, raw_input: Any, idempotency_key: str | None) -> str:
@@ -173,7 +185,7 @@ def publish(*, topic: str, data_text: str, event_id: str | None, as_json: bool) 
     """
     import secrets
 
-    data = parse_json(data_text)
+    data = parse_json(data_text, option="--data")
     with local_engine() as engine:
         try:
             outcome = engine.triggers.publish(
@@ -184,15 +196,17 @@ def publish(*, topic: str, data_text: str, event_id: str | None, as_json: bool) 
     started = [str(result.run.run_id) for result in outcome.started]
     if as_json:
         print_json({"started": started, "resumed": outcome.resumed, "rejected": outcome.rejected})
-        return
-    for run_id in started:
-        click.echo(f"started {run_id}")
-    for run_id in outcome.resumed:
-        click.echo(f"resumed {run_id}")
-    for saga, reason in outcome.rejected.items():
-        click.echo(f"rejected by {saga}: {reason}", err=True)
-    if not (started or outcome.resumed or outcome.rejected):
-        click.echo(f"no saga starts on {topic!r} and no run waits for this event")
+    else:
+        for run_id in started:
+            click.echo(f"started {run_id}")
+        for run_id in outcome.resumed:
+            click.echo(f"resumed {run_id}")
+        for saga, reason in outcome.rejected.items():
+            click.echo(f"rejected by {saga}: {reason}", err=True)
+        if not (started or outcome.resumed or outcome.rejected):
+            click.echo(f"no saga starts on {topic!r} and no run waits for this event")
+    if outcome.rejected and not (started or outcome.resumed):
+        sys.exit(EXIT_REJECTED)
 
 
 main.add_command(runs)
