@@ -2,7 +2,9 @@
 
 A worker imports only the modules of the sagas it serves (``RELAY_SAGAS``), so adding a
 saga to the bundle does not slow the cold start of functions that do not run it.
-Add your own with ``RELAY_SAGA_MODULES="name=package.module:attribute,..."``.
+Add a saga of your own to the bundle: write it in ``functions/sagas/<name>.py`` and list it
+here; it is then served, listed by ``relay manifest`` and deployed like these. To try a
+saga that lives outside the bundle, ``RELAY_SAGA_MODULES="name=path/to/file.py:saga"``.
 """
 
 from __future__ import annotations
@@ -10,4 +12,6 @@ from __future__ import annotations
 SAGA_MODULES: dict[str, str] = {
     "order": "functions.sagas.order:saga",
     "onboarding": "functions.sagas.onboarding:saga",
+    "fulfilment": "functions.sagas.fulfilment:saga",
+    "stock_report": "functions.sagas.stock_report:saga",
 }

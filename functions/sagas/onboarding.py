@@ -54,6 +54,11 @@ saga = Saga(
     description="Create a user account and send the welcome email",
     output=_build_output,
 )
+SIGNED_UP_TOPIC = "users.*.signed_up"
+saga.on_event(SIGNED_UP_TOPIC)
+"""An identity provider's sign-up event starts an onboarding run with the event's data as
+input (``relay publish users.u-7.signed_up --data '{"email": "ada@example.com", "name":
+"Ada"}'``); a redelivered event finds the run it started and starts no other."""
 
 
 def _input(ctx: StepContext) -> OnboardingInput:

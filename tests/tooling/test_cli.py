@@ -267,14 +267,14 @@ def test_cancel_of_a_finished_run_exits_1(relay_data_dir: Path) -> None:
 
 
 def test_manifest_describes_every_saga_step_queue_and_target(relay_data_dir: Path) -> None:
-    """The manifest lists both sagas with every step's policy, the queue and the 4 targets."""
+    """The manifest lists the bundle's sagas with every step's policy, the queue and targets."""
     result = relay("manifest")
 
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     assert manifest["version"] == 2
     sagas = {saga["name"]: saga for saga in manifest["sagas"]}
-    assert set(sagas) == {"order", "onboarding"}
+    assert set(sagas) == {"order", "onboarding", "fulfilment", "stock_report"}
     order_entry = sagas["order"]
     assert [step["name"] for step in order_entry["steps"]] == ORDER_STEPS
     assert order_entry["input_schema"]["properties"].keys() >= {"customer_id", "items"}
@@ -284,7 +284,7 @@ def test_manifest_describes_every_saga_step_queue_and_target(relay_data_dir: Pat
         assert step["retry"]["max_attempts"] >= 1
     assert order_entry["steps"][1]["after"] == ["validate_order"]
     assert [(q["name"], q["sagas"]) for q in manifest["queues"]] == [
-        ("relay-steps", ["onboarding", "order"])
+        ("relay-steps", ["fulfilment", "onboarding", "order", "stock_report"])
     ]
     targets = {target["name"]: target for target in manifest["functions"]}
     assert {name: t["gcp"]["entry_point"] for name, t in targets.items()} == {

@@ -186,7 +186,7 @@ def test_queues_carry_their_retry_and_rate_settings() -> None:
     for name, kind in QUEUE_FIELDS.items():
         assert isinstance(queue[name], kind), name
     assert queue["name"] == "relay-steps"
-    assert queue["sagas"] == ["onboarding", "order"]
+    assert queue["sagas"] == ["fulfilment", "onboarding", "order", "stock_report"]
     assert queue["max_dispatches_per_second"] == 500
     assert queue["dlq_max_receive_count"] == 5
 
@@ -224,13 +224,13 @@ def test_events_topics_schedules_come_from_the_sagas() -> None:
     """Start and resume subscriptions, their topics, and schedules, as docs/manifest.md shows."""
     manifest = _with_extra_sagas(_events_saga())
 
-    assert manifest["events"] == [
+    assert [event for event in manifest["events"] if event["saga"] == "billing"] == [
         {"pattern": "**", "saga": "billing", "starts": True, "resumes": None},
         {"pattern": "orders.*.created", "saga": "billing", "starts": True, "resumes": None},
         {"pattern": "payments.*.confirmed", "saga": "billing", "starts": False, "resumes": "paid"},
     ]
-    assert manifest["topics"] == ["orders", "payments", "relay-all"]
-    assert manifest["schedules"] == [
+    assert manifest["topics"] == ["couriers", "orders", "payments", "relay-all", "users"]
+    assert [item for item in manifest["schedules"] if item["saga"] == "billing"] == [
         {
             "name": "nightly-bill",
             "cron": "0 3 * * *",
@@ -522,3 +522,18 @@ def test_manifest_bytes_are_stable_across_processes() -> None:
 
     assert outputs[0] == outputs[1]
     assert json.loads(outputs[0])["version"] == 2
+
+
+def test_the_bundle_declares_an_event_start_an_event_wait_and_a_schedule() -> None:
+    """The shipped examples give `relay publish` and the schedulers something to do."""
+    manifest = _bundle_manifest()
+
+    assert manifest["events"] == [
+        {"pattern": "couriers.*.picked_up", "saga": "fulfilment", "starts": False,
+         "resumes": "courier_pickup"},
+        {"pattern": "users.*.signed_up", "saga": "onboarding", "starts": True, "resumes": None},
+    ]  # fmt: skip
+    assert manifest["topics"] == ["couriers", "users"]
+    assert [(s["name"], s["saga"], s["cron"]) for s in manifest["schedules"]] == [
+        ("daily-stock-report", "stock_report", "0 6 * * *")
+    ]
