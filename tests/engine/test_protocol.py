@@ -60,6 +60,36 @@ def test_sequential_saga_completes_passing_outputs(saga_harness: MakeHarness, ca
     assert [s.status for s in snap.steps.values()] == [StepStatus.SUCCEEDED] * 2
 
 
+def test_a_typed_saga_gets_its_input_model_and_reads_outputs_back_as_models(
+    saga_harness: MakeHarness,
+) -> None:
+    """Steps receive the input model and read an earlier model output back through the store."""
+
+    class Order(BaseModel):
+        customer_id: str
+        cents: int
+
+    class Charged(BaseModel):
+        charge_id: str
+        cents: int
+
+    saga = Saga("typed-flow", input_model=Order)
+
+    @saga.step
+    def charge(ctx: StepContext[Order]) -> Charged:
+        return Charged(charge_id=f"ch-{ctx.input.customer_id}", cents=ctx.input.cents)
+
+    @saga.step
+    def receipt(ctx: StepContext[Order]) -> str:
+        charged = ctx.output_of("charge", Charged)
+        return f"{charged.charge_id}:{charged.cents}"
+
+    snap = saga_harness([saga]).run("typed-flow", {"customer_id": "c-1", "cents": 250})
+    assert snap.run.status is RunStatus.COMPLETED
+    assert snap.step("charge").output == {"charge_id": "ch-c-1", "cents": 250}
+    assert snap.step("receipt").output == "ch-c-1:250"
+
+
 def test_idempotency_key_is_stable_across_attempts(saga_harness: MakeHarness, calls: Calls) -> None:
     """Every attempt of a step sees the same run_id:step idempotency key."""
     h = saga_harness([linear_saga(calls, fail_at="b", failures=2)])
