@@ -10,16 +10,22 @@ worker mid-step, or let a lease run out.
 ``core`` imports no adapter, so the harness takes its ports as arguments. The in-memory
 ones are one call away (``infra/memory/harness.py``)::
 
-    >>> from core import Saga, StepContext, RunStatus
+    >>> from pydantic import BaseModel
+    >>> from core import Saga, StepContext
     >>> from infra.memory.harness import memory_harness
-    >>> saga = Saga("greet")
-    >>> @saga.step
-    ... def hello(ctx: StepContext) -> str:
-    ...     return f"hello {ctx.input['name']}"
-    >>> with memory_harness([saga]) as harness:
+    >>> class Greeting(BaseModel):
+    ...     name: str
+    >>> greet = Saga("greet", input_model=Greeting)
+    >>> @greet.step
+    ... def hello(ctx: StepContext[Greeting]) -> str:
+    ...     return f"hello {ctx.input.name}"
+    >>> with memory_harness([greet]) as harness:
     ...     snapshot = harness.run("greet", {"name": "ada"})
-    >>> snapshot.run.status is RunStatus.COMPLETED, snapshot.run.output
-    (True, {'hello': 'hello ada'})
+    ...     # every message again: a duplicate delivery is acknowledged and changes nothing
+    ...     replayed = [harness.deliver(m).is_done for m, _ in harness.handled]
+    ...     unchanged = harness.snapshot(snapshot.run.run_id) == snapshot
+    >>> snapshot.run.status.value, snapshot.run.output, replayed, unchanged
+    ('COMPLETED', {'hello': 'hello ada'}, [True], True)
 
 To run the same test on another backend, build the harness with that backend's store and
 a queue on the same clock: the SQLite store with the SQLite queue it delivers its outbox
@@ -74,8 +80,6 @@ class SagaHarness:
 
     Attributes:
         engine: The engine under test (``engine.runs``, ``engine.triggers``).
-        handled: Every delivery so far with its outcome, oldest first; replaying them is
-            the quickest duplicate-delivery test.
     """
 
     def __init__(
@@ -105,7 +109,16 @@ class SagaHarness:
         for saga in sagas:
             self.registry.register(saga)
         self.engine = self._build_engine(self.registry)
-        self.handled: list[tuple[Message, HandleResult]] = []
+        self._handled: list[tuple[Message, HandleResult]] = []
+
+    @property
+    def handled(self) -> tuple[tuple[Message, HandleResult], ...]:
+        """Every delivery so far with its outcome, oldest first.
+
+        A copy, so a test can replay them (the quickest duplicate-delivery test) while
+        the replays are recorded.
+        """
+        return tuple(self._handled)
 
     def _build_engine(self, registry: SagaRegistry) -> Engine:
         # The one place the harness builds an engine.
@@ -165,7 +178,7 @@ class SagaHarness:
     def deliver(self, message: Message) -> HandleResult:
         """Hand one message to the engine directly, bypassing the queue."""
         result = self.engine.handle(message)
-        self.handled.append((message, result))
+        self._handled.append((message, result))
         return result
 
     def deliver_due(self, limit: int = 1) -> list[HandleResult]:
