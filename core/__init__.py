@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from core.domain.context import StepContext
+    from core.domain.json_types import JSONValue
     from core.domain.queues import QueueSettings
     from core.domain.records import Message, RunId, RunRecord, RunSnapshot, StepName, StepRecord
     from core.domain.retry_policy import RetryPolicy
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
         EngineError,
         InputValidationError,
         NonRetryableStepError,
-        StepFailed,
     )
     from core.result import Failure, Result, Success
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 # point must not pay for pydantic, which ``Saga`` needs and a health check does not.
 _HOMES = {
     "StepContext": "core.domain.context",
+    "JSONValue": "core.domain.json_types",
     "Message": "core.domain.records",
     "RunId": "core.domain.records",
     "RunRecord": "core.domain.records",
@@ -50,7 +51,6 @@ _HOMES = {
     "EngineError": "core.errors",
     "InputValidationError": "core.errors",
     "NonRetryableStepError": "core.errors",
-    "StepFailed": "core.errors",
     "Failure": "core.result",
     "Result": "core.result",
     "Success": "core.result",
@@ -75,6 +75,7 @@ __all__ = [
     "EngineError",
     "Failure",
     "InputValidationError",
+    "JSONValue",
     "Message",
     "NonRetryableStepError",
     "QueueSettings",
@@ -86,7 +87,6 @@ __all__ = [
     "RunStatus",
     "Saga",
     "StepContext",
-    "StepFailed",
     "StepName",
     "StepRecord",
     "StepStatus",

@@ -16,8 +16,6 @@ parsing messages::
     ├── InfrastructureError            (retryable)
     │   ├── StoreUnavailable           (retryable)
     │   └── QueueUnavailable           (retryable)
-    ├── StepFailed
-    │   └── StepTimedOut
     ├── NonRetryableStepError
     └── CompensationFailed
 """
@@ -119,23 +117,6 @@ class StoreUnavailable(InfrastructureError):
 
 class QueueUnavailable(InfrastructureError):
     """Raised when the task queue cannot be reached or throttles."""
-
-
-class StepFailed(EngineError):
-    """Raised when a step's function fails on one attempt (retryable by its policy)."""
-
-    retryable: ClassVar[bool] = True
-
-    def __init__(self, *, run_id: str, step: str, attempt: int, reason: str) -> None:
-        self.run_id = run_id
-        self.step = step
-        self.attempt = attempt
-        self.reason = reason
-        super().__init__(f"step {step!r} of run {run_id} failed on attempt {attempt}: {reason}")
-
-
-class StepTimedOut(StepFailed):
-    """Raised when a step's function runs past its timeout."""
 
 
 class NonRetryableStepError(EngineError):

@@ -2,15 +2,24 @@
 
 A saga is declared once at import time and is immutable once a run uses it::
 
-    order = Saga("order", input_model=OrderInput)
+    class OrderInput(BaseModel):
+        customer_id: str
+        total_cents: int
+
+    order = Saga("order", input_model=OrderInput)          # a Saga[OrderInput]
 
     @order.step(retry=RetryPolicy(max_attempts=5), timeout_seconds=10)
-    def charge_payment(ctx: StepContext) -> dict[str, str]:
-        return payments.charge(key=ctx.idempotency_key, amount=ctx.input.total)
+    def charge_payment(ctx: StepContext[OrderInput]) -> dict[str, str]:
+        return payments.charge(key=ctx.idempotency_key, amount=ctx.input.total_cents)
 
     @charge_payment.compensation
-    def refund_payment(ctx: StepContext) -> None:
+    def refund_payment(ctx: StepContext[OrderInput]) -> None:
         payments.refund(key=ctx.idempotency_key)
+
+``Saga`` is generic over its input: ``Saga("order", input_model=OrderInput)`` is a
+``Saga[OrderInput]`` whose steps take ``StepContext[OrderInput]``, and a saga without an
+input model is a ``Saga[JSONValue]``. A type checker refuses a step written for another
+input.
 
 Steps run in declaration order; ``parallel=True`` runs a step beside the previous one
 (same dependencies), and ``after=[...]`` names dependencies explicitly. Dependencies must
@@ -31,218 +40,144 @@ holding a worker, so a day-long wait costs two queue messages, not a day of comp
 An event resumes the run its correlation id names: the run's idempotency key (the
 business key it was started with, such as an order id) or its run id. Deriving the run
 from the key, as Durable Functions does with instance ids, needs no index on any backend.
+
+The parts a saga is made of (step definitions, handles, waits) live in
+``core/domain/steps.py``; the definition hash in ``core/domain/definition_hash.py``.
+They are re-exported here, where the engine has always imported them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
-from types import CodeType
-from typing import Any, overload
+from typing import Any, Generic, overload
 
 from pydantic import BaseModel, ValidationError
+from typing_extensions import TypeVar
 
-from core.domain.context import StepContext
+from core.domain.definition_hash import definition_hash
+from core.domain.json_types import JSONValue
 from core.domain.queues import QueueSettings
-from core.domain.records import RunSnapshot
-from core.domain.retry_policy import (
-    DEFAULT_COMPENSATION_RETRY,
-    DEFAULT_STEP_RETRY,
-    RetryPolicy,
+from core.domain.retry_policy import DEFAULT_STEP_RETRY, RetryPolicy
+from core.domain.steps import (
+    DEFAULT_EVENT_TIMEOUT_SECONDS,
+    MAX_TIMEOUT_SECONDS,
+    MAX_WAIT_SECONDS,
+    CompensationDefinition,
+    EventCorrelation,
+    InputT,
+    Invariant,
+    StepDefinition,
+    StepFunction,
+    StepHandle,
+    UserStep,
+    WaitSpec,
+    check_name,
+    check_wait_seconds,
+    correlation_id_field,
+    runs_no_code,
 )
 from core.domain.triggers import EventTrigger, Schedule, validate_pattern
 from core.errors import DefinitionError, InputValidationError
 
-StepFunction = Callable[[StepContext], Any]
-"""A step or compensation: sync or async, returns JSON, a pydantic model or a Result."""
+__all__ = [
+    "DEFAULT_EVENT_TIMEOUT_SECONDS",
+    "MAX_TIMEOUT_SECONDS",
+    "MAX_WAIT_SECONDS",
+    "CompensationDefinition",
+    "EventCorrelation",
+    "Invariant",
+    "Saga",
+    "StepDefinition",
+    "StepFunction",
+    "StepHandle",
+    "UserStep",
+    "WaitSpec",
+    "correlation_id_field",
+]
 
-Invariant = Callable[[RunSnapshot], Iterable[str]]
-"""Checks one finished run and yields what is wrong with it (``relay chaos``)."""
+ModelT = TypeVar("ModelT", bound=BaseModel)
+R = TypeVar("R")
 
-EventCorrelation = Callable[[Mapping[str, Any]], str | None]
-"""Maps an event ``{"topic", "data", "id"}`` to the correlation id of the run it resumes."""
-
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
-MAX_TIMEOUT_SECONDS = 1800.0  # Cloud Tasks' longest dispatch deadline (30 min).
-MAX_WAIT_SECONDS = 30 * 86400.0
-"""Longest sleep or event wait: Cloud Tasks refuses a task scheduled over 30 days ahead."""
-DEFAULT_EVENT_TIMEOUT_SECONDS = 7 * 86400.0
-
-
-def _check_name(kind: str, name: str) -> None:
-    # Names end up in message ids, queue task names and file paths.
-    if not _NAME.match(name):
-        raise DefinitionError(
-            f"{kind} name {name!r} is invalid: use letters, digits, '_' or '-', "
-            "start with a letter or '_', at most 63 characters"
-        )
+OutputBuilder = Callable[[Mapping[str, JSONValue]], object]
+"""Builds a run's output from its steps' outputs (JSON by step name)."""
 
 
-@dataclass(frozen=True, slots=True)
-class CompensationDefinition:
-    """How a step is undone."""
-
-    fn: StepFunction
-    retry: RetryPolicy = DEFAULT_COMPENSATION_RETRY
-    timeout_seconds: float | None = None
-
-
-def correlation_id_field(event: Mapping[str, Any]) -> str | None:
-    """The default correlation: ``data["correlation_id"]`` of the event, when a string."""
-    data = event.get("data")
-    value = data.get("correlation_id") if isinstance(data, Mapping) else None
-    return value if isinstance(value, str) and value else None
-
-
-@dataclass(frozen=True, slots=True)
-class WaitSpec:
-    """What a step that runs no code waits for: a duration, or an event with a deadline.
-
-    Exactly one of ``sleep_seconds`` and ``topic`` is set. An event step fails (and the
-    run compensates) when no matching event arrives within ``timeout_seconds``.
-    """
-
-    sleep_seconds: float | None = None
-    topic: str | None = None
-    correlation: EventCorrelation = correlation_id_field
-    timeout_seconds: float = DEFAULT_EVENT_TIMEOUT_SECONDS
-
-    @property
-    def is_sleep(self) -> bool:
-        """True for a durable sleep, False for a wait for an event."""
-        return self.sleep_seconds is not None
-
-    def deadline(self, started_at: float) -> float:
-        """When the wait ends: the wake-up time, or the moment the event wait times out."""
-        if self.sleep_seconds is not None:
-            return started_at + self.sleep_seconds
-        return started_at + self.timeout_seconds
-
-
-def _runs_no_code(ctx: StepContext) -> Any:
-    raise DefinitionError(f"step {ctx.step!r} waits; the engine never calls its function")
-
-
-@dataclass(frozen=True, slots=True)
-class StepDefinition:
-    """One step of a saga.
-
-    ``compensate_on_failure`` runs the compensation for this step even when the step
-    itself failed: a timed-out call to a payment provider may still have charged, and an
-    idempotent compensation keyed by the idempotency key is then the only safe undo.
-    """
-
-    name: str
-    fn: StepFunction
-    after: tuple[str, ...]
-    index: int
-    retry: RetryPolicy = DEFAULT_STEP_RETRY
-    timeout_seconds: float = 30.0
-    compensation: CompensationDefinition | None = None
-    compensate_on_failure: bool = True
-    wait: WaitSpec | None = None
-
-    @property
-    def compensation_timeout_seconds(self) -> float:
-        """Timeout for the compensation: its own, or the step's."""
-        if self.compensation and self.compensation.timeout_seconds is not None:
-            return self.compensation.timeout_seconds
-        return self.timeout_seconds
-
-
-class StepHandle:
-    """What ``@saga.step`` returns: the original function plus ``.compensation``.
-
-    Calling the handle calls the step function, so step code stays unit-testable.
-    """
-
-    def __init__(self, saga: Saga, name: str, fn: StepFunction) -> None:
-        self._saga = saga
-        self.name = name
-        self.fn = fn
-        self.__doc__ = fn.__doc__
-        self.__name__ = name
-
-    def __call__(self, ctx: StepContext) -> Any:
-        """Call the step function directly (unit tests of step code)."""
-        return self.fn(ctx)
-
-    @overload
-    def compensation(self, fn: StepFunction, /) -> StepFunction: ...
-
-    @overload
-    def compensation(
-        self,
-        fn: None = None,
-        /,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout_seconds: float | None = None,
-    ) -> Callable[[StepFunction], StepFunction]: ...
-
-    def compensation(
-        self,
-        fn: StepFunction | None = None,
-        /,
-        *,
-        retry: RetryPolicy | None = None,
-        timeout_seconds: float | None = None,
-    ) -> StepFunction | Callable[[StepFunction], StepFunction]:
-        """Declare the function that undoes this step (decorator, with or without args)."""
-
-        def register(func: StepFunction) -> StepFunction:
-            self._saga.set_compensation(
-                self.name,
-                CompensationDefinition(
-                    fn=func,
-                    retry=retry or DEFAULT_COMPENSATION_RETRY,
-                    timeout_seconds=timeout_seconds,
-                ),
-            )
-            return func
-
-        return register(fn) if fn is not None else register
-
-
-@dataclass
-class Saga:
-    """A named, ordered set of steps with compensations.
+class Saga(Generic[InputT]):
+    """A named, ordered set of steps with compensations, generic over its input.
 
     Args:
         name: Stable name used in URLs (``/v1/sagas/{name}/runs``) and stored with runs.
-        input_model: Pydantic model validating the run input; JSON passes through when None.
+        input_model: Pydantic model validating the run input; steps receive an instance
+            of it. Without one, the input is JSON and passes through unchecked.
         description: One line shown by ``relay manifest`` and the CLI.
         output: Builds the run's output from step outputs; defaults to all step outputs.
         queue: Name of the queue that carries this saga's messages.
         queue_settings: Rate and redelivery settings of that queue (``relay manifest``
             publishes them for Terraform); sagas sharing a queue must not disagree.
+
+    Raises:
+        DefinitionError: the name cannot be part of URLs, message ids and task names.
     """
 
-    name: str
-    input_model: type[BaseModel] | None = None
-    description: str = ""
-    output: Callable[[Mapping[str, Any]], Any] | None = None
-    queue: str = "relay-steps"
-    queue_settings: QueueSettings | None = None
-    _steps: dict[str, StepDefinition] = field(default_factory=dict, repr=False)
-    _invariants: list[Invariant] = field(default_factory=list, repr=False)
-    _events: list[EventTrigger] = field(default_factory=list, repr=False)
-    _schedules: list[Schedule] = field(default_factory=list, repr=False)
-    _is_frozen: bool = field(default=False, repr=False)
+    @overload
+    def __init__(
+        self: Saga[JSONValue],
+        name: str,
+        input_model: None = None,
+        *,
+        description: str = "",
+        output: OutputBuilder | None = None,
+        queue: str = "relay-steps",
+        queue_settings: QueueSettings | None = None,
+    ) -> None: ...
 
-    def __post_init__(self) -> None:
-        _check_name("saga", self.name)
+    @overload
+    def __init__(
+        self: Saga[ModelT],
+        name: str,
+        input_model: type[ModelT],
+        *,
+        description: str = "",
+        output: OutputBuilder | None = None,
+        queue: str = "relay-steps",
+        queue_settings: QueueSettings | None = None,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        name: str,
+        input_model: type[BaseModel] | None = None,
+        *,
+        description: str = "",
+        output: OutputBuilder | None = None,
+        queue: str = "relay-steps",
+        queue_settings: QueueSettings | None = None,
+    ) -> None:
+        check_name("saga", name)
+        self.name = name
+        self.input_model = input_model
+        self.description = description
+        self.output = output
+        self.queue = queue
+        self.queue_settings = queue_settings
+        self._steps: dict[str, StepDefinition] = {}
+        self._invariants: list[Invariant] = []
+        self._events: list[EventTrigger] = []
+        self._schedules: list[Schedule] = []
+        self._is_frozen = False
+
+    def __repr__(self) -> str:
+        model = self.input_model.__name__ if self.input_model else None
+        return f"Saga(name={self.name!r}, input_model={model}, steps={list(self._steps)})"
 
     # -- declaration -----------------------------------------------------------------
 
     @overload
     def step(
         self,
-        fn: StepFunction,
+        fn: UserStep[InputT, R],
         /,
         *,
         name: str | None = None,
@@ -251,7 +186,7 @@ class Saga:
         retry: RetryPolicy | None = None,
         timeout_seconds: float = 30.0,
         compensate_on_failure: bool = True,
-    ) -> StepHandle: ...
+    ) -> StepHandle[InputT, R]: ...
 
     @overload
     def step(
@@ -265,11 +200,11 @@ class Saga:
         retry: RetryPolicy | None = None,
         timeout_seconds: float = 30.0,
         compensate_on_failure: bool = True,
-    ) -> Callable[[StepFunction], StepHandle]: ...
+    ) -> Callable[[UserStep[InputT, R]], StepHandle[InputT, R]]: ...
 
     def step(
         self,
-        fn: StepFunction | None = None,
+        fn: UserStep[InputT, R] | None = None,
         /,
         *,
         name: str | None = None,
@@ -278,11 +213,12 @@ class Saga:
         retry: RetryPolicy | None = None,
         timeout_seconds: float = 30.0,
         compensate_on_failure: bool = True,
-    ) -> StepHandle | Callable[[StepFunction], StepHandle]:
+    ) -> StepHandle[InputT, R] | Callable[[UserStep[InputT, R]], StepHandle[InputT, R]]:
         """Declare a step (decorator, with or without arguments).
 
         Args:
-            fn: The step function, when used as a bare decorator.
+            fn: The step function, when used as a bare decorator. It takes a
+                ``StepContext`` of this saga's input type.
             name: Step name; defaults to the function's name.
             after: Steps that must succeed first; defaults to the previous step.
             parallel: Run beside the previous step (take its dependencies).
@@ -295,7 +231,7 @@ class Saga:
                 bad timeout, or the saga already has runs in this process.
         """
 
-        def register(func: StepFunction) -> StepHandle:
+        def register(func: UserStep[InputT, R]) -> StepHandle[InputT, R]:
             step_name: str = name or str(getattr(func, "__name__", ""))
             self._add_step(
                 step_name,
@@ -306,7 +242,7 @@ class Saga:
                 timeout_seconds=timeout_seconds,
                 compensate_on_failure=compensate_on_failure,
             )
-            return StepHandle(self, step_name, func)
+            return StepHandle(step_name, func, attach=self.set_compensation)
 
         return register(fn) if fn is not None else register
 
@@ -322,7 +258,7 @@ class Saga:
             raise DefinitionError(
                 f"step {step!r} of saga {self.name!r} only waits; it has nothing to compensate"
             )
-        self._steps[step] = _replace_step(current, compensation=compensation)
+        self._steps[step] = dataclasses.replace(current, compensation=compensation)
 
     def sleep(
         self,
@@ -340,7 +276,7 @@ class Saga:
         Raises:
             DefinitionError: ``seconds`` outside (0, 30 days], or as for ``step``.
         """
-        _check_wait_seconds(self.name, name, "seconds", seconds)
+        check_wait_seconds(self.name, name, "seconds", seconds)
         self._add_wait_step(name, WaitSpec(sleep_seconds=float(seconds)), after, parallel)
 
     def wait_for_event(
@@ -365,7 +301,7 @@ class Saga:
             DefinitionError: bad topic pattern, timeout outside (0, 30 days], or as for
                 ``step``.
         """
-        _check_wait_seconds(self.name, name, "timeout_seconds", timeout_seconds)
+        check_wait_seconds(self.name, name, "timeout_seconds", timeout_seconds)
         pattern = validate_pattern(topic)
         if not callable(correlation):
             raise DefinitionError(f"step {name!r}: correlation must be a function of the event")
@@ -380,7 +316,7 @@ class Saga:
         # The retry policy and timeout are unused (no code runs) but keep the record uniform.
         self._add_step(
             name,
-            _runs_no_code,
+            runs_no_code,
             after=after,
             parallel=parallel,
             retry=DEFAULT_STEP_RETRY,
@@ -412,7 +348,7 @@ class Saga:
         name: str,
         cron: str,
         *,
-        input: Any = None,
+        input: JSONValue = None,
         timezone: str = "UTC",
         description: str = "",
     ) -> Schedule:
@@ -444,7 +380,7 @@ class Saga:
         wait: WaitSpec | None = None,
     ) -> None:
         self._check_mutable()
-        _check_name("step", name)
+        check_name("step", name)
         if name in self._steps:
             raise DefinitionError(f"saga {self.name!r} already has a step named {name!r}")
         if not callable(fn):
@@ -488,7 +424,7 @@ class Saga:
 
     # -- use -------------------------------------------------------------------------
 
-    def freeze(self) -> Saga:
+    def freeze(self) -> Saga[InputT]:
         """Validate and lock the definition; called when the engine first uses the saga."""
         if not self._steps:
             raise DefinitionError(f"saga {self.name!r} has no steps")
@@ -522,19 +458,9 @@ class Saga:
         A run records it; a worker whose hash differs checks the run's steps by name.
         """
         self.freeze()
-        digest = hashlib.sha256(self.name.encode())
-        for step in self._steps.values():
-            digest.update(repr((step.name, step.after, step.timeout_seconds)).encode())
-            if step.wait is not None:
-                wait = step.wait
-                digest.update(repr((wait.sleep_seconds, wait.topic, wait.timeout_seconds)).encode())
-                digest.update(_code_fingerprint(wait.correlation))
-            digest.update(_code_fingerprint(step.fn))
-            if step.compensation:
-                digest.update(_code_fingerprint(step.compensation.fn))
-        return digest.hexdigest()[:16]
+        return definition_hash(self.name, self._steps.values())
 
-    def validate_input(self, raw: Any) -> Any:
+    def validate_input(self, raw: object) -> Any:
         """Check ``raw`` against the input model and return its JSON form.
 
         Raises:
@@ -551,47 +477,14 @@ class Saga:
             raise InputValidationError(saga=self.name, errors=errors) from None
         return model.model_dump(mode="json")
 
-    def parse_input(self, stored: Any) -> Any:
-        """Turn stored JSON input back into the input model for step code."""
+    def parse_input(self, stored: JSONValue) -> InputT:
+        """Turn stored JSON input back into what steps receive: the model, or the JSON."""
         if self.input_model is None:
-            return stored
-        return self.input_model.model_validate(stored)
+            return stored  # type: ignore[return-value]  # a saga without a model is a Saga[JSONValue]
+        return self.input_model.model_validate(stored)  # type: ignore[return-value]  # InputT is the model
 
-    def build_output(self, outputs: Mapping[str, Any]) -> Any:
+    def build_output(self, outputs: Mapping[str, JSONValue]) -> object:
         """The run's output once every step succeeded."""
         if self.output is not None:
             return self.output(outputs)
         return dict(outputs)
-
-
-def _check_wait_seconds(saga: str, step: str, field_name: str, seconds: float) -> None:
-    if not 0 < seconds <= MAX_WAIT_SECONDS:
-        raise DefinitionError(
-            f"{field_name} of step {step!r} of saga {saga!r} must be in (0, {MAX_WAIT_SECONDS:g}] "
-            f"(30 days, Cloud Tasks' scheduling limit), got {seconds}; chain steps for longer"
-        )
-
-
-def _replace_step(step: StepDefinition, **changes: Any) -> StepDefinition:
-    values = {name: getattr(step, name) for name in StepDefinition.__dataclass_fields__}
-    values.update(changes)
-    return StepDefinition(**values)
-
-
-def _code_fingerprint(fn: Any) -> bytes:
-    target = inspect.unwrap(fn)
-    code = getattr(target, "__code__", None)
-    if code is None:
-        return repr(getattr(target, "__qualname__", target)).encode()
-    return _fingerprint_code(code)
-
-
-def _fingerprint_code(code: CodeType) -> bytes:
-    # Nested code objects (lambdas, comprehensions) repr with their memory address, so
-    # they are fingerprinted recursively to keep the hash stable across processes.
-    parts = [code.co_code, repr(code.co_names).encode()]
-    for const in code.co_consts:
-        parts.append(
-            _fingerprint_code(const) if isinstance(const, CodeType) else repr(const).encode()
-        )
-    return b"\x00".join(parts)

@@ -70,6 +70,31 @@ class OrderInput(BaseModel):
         return inventory.normalize_lines((item.sku, item.quantity) for item in self.items)
 
 
+class PricedLine(BaseModel):
+    """One priced line of ``validate_order``'s output."""
+
+    sku: str
+    quantity: int
+    unit_price_cents: int
+    line_total_cents: int
+
+
+class PricedOrder(BaseModel):
+    """``validate_order``'s output as later steps read it (``ctx.output_of``)."""
+
+    lines: list[PricedLine]
+    total_cents: int
+    currency: str
+
+
+class _Keys(BaseModel):
+    """The keys later steps read from earlier outputs (each step returns some of them)."""
+
+    payment_key: str = ""
+    reservation_key: str = ""
+    order_id: str = ""
+
+
 def _build_output(outputs: Mapping[str, Any]) -> dict[str, Any]:
     """The run's output: what a client needs to show the customer, not every step's data."""
     return {
@@ -137,7 +162,8 @@ def withdraw_validation(ctx: StepContext) -> None:
 @saga.step(retry=_SERVICE_RETRY, timeout_seconds=STEP_TIMEOUT_SECONDS)
 def reserve_inventory(ctx: StepContext) -> dict[str, Any]:
     """Hold stock for every line, all or nothing; a shortage rejects the order."""
-    lines = [(line["sku"], line["quantity"]) for line in ctx.outputs["validate_order"]["lines"]]
+    priced = ctx.output_of("validate_order", PricedOrder)
+    lines = [(line.sku, line.quantity) for line in priced.lines]
     reservation = inventory.reserve(ctx.idempotency_key, lines)
     return {
         "reservation_key": reservation.key,
@@ -155,7 +181,7 @@ def release_inventory(ctx: StepContext) -> None:
 def charge_payment(ctx: StepContext) -> dict[str, Any]:
     """Charge the order total; a decline rejects the order without retry."""
     order = _order(ctx)
-    amount = int(ctx.outputs["validate_order"]["total_cents"])
+    amount = ctx.output_of("validate_order", PricedOrder).total_cents
     charge = payments.charge(ctx.idempotency_key, order.customer_id, amount, order.payment_token)
     return {
         "payment_key": charge.key,
@@ -179,10 +205,10 @@ def create_order(ctx: StepContext) -> dict[str, Any]:
         ctx.idempotency_key,
         customer_id=order.customer_id,
         lines=order.lines(),
-        total_cents=int(ctx.outputs["validate_order"]["total_cents"]),
+        total_cents=ctx.output_of("validate_order", PricedOrder).total_cents,
         currency=order.currency,
-        payment_key=ctx.outputs["charge_payment"]["payment_key"],
-        reservation_key=ctx.outputs["reserve_inventory"]["reservation_key"],
+        payment_key=ctx.output_of("charge_payment", _Keys).payment_key,
+        reservation_key=ctx.output_of("reserve_inventory", _Keys).reservation_key,
     )
     return {"order_id": created.order_id, "status": created.status}
 
@@ -197,7 +223,7 @@ def cancel_order(ctx: StepContext) -> None:
 def send_confirmation(ctx: StepContext) -> dict[str, Any]:
     """Email the customer that the order is placed."""
     order = _order(ctx)
-    order_id = ctx.outputs["create_order"]["order_id"]
+    order_id = ctx.output_of("create_order", _Keys).order_id
     email = emails.send(
         ctx.idempotency_key, order.email, CONFIRMATION, subject=f"Order {order_id} confirmed"
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 from collections import Counter
@@ -14,7 +13,7 @@ import pytest
 from core import RetryPolicy, Saga, StepContext
 from core.ports.metrics import MetricsSink
 from infra.aws.emf import EmfMetrics
-from tests.unit.harness import Harness
+from infra.memory.harness import memory_harness
 
 FAST = RetryPolicy(max_attempts=3, initial_delay_seconds=1.0, jitter=0.0)
 
@@ -39,8 +38,7 @@ def flaky_saga() -> Saga:
 
 
 def run_with(sink: MetricsSink) -> str:
-    harness = Harness([flaky_saga()])
-    harness.engine = dataclasses.replace(harness.engine, metrics=sink)
+    harness = memory_harness([flaky_saga()], metrics=sink)
     try:
         started = harness.engine.runs.start("shop", {})
         harness.pump()
@@ -90,10 +88,8 @@ def test_cloud_monitoring_gets_the_same_counts_when_the_engine_closes(metric_ser
     from tests.support.monitoring import make_sink
 
     sink = make_sink(metric_server)
-    harness = Harness([flaky_saga()])
-    harness.engine = dataclasses.replace(
-        harness.engine, metrics=sink, closers=[sink.close, *harness.engine.closers]
-    )
+    harness = memory_harness([flaky_saga()], metrics=sink)
+    harness.engine.closers.append(sink.close)
     started = harness.engine.runs.start("shop", {})
     harness.pump()
     assert harness.engine.runs.get(started.run.run_id).run.status.value == "COMPLETED"

@@ -1,4 +1,5 @@
-"""Sagas built for engine tests: call counters and a three-step saga that fails on demand."""
+"""Sagas built for engine tests: call counters, a three-step saga that fails on demand, and
+sagas that sleep or wait for an event."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from core import RetryPolicy, Saga, StepContext
 
 FAST = RetryPolicy(max_attempts=3, initial_delay_seconds=1.0, jitter=0.0)
+HOUR = 3600.0
 
 
 class Calls(Counter[str]):
@@ -50,4 +52,39 @@ def linear_saga(
 
     for step in ("a", "b", "c"):
         make(step)
+    return saga
+
+
+def sleeper() -> Saga:
+    """before -> nap (a one-hour durable sleep) -> after, which reads when nap woke."""
+    saga = Saga("sleeper")
+    saga.step(lambda ctx: {"before": True}, name="before")
+    saga.sleep("nap", seconds=HOUR)
+    saga.step(lambda ctx: {"after": ctx.outputs["nap"]["woke_at"]}, name="after")
+    return saga
+
+
+def payment_saga(compensated: list[str]) -> Saga:
+    """reserve (compensable) -> paid (waits two hours for payments.*) -> ship."""
+    saga = Saga("checkout")
+
+    @saga.step
+    def reserve(ctx: StepContext) -> dict[str, str]:
+        return {"reservation": ctx.idempotency_key}
+
+    @reserve.compensation
+    def release(ctx: StepContext) -> None:
+        compensated.append(ctx.run_id)
+
+    saga.wait_for_event(
+        "paid",
+        topic="payments.*",
+        correlation=lambda event: event["data"].get("order_id"),
+        timeout_seconds=2 * HOUR,
+    )
+
+    @saga.step
+    def ship(ctx: StepContext) -> dict[str, Any]:
+        return {"amount": ctx.outputs["paid"]["amount"]}
+
     return saga

@@ -9,7 +9,7 @@ import pytest
 
 from core import RunStatus, Saga, StepContext
 from infra.local.runtime.cron import due_firings, fire_due, run_cron_loop
-from tests.unit.harness import Harness
+from infra.memory.harness import memory_harness
 
 HOUR_START = 1_700_000_400.0  # 2023-11-14T22:20:00Z, a multiple of five minutes
 
@@ -36,7 +36,7 @@ def test_due_firings_lists_each_scheduled_time_in_the_window_once() -> None:
 
 def test_firing_the_same_window_twice_starts_each_run_once() -> None:
     """Overlapping ticks (a restart, a second stack) find the runs already started."""
-    h = Harness([reporting_saga()])
+    h = memory_harness([reporting_saga()])
     first = fire_due(h.engine, after=HOUR_START, until=HOUR_START + 900)
     again = fire_due(h.engine, after=HOUR_START, until=HOUR_START + 900)
     assert len(first) == len(again) == 3
@@ -48,7 +48,7 @@ def test_firing_the_same_window_twice_starts_each_run_once() -> None:
 
 def test_the_loop_fires_what_falls_between_ticks_and_stops_when_cancelled() -> None:
     """Each tick fires the times since the previous tick; cancellation ends the loop."""
-    h = Harness([reporting_saga()])
+    h = memory_harness([reporting_saga()])
     now = [HOUR_START + 1]
 
     def clock() -> float:
@@ -70,7 +70,7 @@ def test_the_loop_exits_at_once_when_the_bundle_has_no_schedules() -> None:
     """Without schedules there is nothing to poll for."""
     saga = Saga("plain")
     saga.step(lambda ctx: None, name="only")
-    h = Harness([saga])
+    h = memory_harness([saga])
     asyncio.run(asyncio.wait_for(run_cron_loop(h.engine, tick_seconds=10), timeout=1))
 
 
@@ -78,7 +78,7 @@ def test_firing_logs_at_info_without_clashing_with_log_record_fields(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The firing log line is emitted (its extras must not reuse LogRecord attribute names)."""
-    h = Harness([reporting_saga()])
+    h = memory_harness([reporting_saga()])
     with caplog.at_level(logging.INFO, logger="relay.cron"):
         fire_due(h.engine, after=HOUR_START, until=HOUR_START + 300)
     assert any("fired for" in r.getMessage() for r in caplog.records)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core import ConfigurationError, RunStatus
+from core import ConfigurationError
 from core.faults import FaultKind, FaultPlan
-from tests.support.sagas import Calls, linear_saga
-from tests.unit.harness import Harness
 
 
 def test_rules_parse_with_defaults_and_seed() -> None:
@@ -61,39 +59,6 @@ def test_seeded_plans_make_the_same_choices() -> None:
     ]
     assert all(x == y for x, y in picks)
     assert not a.should(FaultKind.FAIL, saga="s", step="x", action="compensate")
-
-
-def test_injected_failures_are_retried_like_real_ones() -> None:
-    """A fail rule makes attempts fail before the step runs; retries then succeed."""
-    calls = Calls()
-    h = Harness([linear_saga(calls)], faults=FaultPlan.parse("linear.b:fail@0.5;seed=1"))
-    started = h.engine.runs.start("linear", {})
-    h.pump()
-    snap = h.engine.runs.get(started.run.run_id)
-    assert snap.run.status in (RunStatus.COMPLETED, RunStatus.COMPENSATED)
-    assert calls["b"] <= snap.step("b").attempt
-
-
-def test_crash_rule_exits_the_process_after_the_step_ran(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A crash rule hard-exits after the step function ran and before the commit."""
-    calls = Calls()
-    exits: list[int] = []
-
-    class Exited(BaseException):
-        pass
-
-    def fake_exit(code: int) -> None:
-        exits.append(code)
-        raise Exited
-
-    monkeypatch.setattr("core.engine.saga_runner.os._exit", fake_exit)
-    h = Harness([linear_saga(calls)], faults=FaultPlan.parse("linear.a:crash@1"))
-    started = h.engine.runs.start("linear", {})
-    item = h.queue.lease_due(now=h.clock.now(), limit=1, lease_seconds=5)[0]
-    with pytest.raises(Exited):
-        h.engine.handle(item.message)
-    assert exits == [137] and calls["a"] == 1
-    assert h.engine.runs.get(started.run.run_id).step("a").status.value == "RUNNING"
 
 
 def test_seeded_plans_differ_between_processes(monkeypatch: pytest.MonkeyPatch) -> None:

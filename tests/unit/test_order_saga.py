@@ -15,9 +15,10 @@ from core.domain.records import RunSnapshot
 from core.domain.status import Action, RunStatus, StepStatus
 from core.errors import InputValidationError
 from core.faults import FaultPlan
+from core.testing import SagaHarness
 from functions.demo_services import db, emails, inventory, payments, users
 from functions.sagas import onboarding, order
-from tests.unit.harness import Harness
+from infra.memory.harness import memory_harness
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ORDER_STEPS = [
@@ -39,9 +40,9 @@ def fixture_demo_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 
 @pytest.fixture(name="harness")
-def fixture_harness(demo_db: Path) -> Iterator[Harness]:
+def fixture_harness(demo_db: Path) -> Iterator[SagaHarness]:
     """A harness serving both bundle sagas against the fresh demo database."""
-    h = Harness([order.saga, onboarding.saga])
+    h = memory_harness([order.saga, onboarding.saga])
     yield h
     h.close()
 
@@ -61,7 +62,7 @@ def order_input(**changes: Any) -> dict[str, Any]:
 EXPECTED_TOTAL = 2 * 899 + 4_999
 
 
-def run_saga(h: Harness, saga: str, raw: dict[str, Any]) -> RunSnapshot:
+def run_saga(h: SagaHarness, saga: str, raw: dict[str, Any]) -> RunSnapshot:
     run_id = h.engine.runs.start(saga, raw).run.run_id
     h.pump()
     return h.engine.runs.get(run_id)
@@ -82,7 +83,7 @@ def undo_actions(run_id: str) -> list[tuple[str, str, str]]:
     ]
 
 
-def test_good_order_completes_with_its_outputs(harness: Harness) -> None:
+def test_good_order_completes_with_its_outputs(harness: SagaHarness) -> None:
     """A valid order runs each step once, outputs order, charge and email, and passes invariants."""
     snapshot = run_saga(harness, "order", order_input())
     run = snapshot.run
@@ -104,7 +105,7 @@ def test_good_order_completes_with_its_outputs(harness: Harness) -> None:
     assert order.ledger_violations([run.run_id]) == []
 
 
-def test_declined_payment_compensates_in_reverse_order(harness: Harness) -> None:
+def test_declined_payment_compensates_in_reverse_order(harness: SagaHarness) -> None:
     """A declined payment is not retried; charge, stock and validation are undone in that order."""
     snapshot = run_saga(harness, "order", order_input(payment_token=payments.DECLINED_TOKEN))
     run = snapshot.run
@@ -131,7 +132,7 @@ def test_declined_payment_compensates_in_reverse_order(harness: Harness) -> None
     assert order.ledger_violations([]) == []
 
 
-def test_unknown_sku_compensates_right_after_validation(harness: Harness) -> None:
+def test_unknown_sku_compensates_right_after_validation(harness: SagaHarness) -> None:
     """An unknown SKU fails validation once, skips every later step, touches no stock or money."""
     items = [{"sku": "SKU-MUG", "quantity": 1}, {"sku": order.UNKNOWN_SKU, "quantity": 1}]
     snapshot = run_saga(harness, "order", order_input(items=items))
@@ -145,7 +146,7 @@ def test_unknown_sku_compensates_right_after_validation(harness: Harness) -> Non
 
 def test_failing_last_step_undoes_every_step_newest_first(demo_db: Path) -> None:
     """When send_confirmation keeps failing, every step is undone in reverse declaration order."""
-    h = Harness([order.saga], faults=FaultPlan.parse("order.send_confirmation:fail@1.0"))
+    h = memory_harness([order.saga], faults=FaultPlan.parse("order.send_confirmation:fail@1.0"))
     try:
         snapshot = run_saga(h, "order", order_input())
     finally:
@@ -162,7 +163,7 @@ def test_failing_last_step_undoes_every_step_newest_first(demo_db: Path) -> None
     assert order.ledger_violations([]) == []
 
 
-def test_duplicate_deliveries_change_nothing(harness: Harness) -> None:
+def test_duplicate_deliveries_change_nothing(harness: SagaHarness) -> None:
     """Every message delivered twice on arrival, then replayed, still charges and reserves once."""
     run_id = harness.engine.runs.start("order", order_input()).run.run_id
     while True:
@@ -190,7 +191,7 @@ def test_duplicate_deliveries_change_nothing(harness: Harness) -> None:
     assert order.ledger_violations([run_id]) == []
 
 
-def test_invariants_catch_a_refund_behind_the_sagas_back(harness: Harness) -> None:
+def test_invariants_catch_a_refund_behind_the_sagas_back(harness: SagaHarness) -> None:
     """Refunding a completed order outside the saga fails the money invariant and the ledger."""
     snapshot = run_saga(harness, "order", order_input())
     run_id = snapshot.run.run_id
@@ -201,14 +202,14 @@ def test_invariants_catch_a_refund_behind_the_sagas_back(harness: Harness) -> No
     assert any("net charged 0" in v for v in order.ledger_violations([run_id]))
 
 
-def test_invariants_flag_a_run_that_did_not_finish_cleanly(harness: Harness) -> None:
+def test_invariants_flag_a_run_that_did_not_finish_cleanly(harness: SagaHarness) -> None:
     """A run in any status other than COMPLETED or COMPENSATED is reported by name."""
     snapshot = run_saga(harness, "order", order_input())
     failed = RunSnapshot(snapshot.run.evolve(now=0.0, status=RunStatus.FAILED), snapshot.steps)
     assert any("ended FAILED" in v for v in violations(failed))
 
 
-def test_ledger_scoped_to_a_campaign_ignores_earlier_runs(harness: Harness) -> None:
+def test_ledger_scoped_to_a_campaign_ignores_earlier_runs(harness: SagaHarness) -> None:
     """With campaign_run_ids, money from runs outside the campaign does not unbalance the ledger."""
     earlier = run_saga(harness, "order", order_input()).run.run_id
     current = run_saga(harness, "order", order_input(customer_id="cust-2")).run.run_id
@@ -249,7 +250,7 @@ def test_cancellation_email_follows_a_confirmation_that_went_out(demo_db: Path) 
     ],
 )
 def test_invalid_order_input_is_rejected(
-    harness: Harness, changes: dict[str, Any], field: str
+    harness: SagaHarness, changes: dict[str, Any], field: str
 ) -> None:
     """Input that breaks the model is rejected at start, naming the field, and nothing runs."""
     with pytest.raises(InputValidationError) as raised:
@@ -258,7 +259,7 @@ def test_invalid_order_input_is_rejected(
     assert harness.queue.pending_count() == 0
 
 
-def test_demo_inputs_mix_completed_and_compensated_runs(harness: Harness) -> None:
+def test_demo_inputs_mix_completed_and_compensated_runs(harness: SagaHarness) -> None:
     """demo_inputs is repeatable per seed and yields valid, declined and unknown-SKU orders."""
     inputs = order.demo_inputs(12, seed=3)
     assert inputs == order.demo_inputs(12, seed=3)
@@ -272,7 +273,7 @@ def test_demo_inputs_mix_completed_and_compensated_runs(harness: Harness) -> Non
     assert order.ledger_violations(completed) == []
 
 
-def test_onboarding_completes(harness: Harness) -> None:
+def test_onboarding_completes(harness: SagaHarness) -> None:
     """Onboarding opens the account, sends the welcome email and passes its invariant."""
     snapshot = run_saga(harness, "onboarding", {"email": "Grace@Example.com", "name": "Grace"})
     run = snapshot.run
@@ -287,7 +288,7 @@ def test_onboarding_completes(harness: Harness) -> None:
     assert violations(snapshot) == []
 
 
-def test_onboarding_with_a_taken_email_compensates(harness: Harness) -> None:
+def test_onboarding_with_a_taken_email_compensates(harness: SagaHarness) -> None:
     """A second onboarding for an active address is rejected and leaves the first account open."""
     first = run_saga(harness, "onboarding", {"email": "grace@example.com", "name": "Grace"})
     second = run_saga(harness, "onboarding", {"email": "grace@example.com", "name": "G"})

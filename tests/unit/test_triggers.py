@@ -8,7 +8,7 @@ from core import DefinitionError, RunStatus, Saga, StepContext
 from core.domain.triggers import topic_matches, validate_pattern
 from core.engine.triggers import UnknownScheduleError
 from core.scheduling import fire_times_between
-from tests.unit.harness import Harness
+from infra.memory.harness import memory_harness
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def make_saga() -> Saga:
 
 def test_an_event_starts_one_run_per_saga_however_often_delivered() -> None:
     """Redelivering the same event id finds the same run instead of starting another."""
-    h = Harness([make_saga()])
+    h = memory_harness([make_saga()])
     first = h.engine.triggers.publish(topic="users.eu.created", data={"name": "ada"}, event_id="e1")
     again = h.engine.triggers.publish(topic="users.eu.created", data={"name": "ada"}, event_id="e1")
     assert len(first.started) == 1 and first.started[0].is_created
@@ -85,7 +85,7 @@ def test_an_event_starts_one_run_per_saga_however_often_delivered() -> None:
 
 def test_a_scheduled_time_starts_exactly_one_run() -> None:
     """Firing the same schedule for the same time twice yields one run; another time, another."""
-    h = Harness([make_saga()])
+    h = memory_harness([make_saga()])
     one = h.engine.triggers.fire_schedule(name="hourly-greeting", scheduled_at=1_700_000_000)
     two = h.engine.triggers.fire_schedule(name="hourly-greeting", scheduled_at=1_700_000_000)
     other = h.engine.triggers.fire_schedule(name="hourly-greeting", scheduled_at=1_700_003_600)
@@ -100,7 +100,7 @@ def test_a_saga_that_fails_to_import_does_not_block_other_events() -> None:
     """Events still start runs of healthy sagas when another saga's module is broken."""
     from core.registry import SagaRegistry
 
-    h = Harness([make_saga()])
+    h = memory_harness([make_saga()])
     registry = SagaRegistry({"greeter": h.registry.get("greeter"), "broken": "no.such.module:saga"})
     h.engine.triggers._registry = registry
     outcome = h.engine.triggers.publish(topic="users.eu.created", data={"name": "x"}, event_id="e9")

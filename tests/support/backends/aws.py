@@ -1,4 +1,4 @@
-"""AWS adapters (DynamoDB, SQS, S3) against moto server, for the contract suites.
+"""AWS adapters (DynamoDB, SQS, S3) against moto server, for the contract and engine suites.
 
 Each fixture creates its own table, queue or bucket with a unique name on the session's
 moto server (``tests/support/aws.py``) and deletes it afterwards. The SQS queue is a

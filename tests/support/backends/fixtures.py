@@ -1,5 +1,10 @@
 """Adapter fixtures for the suites that run once per registered adapter (contract, engine).
 
+One registry serves both suites: a state store registered here runs the state-store
+contract suite (``tests/contract``) and the engine's protocol suite (``tests/engine``,
+marker ``protocol``), whose ``saga_harness`` fixture builds a ``core.testing.SagaHarness``
+on each registered store.
+
 To add an adapter (Firestore, DynamoDB, Cloud Tasks, SQS, GCS, S3...), write one fixture
 function and decorate it with the registrar of its port (``registry.py``): local ones
 below, cloud ones in ``aws.py`` / ``gcp.py`` beside this module, which it imports. The
@@ -18,15 +23,20 @@ unclosed resource into a failure).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
+from core.domain.saga import Saga
+from core.engine.saga_runner import RunnerSettings
+from core.faults import FaultPlan
 from core.ports.clock import FixedClock
 from core.ports.io_manager import IOManager
 from core.ports.state_store import StateStore
 from core.ports.task_queue import PullQueue
+from core.testing import DEFAULT_SETTINGS, SagaHarness
 from infra.local.fs_io_manager import FilesystemIOManager
 from infra.local.sqlite_db import SQLiteDatabase
 from infra.local.sqlite_queue import SQLiteTaskQueue
@@ -119,18 +129,32 @@ def _backend_id(fixture_name: str) -> str:
 OUTBOX_STORES = frozenset({"sqlite_store"})
 
 
+PROTOCOL_MARKER = "protocol"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect outbox tests for stores that leave the outbox to the engine."""
+    """Deselect outbox tests for stores that leave the outbox to the engine; check that
+    every ``protocol`` test runs once per state store (and every per-store engine test is
+    marked ``protocol``), so ``-m protocol`` lists the whole suite on every backend."""
     kept: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
+    misplaced: list[str] = []
     for item in items:
         callspec = getattr(item, "callspec", None)
         backend = callspec.params.get("store_and_queue") if callspec else None
         fixtures = getattr(item, "fixturenames", ())
+        is_marked = item.get_closest_marker(PROTOCOL_MARKER) is not None
+        if is_marked != ("saga_harness" in fixtures):
+            misplaced.append(item.nodeid)
         if "outbox_queue" in fixtures and backend is not None and backend not in OUTBOX_STORES:
             dropped.append(item)
         else:
             kept.append(item)
+    if misplaced:
+        raise pytest.UsageError(
+            f"tests marked {PROTOCOL_MARKER!r} must use the saga_harness fixture (one run per "
+            f"state store) and tests using it must be marked: {', '.join(misplaced[:5])}"
+        )
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
@@ -174,3 +198,64 @@ def io_manager(request: pytest.FixtureRequest) -> IOManager:
     """Each registered I/O manager."""
     result: IOManager = request.getfixturevalue(request.param)
     return result
+
+
+class MakeHarness(Protocol):
+    """Builds a ``SagaHarness`` on the state store under test (``saga_harness`` fixture)."""
+
+    def __call__(
+        self,
+        sagas: Iterable[Saga[Any]],
+        *,
+        faults: FaultPlan | None = None,
+        settings: RunnerSettings = DEFAULT_SETTINGS,
+        wrap_queue: Callable[[PullQueue], PullQueue] | None = None,
+    ) -> SagaHarness: ...
+
+
+@pytest.fixture
+def saga_harness(store_and_queue: StoreAndQueue, clock: FixedClock) -> Iterator[MakeHarness]:
+    """Harnesses on each registered state store, all on the test's one clock.
+
+    A store that delivers its own outbox (SQLite) is paired with the queue it delivers
+    to; the others with the memory queue, which keeps time by the same ``FixedClock``
+    (queues have their own contract suite). Outputs over the inline limit go to the
+    memory I/O manager. ``wrap_queue`` lets a test put a faulty queue in front.
+    Harnesses are closed after the test.
+    """
+    made: list[SagaHarness] = []
+
+    def make(
+        sagas: Iterable[Saga[Any]],
+        *,
+        faults: FaultPlan | None = None,
+        settings: RunnerSettings = DEFAULT_SETTINGS,
+        wrap_queue: Callable[[PullQueue], PullQueue] | None = None,
+    ) -> SagaHarness:
+        queue: PullQueue = store_and_queue.outbox_queue or MemoryTaskQueue(clock=clock.now)
+        harness = SagaHarness(
+            sagas,
+            store=store_and_queue.store,
+            queue=wrap_queue(queue) if wrap_queue else queue,
+            clock=clock,
+            io_manager=MemoryIOManager(),
+            settings=settings,
+            faults=faults,
+        )
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        harness.close()
+
+
+@pytest.fixture
+def engine_enqueues(store_and_queue: StoreAndQueue, request: pytest.FixtureRequest) -> None:
+    """Skip on stores that enqueue inside their own commit: nothing can fall in between."""
+    if store_and_queue.store.delivers_outbox:
+        backend = _backend_id(request.node.callspec.params["store_and_queue"])
+        pytest.skip(
+            f"{backend} commits and enqueues in one transaction (an outbox): there is no "
+            "moment between the two to crash in"
+        )

@@ -1,4 +1,5 @@
-"""GCP adapters (Firestore, GCS, Cloud Tasks) against their emulators, for the contract suites.
+"""GCP adapters (Firestore, GCS, Cloud Tasks) against their emulators, for the contract and
+engine suites.
 
 The emulators start once per session, lazily (``tests/support/gcp.py``); each test gets
 its own Firestore collection and its own bucket, so no test sees another's data.

@@ -1,8 +1,10 @@
-"""Registries of contract-suite backends, shared by conftest.py and the backend modules.
+"""Registries of the backends the per-adapter suites run on, one list per port.
 
-A backend module (``backends_aws.py``, ``backends_gcp.py``) decorates its fixtures with the
-registrar of their port; ``conftest.py`` imports those modules so their fixtures exist and
-are listed before the parametrised fixtures are built.
+A backend module (``fixtures.py`` for the local adapters, ``aws.py`` and ``gcp.py`` for
+the cloud ones) decorates its fixtures with the registrar of their port; ``fixtures.py``
+imports those modules so their fixtures exist and are listed before the parametrised
+fixtures are built. A state store registered once runs both the state-store contract
+suite (``tests/contract``) and the engine's protocol suite (``tests/engine``).
 """
 
 from __future__ import annotations

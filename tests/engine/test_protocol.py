@@ -1,4 +1,4 @@
-"""The step protocol on the memory adapters: every transition, duplicates, crashes."""
+"""The step protocol on every state store: every transition, duplicates, crashes."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from core import (
     StepContext,
     StepStatus,
 )
-from core.domain.records import Message
 from core.domain.status import Action
 from core.errors import (
     IdempotencyKeyReusedError,
@@ -25,10 +24,12 @@ from core.errors import (
     InvalidRunStateError,
     UnknownSagaError,
 )
-from tests.support.sagas import Calls, linear_saga
-from tests.unit.harness import Harness
+from core.ports.task_queue import PullQueue
+from core.testing import SagaHarness
+from tests.support.backends.fixtures import MakeHarness
+from tests.support.sagas import FAST, Calls, linear_saga
 
-FAST = RetryPolicy(max_attempts=3, initial_delay_seconds=1.0, jitter=0.0)
+pytestmark = pytest.mark.protocol
 
 
 @pytest.fixture
@@ -36,13 +37,11 @@ def calls() -> Calls:
     return Calls()
 
 
-def run_to_end(h: Harness, saga: str = "linear", payload: Any = None) -> Any:
-    started = h.engine.runs.start(saga, payload if payload is not None else {"n": 1})
-    h.pump()
-    return h.engine.runs.get(started.run.run_id)
+def run_to_end(h: SagaHarness, saga: str = "linear", payload: Any = None) -> Any:
+    return h.run(saga, payload if payload is not None else {"n": 1})
 
 
-def test_sequential_saga_completes_passing_outputs(calls: Calls) -> None:
+def test_sequential_saga_completes_passing_outputs(saga_harness: MakeHarness, calls: Calls) -> None:
     """Steps run in order, each seeing earlier outputs, and the run output collects them."""
     saga = Saga("flow")
 
@@ -54,23 +53,53 @@ def test_sequential_saga_completes_passing_outputs(calls: Calls) -> None:
     def second(ctx: StepContext) -> int:
         return int(ctx.outputs["first"]) + 22
 
-    h = Harness([saga])
+    h = saga_harness([saga])
     snap = run_to_end(h, "flow")
     assert snap.run.status is RunStatus.COMPLETED
     assert snap.run.output == {"first": 20, "second": 42}
     assert [s.status for s in snap.steps.values()] == [StepStatus.SUCCEEDED] * 2
 
 
-def test_idempotency_key_is_stable_across_attempts(calls: Calls) -> None:
+def test_a_typed_saga_gets_its_input_model_and_reads_outputs_back_as_models(
+    saga_harness: MakeHarness,
+) -> None:
+    """Steps receive the input model and read an earlier model output back through the store."""
+
+    class Order(BaseModel):
+        customer_id: str
+        cents: int
+
+    class Charged(BaseModel):
+        charge_id: str
+        cents: int
+
+    saga = Saga("typed-flow", input_model=Order)
+
+    @saga.step
+    def charge(ctx: StepContext[Order]) -> Charged:
+        return Charged(charge_id=f"ch-{ctx.input.customer_id}", cents=ctx.input.cents)
+
+    @saga.step
+    def receipt(ctx: StepContext[Order]) -> str:
+        charged = ctx.output_of("charge", Charged)
+        return f"{charged.charge_id}:{charged.cents}"
+
+    snap = saga_harness([saga]).run("typed-flow", {"customer_id": "c-1", "cents": 250})
+    assert snap.run.status is RunStatus.COMPLETED
+    assert snap.step("charge").output == {"charge_id": "ch-c-1", "cents": 250}
+    assert snap.step("receipt").output == "ch-c-1:250"
+
+
+def test_idempotency_key_is_stable_across_attempts(saga_harness: MakeHarness, calls: Calls) -> None:
     """Every attempt of a step sees the same run_id:step idempotency key."""
-    h = Harness([linear_saga(calls, fail_at="b", failures=2)])
+    h = saga_harness([linear_saga(calls, fail_at="b", failures=2)])
     snap = run_to_end(h)
     assert snap.run.status is RunStatus.COMPLETED
     assert snap.step("b").output == {"step": "b", "attempt": 3, "key": f"{snap.run.run_id}:b"}
     assert snap.step("b").attempt == 3
 
 
-def test_parallel_steps_fan_in_once() -> None:
+def test_parallel_steps_fan_in_once(saga_harness: MakeHarness) -> None:
     """Two parallel steps both run and their common successor runs exactly once."""
     saga = Saga("fan")
     seen = Calls()
@@ -94,32 +123,35 @@ def test_parallel_steps_fan_in_once() -> None:
         seen.hit("join")
         return str(ctx.outputs["left"]) + str(ctx.outputs["right"])
 
-    h = Harness([saga])
+    h = saga_harness([saga])
     snap = run_to_end(h, "fan")
     assert snap.run.status is RunStatus.COMPLETED
     assert snap.step("join").output == "LR"
     assert seen == Counter(start=1, left=1, right=1, join=1)
 
 
-def test_retry_waits_for_backoff_before_next_attempt(calls: Calls) -> None:
+def test_retry_waits_for_backoff_before_next_attempt(
+    saga_harness: MakeHarness, calls: Calls
+) -> None:
     """A failed attempt is retried only after its backoff delay has passed."""
-    h = Harness([linear_saga(calls, fail_at="a", failures=1)])
-    started = h.engine.runs.start("linear", {})
-    item = h.queue.lease_due(now=h.clock.now(), limit=1, lease_seconds=30)[0]
-    assert h.deliver(item.message).is_done
-    h.queue.ack(receipts=[item.receipt])
-    record = h.engine.runs.get(started.run.run_id).step("a")
+    h = saga_harness([linear_saga(calls, fail_at="a", failures=1)])
+    started = h.start("linear", {})
+    [first] = h.deliver_due()
+    assert first.is_done
+    record = h.snapshot(started.run.run_id).step("a")
     assert record.status is StepStatus.PENDING and record.retry_at == h.clock.now() + 1.0
-    early = h.deliver(Message(started.run.run_id, record.name, Action.EXECUTE, 2))
+    early = h.deliver(h.message(started.run.run_id, "a", attempt=2))
     assert not early.is_done and early.retry_after_seconds == pytest.approx(1.0)
     assert calls["a"] == 1
     h.pump()
     assert h.engine.runs.get(started.run.run_id).run.status is RunStatus.COMPLETED
 
 
-def test_exhausted_step_compensates_finished_steps_in_reverse(calls: Calls) -> None:
+def test_exhausted_step_compensates_finished_steps_in_reverse(
+    saga_harness: MakeHarness, calls: Calls
+) -> None:
     """When retries run out the run compensates, newest step first, then ends COMPENSATED."""
-    h = Harness([linear_saga(calls, fail_at="c")])
+    h = saga_harness([linear_saga(calls, fail_at="c")])
     snap = run_to_end(h)
     assert snap.run.status is RunStatus.COMPENSATED
     assert "step 'c' failed after 3 attempt(s)" in (snap.run.error or "")
@@ -127,7 +159,9 @@ def test_exhausted_step_compensates_finished_steps_in_reverse(calls: Calls) -> N
     assert {s.status for s in snap.steps.values()} == {StepStatus.COMPENSATED}
 
 
-def test_compensate_on_failure_false_skips_the_failed_step(calls: Calls) -> None:
+def test_compensate_on_failure_false_skips_the_failed_step(
+    saga_harness: MakeHarness, calls: Calls
+) -> None:
     """A step declared compensate_on_failure=False is not undone when it failed itself."""
     saga = Saga("partial")
 
@@ -147,7 +181,7 @@ def test_compensate_on_failure_false_skips_the_failed_step(calls: Calls) -> None
     def undo_b(ctx: StepContext) -> None:
         calls.hit("undo_b")
 
-    h = Harness([saga])
+    h = saga_harness([saga])
     snap = run_to_end(h, "partial")
     assert snap.run.status is RunStatus.COMPENSATED
     assert calls.order == ["a", "undo_a"]
@@ -159,7 +193,9 @@ def test_compensate_on_failure_false_skips_the_failed_step(calls: Calls) -> None
     [NonRetryableStepError("declined"), "business failure"],
     ids=["non-retryable-exception", "failure-value"],
 )
-def test_deliberate_failures_are_not_retried(calls: Calls, outcome: object) -> None:
+def test_deliberate_failures_are_not_retried(
+    saga_harness: MakeHarness, calls: Calls, outcome: object
+) -> None:
     """NonRetryableStepError and Failure(value) fail the step on the first attempt."""
     saga = Saga("reject")
 
@@ -170,14 +206,14 @@ def test_deliberate_failures_are_not_retried(calls: Calls, outcome: object) -> N
             raise outcome
         return Failure(outcome)
 
-    h = Harness([saga])
+    h = saga_harness([saga])
     snap = run_to_end(h, "reject")
     assert snap.run.status is RunStatus.COMPENSATED
     assert calls["only"] == 1
     assert snap.step("only").status is StepStatus.FAILED
 
 
-def test_failure_carrying_an_exception_is_retried(calls: Calls) -> None:
+def test_failure_carrying_an_exception_is_retried(saga_harness: MakeHarness, calls: Calls) -> None:
     """Failure(exception) is treated like the exception: retried by the policy."""
     saga = Saga("flaky")
     attempts = {"n": 0}
@@ -187,12 +223,12 @@ def test_failure_carrying_an_exception_is_retried(calls: Calls) -> None:
         attempts["n"] += 1
         return Failure(ConnectionError("reset")) if attempts["n"] < 3 else "ok"
 
-    h = Harness([saga])
+    h = saga_harness([saga])
     assert run_to_end(h, "flaky").run.status is RunStatus.COMPLETED
     assert attempts["n"] == 3
 
 
-def test_timeout_counts_as_a_failed_attempt() -> None:
+def test_timeout_counts_as_a_failed_attempt(saga_harness: MakeHarness) -> None:
     """An attempt that overruns its timeout fails and is retried."""
     import threading
 
@@ -207,17 +243,18 @@ def test_timeout_counts_as_a_failed_attempt() -> None:
             release.wait(2)
         return "done"
 
-    h = Harness([saga])
+    h = saga_harness([saga])
     snap = run_to_end(h, "slow")
     release.set()
     assert snap.run.status is RunStatus.COMPLETED
     assert attempts["n"] == 2
-    h.close()
 
 
-def test_duplicate_delivery_of_every_message_changes_nothing(calls: Calls) -> None:
+def test_duplicate_delivery_of_every_message_changes_nothing(
+    saga_harness: MakeHarness, calls: Calls
+) -> None:
     """Redelivering every message of a finished run (execute, retry, compensate) is a no-op."""
-    h = Harness([linear_saga(calls, fail_at="c")])
+    h = saga_harness([linear_saga(calls, fail_at="c")])
     snap = run_to_end(h)
     before = dict(calls)
     kinds = {m.action for m, _ in h.handled}
@@ -229,9 +266,11 @@ def test_duplicate_delivery_of_every_message_changes_nothing(calls: Calls) -> No
     assert h.engine.runs.get(snap.run.run_id) == snap
 
 
-def test_duplicate_delivery_mid_run_does_not_repeat_steps(calls: Calls) -> None:
+def test_duplicate_delivery_mid_run_does_not_repeat_steps(
+    saga_harness: MakeHarness, calls: Calls
+) -> None:
     """Delivering each message twice while the run progresses runs each step once."""
-    h = Harness([linear_saga(calls)])
+    h = saga_harness([linear_saga(calls)])
     started = h.engine.runs.start("linear", {})
     while True:
         batch = h.queue.lease_due(now=h.clock.now(), limit=10, lease_seconds=30)
@@ -245,41 +284,43 @@ def test_duplicate_delivery_mid_run_does_not_repeat_steps(calls: Calls) -> None:
     assert dict(calls) == {"a": 1, "b": 1, "c": 1}
 
 
-def test_delivery_while_lease_is_held_asks_to_retry_later(calls: Calls) -> None:
+def test_delivery_while_lease_is_held_asks_to_retry_later(
+    saga_harness: MakeHarness, calls: Calls
+) -> None:
     """A second delivery during a live attempt gets retry-later with the lease's remaining time."""
     saga = Saga("held")
-    h: Harness
+    h: SagaHarness
 
     @saga.step(timeout_seconds=10)
     def only(ctx: StepContext) -> None:
-        nested = h.deliver(Message(ctx.run_id, ctx.step, Action.EXECUTE, 1))  # type: ignore[arg-type]
+        nested = h.deliver(h.message(ctx.run_id, ctx.step))
         assert not nested.is_done
         assert nested.retry_after_seconds == pytest.approx(10 + h.settings.lease_grace_seconds)
         calls.hit("only")
 
-    h = Harness([saga])
+    h = saga_harness([saga])
     assert run_to_end(h, "held").run.status is RunStatus.COMPLETED
     assert calls["only"] == 1
 
 
-def test_commit_after_lost_lease_is_fenced_out(calls: Calls) -> None:
+def test_commit_after_lost_lease_is_fenced_out(saga_harness: MakeHarness, calls: Calls) -> None:
     """A worker whose lease expired and was taken over cannot commit its stale result."""
     saga = Saga("fenced")
-    h: Harness
+    h: SagaHarness
 
     @saga.step(timeout_seconds=5)
     def slow(ctx: StepContext) -> int:
         calls.hit("slow")
         if ctx.attempt == 1:
             h.clock.advance(60)  # the lease runs out while this attempt is "stuck"
-            assert h.deliver(Message(ctx.run_id, ctx.step, Action.EXECUTE, 1)).is_done  # type: ignore[arg-type]
+            assert h.deliver(h.message(ctx.run_id, ctx.step)).is_done
         return ctx.attempt
 
     @saga.step
     def after(ctx: StepContext) -> None:
         calls.hit("after")
 
-    h = Harness([saga])
+    h = saga_harness([saga])
     snap = run_to_end(h, "fenced")
     assert snap.run.status is RunStatus.COMPLETED
     assert snap.step("slow").output == 2  # the takeover's result, not the stale one
@@ -289,11 +330,14 @@ def test_commit_after_lost_lease_is_fenced_out(calls: Calls) -> None:
 
 
 class CrashOnEnqueue:
-    """A queue wrapper whose next enqueue 'kills the process' after the commit happened."""
+    """A pull queue whose next enqueue, once armed, 'kills the process' (after the commit)."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self) -> None:
         self.armed = False
+
+    def wrap(self, inner: PullQueue) -> CrashOnEnqueue:
+        self.inner = inner
+        return self
 
     def enqueue(self, *, messages: Any) -> None:
         if self.armed:
@@ -304,13 +348,26 @@ class CrashOnEnqueue:
     def describe(self) -> Any:
         return self.inner.describe()
 
+    def lease_due(self, *, now: float, limit: int, lease_seconds: float) -> Any:
+        return self.inner.lease_due(now=now, limit=limit, lease_seconds=lease_seconds)
 
-def test_crash_between_commit_and_enqueue_heals_on_redelivery(calls: Calls) -> None:
+    def ack(self, *, receipts: Any) -> None:
+        self.inner.ack(receipts=receipts)
+
+    def release(self, *, receipt: str, delay_seconds: float) -> None:
+        self.inner.release(receipt=receipt, delay_seconds=delay_seconds)
+
+    def pending_count(self) -> int:
+        return self.inner.pending_count()
+
+
+def test_crash_between_commit_and_enqueue_heals_on_redelivery(
+    saga_harness: MakeHarness, calls: Calls, engine_enqueues: None
+) -> None:
     """If the worker dies after committing but before enqueuing, redelivery re-drives."""
-    h = Harness([linear_saga(calls)])
-    crashing = CrashOnEnqueue(h.queue)
-    h.engine.runner._queue = crashing  # type: ignore[assignment]
-    started = h.engine.runs.start("linear", {})
+    crashing = CrashOnEnqueue()
+    h = saga_harness([linear_saga(calls)], wrap_queue=crashing.wrap)
+    started = h.start("linear", {})
     item = h.queue.lease_due(now=h.clock.now(), limit=1, lease_seconds=5)[0]
     crashing.armed = True
     with pytest.raises(SystemExit):
@@ -324,25 +381,22 @@ def test_crash_between_commit_and_enqueue_heals_on_redelivery(calls: Calls) -> N
     assert dict(calls) == {"a": 1, "b": 1, "c": 1}
 
 
-def test_lost_worker_is_replaced_after_lease_expiry(calls: Calls) -> None:
+def test_lost_worker_is_replaced_after_lease_expiry(
+    saga_harness: MakeHarness, calls: Calls
+) -> None:
     """A step whose worker vanished mid-attempt is claimed again once its lease expires."""
-    h = Harness([linear_saga(calls)])
-    started = h.engine.runs.start("linear", {})
-    snap = h.engine.runs.get(started.run.run_id)
-    record = snap.step("a")
-    crashed = record.evolve(
-        now=h.clock.now(), status=StepStatus.RUNNING, attempt=1, lease_until=h.clock.now() + 6
-    )
-    from core.domain.records import StateChange
-
-    h.store.apply(change=StateChange(record.run_id, steps=(crashed,)))
+    h = saga_harness([linear_saga(calls)])
+    started = h.start("linear", {})
+    h.abandon_claim(started.run.run_id, "a", lease_seconds=6)
     h.pump()
     snap = h.engine.runs.get(started.run.run_id)
     assert snap.run.status is RunStatus.COMPLETED
     assert snap.step("a").attempt == 2
 
 
-def test_compensation_that_fails_then_succeeds_is_retried(calls: Calls) -> None:
+def test_compensation_that_fails_then_succeeds_is_retried(
+    saga_harness: MakeHarness, calls: Calls
+) -> None:
     """A compensation is a retried step: transient failures do not stop the undo."""
     saga = Saga("undo-flaky")
     tries = {"n": 0}
@@ -361,14 +415,16 @@ def test_compensation_that_fails_then_succeeds_is_retried(calls: Calls) -> None:
     def b(ctx: StepContext) -> None:
         raise NonRetryableStepError("nope")
 
-    h = Harness([saga])
+    h = saga_harness([saga])
     snap = run_to_end(h, "undo-flaky")
     assert snap.run.status is RunStatus.COMPENSATED
     assert tries["n"] == 3
     assert snap.step("a").status is StepStatus.COMPENSATED
 
 
-def test_compensation_that_never_succeeds_fails_the_run_and_retry_finishes_it() -> None:
+def test_compensation_that_never_succeeds_fails_the_run_and_retry_finishes_it(
+    saga_harness: MakeHarness,
+) -> None:
     """An undo that exhausts its retries leaves the run FAILED; `retry` resumes and completes it."""
     saga = Saga("undo-broken")
     broken = {"yes": True}
@@ -388,7 +444,7 @@ def test_compensation_that_never_succeeds_fails_the_run_and_retry_finishes_it() 
     def b(ctx: StepContext) -> None:
         raise NonRetryableStepError("nope")
 
-    h = Harness([saga])
+    h = saga_harness([saga])
     snap = run_to_end(h, "undo-broken")
     assert snap.run.status is RunStatus.FAILED
     assert "compensation of step 'a'" in (snap.run.error or "")
@@ -404,17 +460,21 @@ def test_compensation_that_never_succeeds_fails_the_run_and_retry_finishes_it() 
     assert undone == [f"{snap.run.run_id}:a"]
 
 
-def test_retry_is_refused_for_runs_that_did_not_fail(calls: Calls) -> None:
+def test_retry_is_refused_for_runs_that_did_not_fail(
+    saga_harness: MakeHarness, calls: Calls
+) -> None:
     """Only FAILED runs can be retried by hand."""
-    h = Harness([linear_saga(calls)])
+    h = saga_harness([linear_saga(calls)])
     snap = run_to_end(h)
     with pytest.raises(InvalidRunStateError):
         h.engine.runs.retry(snap.run.run_id)
 
 
-def test_cancel_before_any_step_ends_cancelled_without_compensation(calls: Calls) -> None:
+def test_cancel_before_any_step_ends_cancelled_without_compensation(
+    saga_harness: MakeHarness, calls: Calls
+) -> None:
     """Cancelling a run that has not started a step ends it CANCELLED at once."""
-    h = Harness([linear_saga(calls)])
+    h = saga_harness([linear_saga(calls)])
     started = h.engine.runs.start("linear", {})
     assert h.engine.runs.cancel(started.run.run_id).status is RunStatus.CANCELLED
     h.pump()
@@ -424,14 +484,14 @@ def test_cancel_before_any_step_ends_cancelled_without_compensation(calls: Calls
     assert {s.status for s in snap.steps.values()} == {StepStatus.SKIPPED}
 
 
-def test_cancel_mid_run_undoes_finished_steps_then_ends_cancelled(calls: Calls) -> None:
+def test_cancel_mid_run_undoes_finished_steps_then_ends_cancelled(
+    saga_harness: MakeHarness, calls: Calls
+) -> None:
     """Cancelling after some steps compensates them in reverse and ends CANCELLED."""
-    h = Harness([linear_saga(calls)])
+    h = saga_harness([linear_saga(calls)])
     started = h.engine.runs.start("linear", {})
-    for _ in range(2):  # run a and b
-        item = h.queue.lease_due(now=h.clock.now(), limit=1, lease_seconds=5)[0]
-        h.deliver(item.message)
-        h.queue.ack(receipts=[item.receipt])
+    h.deliver_due()  # a
+    h.deliver_due()  # b
     h.engine.runs.cancel(started.run.run_id)
     h.pump()
     snap = h.engine.runs.get(started.run.run_id)
@@ -440,9 +500,9 @@ def test_cancel_mid_run_undoes_finished_steps_then_ends_cancelled(calls: Calls) 
     assert snap.step("c").status is StepStatus.SKIPPED
 
 
-def test_same_idempotency_key_returns_the_same_run(calls: Calls) -> None:
+def test_same_idempotency_key_returns_the_same_run(saga_harness: MakeHarness, calls: Calls) -> None:
     """Starting twice with one key gives one run; a different input under it is refused."""
-    h = Harness([linear_saga(calls)])
+    h = saga_harness([linear_saga(calls)])
     first = h.engine.runs.start("linear", {"n": 1}, idempotency_key="k1")
     second = h.engine.runs.start("linear", {"n": 1}, idempotency_key="k1")
     assert first.is_created and not second.is_created
@@ -453,7 +513,7 @@ def test_same_idempotency_key_returns_the_same_run(calls: Calls) -> None:
     assert dict(calls) == {"a": 1, "b": 1, "c": 1}
 
 
-def test_invalid_input_and_unknown_saga_write_nothing() -> None:
+def test_invalid_input_and_unknown_saga_write_nothing(saga_harness: MakeHarness) -> None:
     """A rejected start raises a specific error and creates no run and no message."""
 
     class In(BaseModel):
@@ -465,7 +525,7 @@ def test_invalid_input_and_unknown_saga_write_nothing() -> None:
     def only(ctx: StepContext) -> int:
         return int(ctx.input.amount)
 
-    h = Harness([saga])
+    h = saga_harness([saga])
     with pytest.raises(InputValidationError) as info:
         h.engine.runs.start("typed", {"amount": "lots"})
     assert info.value.errors[0]["loc"] == ["amount"]
@@ -475,33 +535,34 @@ def test_invalid_input_and_unknown_saga_write_nothing() -> None:
     assert run_to_end(h, "typed", {"amount": 5}).run.output == {"only": 5}
 
 
-def test_definition_drift_fails_the_run_naming_the_missing_step(calls: Calls) -> None:
+def test_definition_drift_fails_the_run_naming_the_missing_step(
+    saga_harness: MakeHarness, calls: Calls
+) -> None:
     """A worker whose saga lacks a step the run still needs fails it with that step's name."""
     old = linear_saga(calls, name="drift")
-    h = Harness([old])
-    started = h.engine.runs.start("drift", {})
+    h = saga_harness([old])
+    started = h.start("drift", {})
     new = Saga("drift")
 
     @new.step
     def a(ctx: StepContext) -> None:
         calls.hit("new_a")
 
-    from core.registry import SagaRegistry
-
-    h.engine.runner._registry = SagaRegistry({"drift": new})
-    h.pump()
-    snap = h.engine.runs.get(started.run.run_id)
+    with h.worker([new]) as redeployed:  # a worker whose definition lost steps b and c
+        redeployed.pump()
+    snap = h.snapshot(started.run.run_id)
     assert snap.run.status is RunStatus.FAILED
     assert "no longer has step(s) b, c" in (snap.run.error or "")
-    h.engine.runner._registry = h.registry  # "deploy" the version that has the steps
-    h.engine.runs.retry(started.run.run_id)
+    h.engine.runs.retry(started.run.run_id)  # on the worker that has the steps again
     h.pump()
     assert h.engine.runs.get(started.run.run_id).run.status is RunStatus.COMPLETED
 
 
-def test_sweeper_redrives_a_run_whose_message_was_lost(calls: Calls) -> None:
+def test_sweeper_redrives_a_run_whose_message_was_lost(
+    saga_harness: MakeHarness, calls: Calls
+) -> None:
     """If a run's message vanishes, the sweeper re-creates it once the run looks stuck."""
-    h = Harness([linear_saga(calls)])
+    h = saga_harness([linear_saga(calls)])
     started = h.engine.runs.start("linear", {})
     item = h.queue.lease_due(now=h.clock.now(), limit=1, lease_seconds=5)[0]
     h.queue.ack(receipts=[item.receipt])  # the message is gone, nothing ran
@@ -512,7 +573,7 @@ def test_sweeper_redrives_a_run_whose_message_was_lost(calls: Calls) -> None:
     assert h.engine.runs.get(started.run.run_id).run.status is RunStatus.COMPLETED
 
 
-def test_large_outputs_go_through_the_io_manager() -> None:
+def test_large_outputs_go_through_the_io_manager(saga_harness: MakeHarness) -> None:
     """An output above the inline limit is stored by reference and read back transparently."""
     saga = Saga("big")
 
@@ -524,14 +585,16 @@ def test_large_outputs_go_through_the_io_manager() -> None:
     def consume(ctx: StepContext) -> int:
         return sum(ctx.outputs["produce"])
 
-    h = Harness([saga])
+    h = saga_harness([saga])
     snap = run_to_end(h, "big")
     assert snap.run.status is RunStatus.COMPLETED
     assert "$ref" in snap.step("produce").output
     assert snap.step("consume").output == sum(range(50_000))
 
 
-def test_non_json_output_fails_the_step_without_retry(calls: Calls) -> None:
+def test_non_json_output_fails_the_step_without_retry(
+    saga_harness: MakeHarness, calls: Calls
+) -> None:
     """A step returning something that is not JSON fails at once with a clear message."""
     saga = Saga("weird")
 
@@ -540,29 +603,22 @@ def test_non_json_output_fails_the_step_without_retry(calls: Calls) -> None:
         calls.hit("only")
         return object()
 
-    h = Harness([saga])
+    h = saga_harness([saga])
     snap = run_to_end(h, "weird")
     assert snap.run.status is RunStatus.COMPENSATED
     assert "not JSON" in (snap.step("only").error or "")
     assert calls["only"] == 1
 
 
-def test_crashes_that_exhaust_the_budget_lead_to_compensation(calls: Calls) -> None:
+def test_crashes_that_exhaust_the_budget_lead_to_compensation(
+    saga_harness: MakeHarness, calls: Calls
+) -> None:
     """Attempts lost to crashes count against the retry budget, so a poison step ends."""
-    h = Harness([linear_saga(calls)])
-    started = h.engine.runs.start("linear", {})
-    run_id = started.run.run_id
-    from core.domain.records import StateChange
-
-    for _ in range(2):  # a and b succeed normally
-        item = h.queue.lease_due(now=h.clock.now(), limit=1, lease_seconds=5)[0]
-        h.deliver(item.message)
-        h.queue.ack(receipts=[item.receipt])
-    record = h.engine.runs.get(run_id).step("c")
-    dead = record.evolve(
-        now=h.clock.now(), status=StepStatus.RUNNING, attempt=3, lease_until=h.clock.now() + 1
-    )
-    h.store.apply(change=StateChange(record.run_id, steps=(dead,)))
+    h = saga_harness([linear_saga(calls)])
+    run_id = h.start("linear", {}).run.run_id
+    h.deliver_due()  # a succeeds
+    h.deliver_due()  # b succeeds
+    h.abandon_claim(run_id, "c", claims=3)  # three workers claimed c and died
     h.pump()
     snap = h.engine.runs.get(run_id)
     assert snap.run.status is RunStatus.COMPENSATED

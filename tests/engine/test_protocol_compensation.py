@@ -1,19 +1,26 @@
-"""Compensation edge cases: parallel steps in flight, stale deliveries, lost workers."""
+"""Compensation edge cases on every state store: parallel steps in flight, stale deliveries,
+lost workers."""
 
 from __future__ import annotations
 
+import pytest
+
 from core import NonRetryableStepError, RetryPolicy, RunStatus, Saga, StepContext, StepStatus
-from core.domain.records import Message, StateChange
 from core.domain.status import Action
+from core.testing import SagaHarness
+from tests.support.backends.fixtures import MakeHarness
 from tests.support.sagas import Calls
-from tests.unit.harness import Harness
+
+pytestmark = pytest.mark.protocol
 
 
-def test_compensation_waits_for_a_parallel_step_still_running_then_undoes_it() -> None:
+def test_compensation_waits_for_a_parallel_step_still_running_then_undoes_it(
+    saga_harness: MakeHarness,
+) -> None:
     """A branch still in flight when its sibling fails finishes first, then is undone first."""
     calls = Calls()
     saga = Saga("branches")
-    h: Harness
+    h: SagaHarness
     seen: dict[str, object] = {}
 
     @saga.step
@@ -37,8 +44,8 @@ def test_compensation_waits_for_a_parallel_step_still_running_then_undoes_it() -
     def right(ctx: StepContext) -> str:
         calls.hit("right")
         # While this step holds its lease, its sibling fails and compensation begins.
-        h.deliver(Message(ctx.run_id, "left", Action.EXECUTE, 1))  # type: ignore[arg-type]
-        early = h.deliver(Message(ctx.run_id, "right", Action.COMPENSATE, 2))  # type: ignore[arg-type]
+        h.deliver(h.message(ctx.run_id, "left"))
+        early = h.deliver(h.message(ctx.run_id, "right", action=Action.COMPENSATE, attempt=2))
         seen["early"] = early
         return "right done"
 
@@ -47,11 +54,9 @@ def test_compensation_waits_for_a_parallel_step_still_running_then_undoes_it() -
         calls.hit("undo_right")
         seen["undo_right_saw"] = ctx.output
 
-    h = Harness([saga])
-    started = h.engine.runs.start("branches", {})
-    item = h.queue.lease_due(now=h.clock.now(), limit=1, lease_seconds=60)[0]
-    h.deliver(item.message)  # start succeeds; left and right become due together
-    h.queue.ack(receipts=[item.receipt])
+    h = saga_harness([saga])
+    started = h.start("branches", {})
+    h.deliver_due()  # start succeeds; left and right become due together
     branches = {
         d.message.step: d for d in h.queue.lease_due(now=h.clock.now(), limit=2, lease_seconds=60)
     }
@@ -66,7 +71,7 @@ def test_compensation_waits_for_a_parallel_step_still_running_then_undoes_it() -
     assert seen["undo_right_saw"] == "right done"
 
 
-def test_stale_and_early_compensation_deliveries_are_harmless() -> None:
+def test_stale_and_early_compensation_deliveries_are_harmless(saga_harness: MakeHarness) -> None:
     """A redelivered failed compensation attempt re-drives; the next one early is told to wait."""
     tries = {"n": 0}
     saga = Saga("undo-retry")
@@ -85,18 +90,16 @@ def test_stale_and_early_compensation_deliveries_are_harmless() -> None:
     def b(ctx: StepContext) -> None:
         raise NonRetryableStepError("no")
 
-    h = Harness([saga])
-    started = h.engine.runs.start("undo-retry", {})
-    run_id = started.run.run_id
+    h = saga_harness([saga])
+    run_id = h.start("undo-retry", {}).run.run_id
     for _ in range(3):  # a, b (fails), first compensation attempt of a (fails)
-        item = h.queue.lease_due(now=h.clock.now(), limit=1, lease_seconds=5)[0]
-        h.deliver(item.message)
-        h.queue.ack(receipts=[item.receipt])
-    record = h.engine.runs.get(run_id).step("a")
+        h.deliver_due()
+    record = h.snapshot(run_id).step("a")
     assert record.status is StepStatus.COMPENSATING and record.retry_at is not None
-    stale = h.deliver(Message(run_id, record.name, Action.COMPENSATE, record.attempt))
+    compensate = Action.COMPENSATE
+    stale = h.deliver(h.message(run_id, "a", action=compensate, attempt=record.attempt))
     assert stale.is_done and "stale" in stale.detail
-    early = h.deliver(Message(run_id, record.name, Action.COMPENSATE, record.attempt + 1))
+    early = h.deliver(h.message(run_id, "a", action=compensate, attempt=record.attempt + 1))
     assert not early.is_done and early.retry_after_seconds > 9
     assert tries["n"] == 1
     h.pump()
@@ -104,7 +107,9 @@ def test_stale_and_early_compensation_deliveries_are_harmless() -> None:
     assert tries["n"] == 2
 
 
-def test_compensation_attempts_lost_to_crashes_exhaust_the_budget() -> None:
+def test_compensation_attempts_lost_to_crashes_exhaust_the_budget(
+    saga_harness: MakeHarness,
+) -> None:
     """A compensation whose workers keep dying ends the run FAILED, retryable by hand."""
     saga = Saga("undo-crash")
 
@@ -120,21 +125,11 @@ def test_compensation_attempts_lost_to_crashes_exhaust_the_budget() -> None:
     def b(ctx: StepContext) -> None:
         raise NonRetryableStepError("no")
 
-    h = Harness([saga])
-    run_id = h.engine.runs.start("undo-crash", {}).run.run_id
-    for _ in range(2):  # a succeeds, b fails: compensation of a is queued
-        item = h.queue.lease_due(now=h.clock.now(), limit=1, lease_seconds=5)[0]
-        h.deliver(item.message)
-        h.queue.ack(receipts=[item.receipt])
-    record = h.engine.runs.get(run_id).step("a")
-    dead = record.evolve(
-        now=h.clock.now(),
-        status=StepStatus.COMPENSATING,
-        attempt=record.attempt + 2,
-        budget_start=record.attempt,
-        lease_until=h.clock.now() + 1,
-    )
-    h.store.apply(change=StateChange(record.run_id, steps=(dead,)))
+    h = saga_harness([saga])
+    run_id = h.start("undo-crash", {}).run.run_id
+    h.deliver_due()  # a succeeds
+    h.deliver_due()  # b fails: compensation of a is queued
+    h.abandon_claim(run_id, "a", action=Action.COMPENSATE, claims=2)  # both workers died
     h.pump()
     snap = h.engine.runs.get(run_id)
     assert snap.run.status is RunStatus.FAILED
@@ -144,7 +139,9 @@ def test_compensation_attempts_lost_to_crashes_exhaust_the_budget() -> None:
     assert h.engine.runs.get(run_id).run.status is RunStatus.COMPENSATED
 
 
-def test_lost_step_that_opts_out_of_compensation_is_marked_failed_and_skipped() -> None:
+def test_lost_step_that_opts_out_of_compensation_is_marked_failed_and_skipped(
+    saga_harness: MakeHarness,
+) -> None:
     """A step with compensate_on_failure=False whose worker died is not undone."""
     calls = Calls()
     saga = Saga("opt-out")
@@ -165,16 +162,10 @@ def test_lost_step_that_opts_out_of_compensation_is_marked_failed_and_skipped() 
     def undo_b(ctx: StepContext) -> None:
         calls.hit("undo_b")
 
-    h = Harness([saga])
-    run_id = h.engine.runs.start("opt-out", {}).run.run_id
-    item = h.queue.lease_due(now=h.clock.now(), limit=1, lease_seconds=5)[0]
-    h.deliver(item.message)  # a succeeds; b's message is queued
-    h.queue.ack(receipts=[item.receipt])
-    record = h.engine.runs.get(run_id).step("b")
-    lost = record.evolve(
-        now=h.clock.now(), status=StepStatus.RUNNING, attempt=1, lease_until=h.clock.now() + 1
-    )
-    h.store.apply(change=StateChange(record.run_id, steps=(lost,)))
+    h = saga_harness([saga])
+    run_id = h.start("opt-out", {}).run.run_id
+    h.deliver_due()  # a succeeds; b's message is queued
+    h.abandon_claim(run_id, "b")  # b's worker died
     h.clock.advance(5)
     h.engine.runs.cancel(run_id)
     h.pump()
@@ -184,15 +175,17 @@ def test_lost_step_that_opts_out_of_compensation_is_marked_failed_and_skipped() 
     assert calls.order == ["a", "undo_a"]
 
 
-def test_messages_for_unknown_runs_steps_and_actions_are_acknowledged() -> None:
+def test_messages_for_unknown_runs_steps_and_actions_are_acknowledged(
+    saga_harness: MakeHarness,
+) -> None:
     """Poison messages are acknowledged with a reason instead of looping forever."""
     saga = Saga("plain")
     saga.step(lambda ctx: None, name="only")
-    h = Harness([saga])
-    run_id = h.engine.runs.start("plain", {}).run.run_id
-    assert h.deliver(Message("r-nope", "only", Action.EXECUTE, 1)).is_done  # type: ignore[arg-type]
-    assert h.deliver(Message(run_id, "ghost", Action.EXECUTE, 1)).is_done  # type: ignore[arg-type]
-    resumed = h.deliver(Message(run_id, "only", Action.RESUME, 1))  # type: ignore[arg-type]
+    h = saga_harness([saga])
+    run_id = h.start("plain", {}).run.run_id
+    assert h.deliver(h.message("r-nope", "only")).is_done
+    assert h.deliver(h.message(run_id, "ghost")).is_done
+    resumed = h.deliver(h.message(run_id, "only", action=Action.RESUME))
     assert resumed.is_done and "does not wait" in resumed.detail
     h.pump()
     assert h.engine.runs.get(run_id).run.status is RunStatus.COMPLETED
