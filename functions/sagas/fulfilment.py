@@ -55,6 +55,15 @@ class FulfilmentInput(BaseModel):
     ]
 
 
+class Pickup(BaseModel):
+    """The data of a pickup event, as the ``courier_pickup`` step's output."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    order_id: str
+    carrier: str = "the courier"
+
+
 def pickup_order_id(event: Mapping[str, Any]) -> str | None:
     """The correlation of a pickup event: its ``data.order_id`` (the run's idempotency key)."""
     data = event.get("data")
@@ -69,17 +78,10 @@ saga = Saga(
 )
 
 
-def _input(ctx: StepContext) -> FulfilmentInput:
-    """The run input as the model (the engine parses it; direct unit calls may pass JSON)."""
-    if isinstance(ctx.input, FulfilmentInput):
-        return ctx.input
-    return FulfilmentInput.model_validate(ctx.input)
-
-
 @saga.step(retry=_SERVICE_RETRY, timeout_seconds=STEP_TIMEOUT_SECONDS)
-def announce_dispatch(ctx: StepContext) -> dict[str, Any]:
+def announce_dispatch(ctx: StepContext[FulfilmentInput]) -> dict[str, Any]:
     """Tell the customer the parcel is packed and waiting for the courier."""
-    request = _input(ctx)
+    request = ctx.input
     email = emails.send(
         ctx.idempotency_key, request.email, DISPATCH, subject=f"Order {request.order_id} is packed"
     )
@@ -87,11 +89,11 @@ def announce_dispatch(ctx: StepContext) -> dict[str, Any]:
 
 
 @announce_dispatch.compensation(retry=_UNDO_RETRY)
-def announce_delay(ctx: StepContext) -> None:
+def announce_delay(ctx: StepContext[FulfilmentInput]) -> None:
     """The courier never came: retract an unsent notice, or tell the customer it is delayed."""
     if emails.suppress(ctx.idempotency_key, DISPATCH):
         return
-    request = _input(ctx)
+    request = ctx.input
     emails.send(
         ctx.idempotency_key, request.email, DELAY, subject=f"Order {request.order_id} is delayed"
     )
@@ -107,10 +109,10 @@ saga.sleep("delivery_window", seconds=DELIVERY_WINDOW_SECONDS)
 
 
 @saga.step(retry=_SERVICE_RETRY, timeout_seconds=STEP_TIMEOUT_SECONDS)
-def request_review(ctx: StepContext) -> dict[str, Any]:
+def request_review(ctx: StepContext[FulfilmentInput]) -> dict[str, Any]:
     """Ask the customer how the delivery went, naming the carrier that picked it up."""
-    request = _input(ctx)
-    carrier = ctx.outputs["courier_pickup"].get("carrier", "the courier")
+    request = ctx.input
+    carrier = ctx.output_of("courier_pickup", Pickup).carrier
     email = emails.send(
         ctx.idempotency_key,
         request.email,

@@ -39,6 +39,20 @@ class StockReportInput(BaseModel):
     low_stock_below: int = Field(default=25, ge=1, le=10**9)
 
 
+class LowStock(BaseModel):
+    """One SKU below the threshold."""
+
+    sku: str
+    on_hand: int
+
+
+class StockCount(BaseModel):
+    """What ``count_stock`` found: units on hand per SKU, and the SKUs running low."""
+
+    on_hand: dict[str, int]
+    low: list[LowStock]
+
+
 saga = Saga(
     "stock_report",
     input_model=StockReportInput,
@@ -53,30 +67,23 @@ saga.schedule(
 )
 
 
-def _input(ctx: StepContext) -> StockReportInput:
-    """The run input as the model (the engine parses it; direct unit calls may pass JSON)."""
-    if isinstance(ctx.input, StockReportInput):
-        return ctx.input
-    return StockReportInput.model_validate(ctx.input)
-
-
 @saga.step(retry=_SERVICE_RETRY, timeout_seconds=STEP_TIMEOUT_SECONDS)
-def count_stock(ctx: StepContext) -> dict[str, Any]:
+def count_stock(ctx: StepContext[StockReportInput]) -> StockCount:
     """Read every SKU's units on hand; list those below the threshold, lowest first."""
-    threshold = _input(ctx).low_stock_below
+    threshold = ctx.input.low_stock_below
     levels = inventory.stock_levels()
     low = sorted((level for level in levels.values() if level.on_hand < threshold),
                  key=lambda level: (level.on_hand, level.sku))  # fmt: skip
-    return {
-        "on_hand": {sku: level.on_hand for sku, level in sorted(levels.items())},
-        "low": [{"sku": level.sku, "on_hand": level.on_hand} for level in low],
-    }
+    return StockCount(
+        on_hand={sku: level.on_hand for sku, level in sorted(levels.items())},
+        low=[LowStock(sku=level.sku, on_hand=level.on_hand) for level in low],
+    )
 
 
 @saga.step(retry=_SERVICE_RETRY, timeout_seconds=STEP_TIMEOUT_SECONDS)
-def send_report(ctx: StepContext) -> dict[str, Any]:
+def send_report(ctx: StepContext[StockReportInput]) -> dict[str, Any]:
     """Mail the report once per run (the idempotency key makes a retried send the same)."""
-    low = ctx.outputs["count_stock"]["low"]
+    low = ctx.output_of("count_stock", StockCount).low
     subject = f"{len(low)} SKU(s) low on stock" if low else "Stock is fine"
-    email = emails.send(ctx.idempotency_key, _input(ctx).recipient, REPORT, subject=subject)
+    email = emails.send(ctx.idempotency_key, ctx.input.recipient, REPORT, subject=subject)
     return {"message_id": email.message_id, "low_skus": len(low)}

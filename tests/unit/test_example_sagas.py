@@ -8,26 +8,26 @@ from pathlib import Path
 import pytest
 
 from core.domain.status import RunStatus, StepStatus
+from core.testing import SagaHarness
 from functions.demo_services import db, emails
 from functions.sagas import fulfilment, onboarding, stock_report
-from tests.unit.harness import Harness
+from infra.memory.harness import memory_harness
 
 ORDER = {"order_id": "o-42", "email": "ada@example.com"}
 
 
 @pytest.fixture(name="harness")
-def fixture_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+def fixture_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SagaHarness]:
     """The three example sagas against a fresh demo database."""
     monkeypatch.setenv("RELAY_DATA_DIR", str(tmp_path))
     db.reset()
-    h = Harness([fulfilment.saga, onboarding.saga, stock_report.saga])
-    yield h
-    h.close()
+    with memory_harness([fulfilment.saga, onboarding.saga, stock_report.saga]) as h:
+        yield h
     db.close_all()
 
 
 def test_fulfilment_waits_for_the_pickup_event_then_sleeps_then_asks_for_a_review(
-    harness: Harness,
+    harness: SagaHarness,
 ) -> None:
     """Started with the order id as key, the run parks until an event names that order."""
     run_id = harness.engine.runs.start("fulfilment", ORDER, idempotency_key="o-42").run.run_id
@@ -44,7 +44,7 @@ def test_fulfilment_waits_for_the_pickup_event_then_sleeps_then_asks_for_a_revie
     )
     harness.drain()
     assert harness.engine.runs.get(run_id).run.status is RunStatus.WAITING  # the sleep
-    harness.clock.advance(fulfilment.DELIVERY_WINDOW_SECONDS)
+    harness.advance(fulfilment.DELIVERY_WINDOW_SECONDS)
     harness.drain()
 
     assert other.resumed == [] and outcome.resumed == [run_id]
@@ -58,12 +58,12 @@ def test_fulfilment_waits_for_the_pickup_event_then_sleeps_then_asks_for_a_revie
     assert not [v for check in fulfilment.saga.invariants for v in check(done)]
 
 
-def test_fulfilment_without_a_pickup_tells_the_customer_of_the_delay(harness: Harness) -> None:
+def test_fulfilment_without_a_pickup_tells_the_customer_of_the_delay(harness: SagaHarness) -> None:
     """No event before the timeout: the wait fails and the sent notice is followed up."""
     run_id = harness.engine.runs.start("fulfilment", ORDER, idempotency_key="o-42").run.run_id
     harness.drain()
 
-    harness.clock.advance(fulfilment.PICKUP_TIMEOUT_SECONDS + 1)
+    harness.advance(fulfilment.PICKUP_TIMEOUT_SECONDS + 1)
     harness.pump()
 
     done = harness.engine.runs.get(run_id)
@@ -74,7 +74,7 @@ def test_fulfilment_without_a_pickup_tells_the_customer_of_the_delay(harness: Ha
     assert not [v for check in fulfilment.saga.invariants for v in check(done)]
 
 
-def test_a_sign_up_event_starts_one_onboarding_run(harness: Harness) -> None:
+def test_a_sign_up_event_starts_one_onboarding_run(harness: SagaHarness) -> None:
     """``users.*.signed_up`` starts onboarding with the event data; a redelivery starts no other."""
     data = {"email": "ada@example.com", "name": "Ada"}
     first = harness.engine.triggers.publish(topic="users.u-7.signed_up", data=data, event_id="e-7")
@@ -87,7 +87,7 @@ def test_a_sign_up_event_starts_one_onboarding_run(harness: Harness) -> None:
     assert harness.engine.runs.get(started.run.run_id).run.status is RunStatus.COMPLETED
 
 
-def test_the_daily_stock_report_fires_once_per_scheduled_time(harness: Harness) -> None:
+def test_the_daily_stock_report_fires_once_per_scheduled_time(harness: SagaHarness) -> None:
     """The schedule starts one run per time, which mails the SKUs below the threshold."""
     (declared,) = stock_report.saga.schedules
     assert (declared.name, declared.cron) == ("daily-stock-report", "0 6 * * *")
@@ -103,7 +103,7 @@ def test_the_daily_stock_report_fires_once_per_scheduled_time(harness: Harness) 
     assert done.step("send_report").output["low_skus"] == 0
 
 
-def test_the_stock_report_lists_skus_below_the_threshold_lowest_first(harness: Harness) -> None:
+def test_the_stock_report_lists_skus_below_the_threshold_lowest_first(harness: SagaHarness) -> None:
     run_id = harness.engine.runs.start(
         "stock_report", {"recipient": "ops@example.com", "low_stock_below": 10**7}
     ).run.run_id
