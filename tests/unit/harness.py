@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from core.domain.records import Message
 from core.domain.saga import Saga
 from core.engine.engine import Engine
+from core.engine.executor import StepExecutor
 from core.engine.saga_runner import HandleResult, RunnerSettings
-from core.faults import FaultPlan
+from core.faults import FaultInjectingExecutor, FaultPlan
 from core.ports.clock import FixedClock
 from core.ports.task_queue import Delivery
 from core.registry import SagaRegistry
@@ -41,7 +42,11 @@ class Harness:
             queue=self.queue,
             io_manager=MemoryIOManager(),
             clock=self.clock,
-            faults=self.faults,
+            executor=(
+                FaultInjectingExecutor(StepExecutor(), self.faults)
+                if not self.faults.is_empty
+                else StepExecutor()
+            ),
             settings=self.settings,
             rng=random.Random(7),
         )

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from typing import NoReturn
+
 import pytest
 
 from core import ConfigurationError, RunStatus
-from core.faults import FaultKind, FaultPlan
+from core.engine.engine import Engine
+from core.engine.executor import StepExecutor
+from core.faults import CRASH_EXIT_CODE, FaultInjectingExecutor, FaultKind, FaultPlan
+from functions.settings import Settings
+from functions.wiring import build_executor
+from infra.memory.io_manager import MemoryIOManager
 from tests.support.sagas import Calls, linear_saga
 from tests.unit.harness import Harness
 
@@ -74,26 +83,53 @@ def test_injected_failures_are_retried_like_real_ones() -> None:
     assert calls["b"] <= snap.step("b").attempt
 
 
-def test_crash_rule_exits_the_process_after_the_step_ran(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A crash rule hard-exits after the step function ran and before the commit."""
+def test_crash_rule_exits_the_process_after_the_step_ran() -> None:
+    """A crash rule ends the process after the step function ran and before the commit."""
     calls = Calls()
-    exits: list[int] = []
+    crashes: list[str] = []
 
-    class Exited(BaseException):
+    class Crashed(BaseException):
         pass
 
-    def fake_exit(code: int) -> None:
-        exits.append(code)
-        raise Exited
+    def crash() -> NoReturn:
+        crashes.append("crash")
+        raise Crashed
 
-    monkeypatch.setattr("core.engine.saga_runner.os._exit", fake_exit)
-    h = Harness([linear_saga(calls)], faults=FaultPlan.parse("linear.a:crash@1"))
+    h = Harness([linear_saga(calls)])
+    plan = FaultPlan.parse("linear.a:crash@1")
+    h.engine = Engine(
+        registry=h.registry,
+        store=h.store,
+        queue=h.queue,
+        io_manager=MemoryIOManager(),
+        clock=h.clock,
+        executor=FaultInjectingExecutor(StepExecutor(), plan, crash=crash),
+        settings=h.settings,
+    )
     started = h.engine.runs.start("linear", {})
     item = h.queue.lease_due(now=h.clock.now(), limit=1, lease_seconds=5)[0]
-    with pytest.raises(Exited):
+    with pytest.raises(Crashed):
         h.engine.handle(item.message)
-    assert exits == [137] and calls["a"] == 1
+    assert crashes == ["crash"] and calls["a"] == 1
     assert h.engine.runs.get(started.run.run_id).step("a").status.value == "RUNNING"
+    h.close()
+
+
+def test_crash_process_exits_with_the_kill_exit_code() -> None:
+    """The default crash ends a process at once with exit code 137, as a kill would."""
+    code = "from core.faults import crash_process; crash_process()"
+    finished = subprocess.run([sys.executable, "-c", code], check=False, timeout=60)
+    assert finished.returncode == CRASH_EXIT_CODE == 137
+
+
+def test_engines_run_without_the_fault_wrapper_unless_relay_faults_is_set() -> None:
+    """The composition root wraps the executor only when RELAY_FAULTS has rules."""
+    plain = build_executor(Settings(faults=""))
+    wrapped = build_executor(Settings(faults="order.charge:fail@0.5;seed=2"))
+    assert isinstance(plain, StepExecutor)
+    assert isinstance(wrapped, FaultInjectingExecutor)
+    assert wrapped.plan.rules[0].step == "charge"
+    assert "faults: order.charge/execute:fail@0.5; seed=2" in wrapped.describe()
 
 
 def test_seeded_plans_differ_between_processes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -110,8 +146,8 @@ def test_seeded_plans_differ_between_processes(monkeypatch: pytest.MonkeyPatch) 
     assert picks(100) != picks(101)
 
 
-def test_rules_match_any_saga_when_the_caller_does_not_know_it() -> None:
-    """A saga-qualified rule still fires for a caller that knows only step and action."""
+def test_saga_qualified_rules_match_only_their_saga() -> None:
+    """Messages name their saga, so a rule for one saga never fires for another's step."""
     plan = FaultPlan.parse("order.charge:duplicate@1")
-    assert plan.should(FaultKind.DUPLICATE, saga=None, step="charge", action="execute")
+    assert plan.should(FaultKind.DUPLICATE, saga="order", step="charge", action="execute")
     assert not plan.should(FaultKind.DUPLICATE, saga="other", step="charge", action="execute")

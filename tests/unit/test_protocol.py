@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from typing import Any
 
@@ -309,7 +310,7 @@ def test_crash_between_commit_and_enqueue_heals_on_redelivery(calls: Calls) -> N
     """If the worker dies after committing but before enqueuing, redelivery re-drives."""
     h = Harness([linear_saga(calls)])
     crashing = CrashOnEnqueue(h.queue)
-    h.engine.runner._queue = crashing  # type: ignore[assignment]
+    h.engine = dataclasses.replace(h.engine, queue=crashing)  # type: ignore[arg-type]
     started = h.engine.runs.start("linear", {})
     item = h.queue.lease_due(now=h.clock.now(), limit=1, lease_seconds=5)[0]
     crashing.armed = True
@@ -330,9 +331,7 @@ def test_lost_worker_is_replaced_after_lease_expiry(calls: Calls) -> None:
     started = h.engine.runs.start("linear", {})
     snap = h.engine.runs.get(started.run.run_id)
     record = snap.step("a")
-    crashed = record.evolve(
-        now=h.clock.now(), status=StepStatus.RUNNING, attempt=1, lease_until=h.clock.now() + 6
-    )
+    crashed = record.claimed(now=h.clock.now(), lease_until=h.clock.now() + 6, error=None)
     from core.domain.records import StateChange
 
     h.store.apply(change=StateChange(record.run_id, steps=(crashed,)))
@@ -488,12 +487,12 @@ def test_definition_drift_fails_the_run_naming_the_missing_step(calls: Calls) ->
 
     from core.registry import SagaRegistry
 
-    h.engine.runner._registry = SagaRegistry({"drift": new})
+    h.engine = dataclasses.replace(h.engine, registry=SagaRegistry({"drift": new}))
     h.pump()
     snap = h.engine.runs.get(started.run.run_id)
     assert snap.run.status is RunStatus.FAILED
     assert "no longer has step(s) b, c" in (snap.run.error or "")
-    h.engine.runner._registry = h.registry  # "deploy" the version that has the steps
+    h.engine = dataclasses.replace(h.engine, registry=h.registry)  # "deploy" the full version
     h.engine.runs.retry(started.run.run_id)
     h.pump()
     assert h.engine.runs.get(started.run.run_id).run.status is RunStatus.COMPLETED
@@ -559,10 +558,9 @@ def test_crashes_that_exhaust_the_budget_lead_to_compensation(calls: Calls) -> N
         h.deliver(item.message)
         h.queue.ack(receipts=[item.receipt])
     record = h.engine.runs.get(run_id).step("c")
-    dead = record.evolve(
-        now=h.clock.now(), status=StepStatus.RUNNING, attempt=3, lease_until=h.clock.now() + 1
-    )
-    h.store.apply(change=StateChange(record.run_id, steps=(dead,)))
+    for _ in range(3):  # three attempts whose workers died
+        record = record.claimed(now=h.clock.now(), lease_until=h.clock.now() + 1, error=None)
+        h.store.apply(change=StateChange(record.run_id, steps=(record,)))
     h.pump()
     snap = h.engine.runs.get(run_id)
     assert snap.run.status is RunStatus.COMPENSATED

@@ -127,14 +127,9 @@ def test_compensation_attempts_lost_to_crashes_exhaust_the_budget() -> None:
         h.deliver(item.message)
         h.queue.ack(receipts=[item.receipt])
     record = h.engine.runs.get(run_id).step("a")
-    dead = record.evolve(
-        now=h.clock.now(),
-        status=StepStatus.COMPENSATING,
-        attempt=record.attempt + 2,
-        budget_start=record.attempt,
-        lease_until=h.clock.now() + 1,
-    )
-    h.store.apply(change=StateChange(record.run_id, steps=(dead,)))
+    for _ in range(2):  # two compensation attempts whose workers died
+        record = record.compensation_claimed(now=h.clock.now(), lease_until=h.clock.now() + 1)
+        h.store.apply(change=StateChange(record.run_id, steps=(record,)))
     h.pump()
     snap = h.engine.runs.get(run_id)
     assert snap.run.status is RunStatus.FAILED
@@ -171,9 +166,7 @@ def test_lost_step_that_opts_out_of_compensation_is_marked_failed_and_skipped() 
     h.deliver(item.message)  # a succeeds; b's message is queued
     h.queue.ack(receipts=[item.receipt])
     record = h.engine.runs.get(run_id).step("b")
-    lost = record.evolve(
-        now=h.clock.now(), status=StepStatus.RUNNING, attempt=1, lease_until=h.clock.now() + 1
-    )
+    lost = record.claimed(now=h.clock.now(), lease_until=h.clock.now() + 1, error=None)
     h.store.apply(change=StateChange(record.run_id, steps=(lost,)))
     h.clock.advance(5)
     h.engine.runs.cancel(run_id)
