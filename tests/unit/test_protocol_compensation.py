@@ -5,6 +5,7 @@ from __future__ import annotations
 from core import NonRetryableStepError, RetryPolicy, RunStatus, Saga, StepContext, StepStatus
 from core.domain.records import Message, StateChange
 from core.domain.status import Action
+from core.engine.saga_runner import Outcome
 from tests.support.sagas import Calls
 from tests.unit.harness import Harness
 
@@ -60,7 +61,7 @@ def test_compensation_waits_for_a_parallel_step_still_running_then_undoes_it() -
     h.pump()
     snap = h.engine.runs.get(started.run.run_id)
     early = seen["early"]
-    assert not early.is_done and "in progress" in early.detail  # type: ignore[attr-defined]
+    assert early.outcome is Outcome.RETRY_LATER  # type: ignore[attr-defined]
     assert snap.run.status is RunStatus.COMPENSATED
     assert calls.order == ["start", "right", "left", "undo_right", "undo_left", "undo_start"]
     assert seen["undo_right_saw"] == "right done"
@@ -95,7 +96,7 @@ def test_stale_and_early_compensation_deliveries_are_harmless() -> None:
     record = h.engine.runs.get(run_id).step("a")
     assert record.status is StepStatus.COMPENSATING and record.retry_at is not None
     stale = h.deliver(Message(run_id, record.name, Action.COMPENSATE, record.attempt))
-    assert stale.is_done and "stale" in stale.detail
+    assert stale.outcome is Outcome.REDRIVEN
     early = h.deliver(Message(run_id, record.name, Action.COMPENSATE, record.attempt + 1))
     assert not early.is_done and early.retry_after_seconds > 9
     assert tries["n"] == 1
@@ -186,6 +187,6 @@ def test_messages_for_unknown_runs_steps_and_actions_are_acknowledged() -> None:
     assert h.deliver(Message("r-nope", "only", Action.EXECUTE, 1)).is_done  # type: ignore[arg-type]
     assert h.deliver(Message(run_id, "ghost", Action.EXECUTE, 1)).is_done  # type: ignore[arg-type]
     resumed = h.deliver(Message(run_id, "only", Action.RESUME, 1))  # type: ignore[arg-type]
-    assert resumed.is_done and "does not wait" in resumed.detail
+    assert resumed.outcome is Outcome.DROPPED
     h.pump()
     assert h.engine.runs.get(run_id).run.status is RunStatus.COMPLETED
