@@ -53,8 +53,9 @@ def run_view(snapshot: RunSnapshot, step_order: Sequence[str] | None = None) -> 
     """The public JSON view of a run with its steps.
 
     ``error`` is the run's current error; ``compensation_reason`` why it compensated (or
-    compensates), kept when a failed compensation replaced the error. Steps follow ``step_order`` (the saga's definition order); without it, the order
-    they started in, unstarted steps last.
+    compensates), kept when a failed compensation replaced the error. Steps follow
+    ``step_order`` (the saga's definition order); without it, the order they started in,
+    unstarted steps last.
     """
     records = list(snapshot.steps.values())
     if step_order:
