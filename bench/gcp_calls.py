@@ -19,7 +19,7 @@ and accepts it, so the bench counts the call and drops the task itself.
 delivery; seeded), to show what a re-drive costs.
 
 A *step transition* is the start of a run (one ``create_run``) or one handled delivery
-whose execute or compensate attempt committed (``HandleResult.detail == "committed"``).
+whose execute or compensate attempt committed (``Outcome.COMMITTED``).
 Deliveries that only re-drive or are told to retry later are counted in the totals but
 are not transitions. Calls are attributed to the store or queue operation that made them:
 start (``create_run`` and its enqueue), load (``load_run``), claim (an ``apply`` that
@@ -56,6 +56,7 @@ from bench._grpc_counting import (
 from core.domain.records import Message, RunId
 from core.domain.status import RunStatus
 from core.engine.engine import Engine
+from core.engine.saga_runner import Outcome
 from core.registry import SagaRegistry
 
 if TYPE_CHECKING:
@@ -205,10 +206,10 @@ def run_bench(
                 kind = "retry later"
                 retry_at = time.time() + outcome.retry_after_seconds
                 heapq.heappush(due, (retry_at, next(sequence), message, is_duplicate))
-            elif outcome.detail == "committed":
+            elif outcome.outcome is Outcome.COMMITTED:
                 kind = "committed"
                 results.transitions += 1
-            elif "re-drove" in outcome.detail:
+            elif outcome.outcome is Outcome.REDRIVEN:
                 kind = "re-drive"
             else:
                 kind = "other ack"

@@ -11,6 +11,7 @@ parsing messages::
     ├── UnknownSagaError
     ├── RunNotFoundError
     ├── InvalidRunStateError
+    ├── IllegalTransitionError
     ├── IdempotencyKeyReusedError
     ├── ConcurrencyConflict
     ├── InfrastructureError            (retryable)
@@ -80,6 +81,25 @@ class InvalidRunStateError(EngineError):
         self.operation = operation
         super().__init__(
             f"cannot {operation} run {run_id!r} in status {status}; "
+            f"allowed from: {', '.join(allowed)}"
+        )
+
+
+class IllegalTransitionError(EngineError):
+    """Raised when the engine asks a record for a transition its status does not allow.
+
+    It signals a bug in the engine's decisions (or a record edited by hand), never bad
+    user input: the write is refused before anything is stored.
+    """
+
+    def __init__(
+        self, *, record: str, transition: str, status: str, allowed: Sequence[str]
+    ) -> None:
+        self.record = record
+        self.transition = transition
+        self.status = status
+        super().__init__(
+            f"{record}: transition {transition!r} is not allowed from status {status}; "
             f"allowed from: {', '.join(allowed)}"
         )
 

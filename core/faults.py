@@ -15,18 +15,35 @@ optional ``seed=N`` item makes the choices repeatable.
   - ``duplicate``: the queue delivers the message twice.
 
 Example: ``order.charge_payment:fail@0.2;*:crash@0.05;*:duplicate@0.1;*:delay=0.05@0.1``.
+
+``fail``, ``delay`` and ``crash`` are injected by ``FaultInjectingExecutor``, a wrapper
+around the step executor that the composition root (``functions/wiring.py``) builds only
+when ``RELAY_FAULTS`` is set; ``duplicate`` by the local dispatcher. The runner knows
+nothing of faults.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING, NoReturn
 
+from core.engine.executor import AttemptOutcome
 from core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from core.domain.context import StepContext
+    from core.domain.retry_policy import RetryPolicy
+    from core.domain.saga import StepFunction
+    from core.engine.executor import AttemptExecutor
+
+log = logging.getLogger("relay.faults")
 
 FAULTS_ENV = "RELAY_FAULTS"
 CRASH_EXIT_CODE = 137  # What a SIGKILLed process reports; tools treat it as a crash.
@@ -56,16 +73,10 @@ class FaultRule:
     probability: float
     delay_seconds: float = 0.0
 
-    def matches(self, *, saga: str | None, step: str, action: str) -> bool:
-        """True when this rule targets the given saga, step and action.
-
-        ``saga`` None means the caller does not know the saga (a queue message names only
-        run, step and action), so the rule's saga is not checked.
-        """
+    def matches(self, *, saga: str, step: str, action: str) -> bool:
+        """True when this rule targets the given saga, step and action."""
         return (
-            (saga is None or self.saga in ("*", saga))
-            and self.step in ("*", step)
-            and self.action in ("*", action)
+            self.saga in ("*", saga) and self.step in ("*", step) and self.action in ("*", action)
         )
 
 
@@ -120,7 +131,7 @@ class FaultPlan:
         with self._lock:
             return self._rng.random() < probability
 
-    def should(self, kind: FaultKind, *, saga: str | None, step: str, action: str) -> bool:
+    def should(self, kind: FaultKind, *, saga: str, step: str, action: str) -> bool:
         """Decide, at random per the matching rules, whether to inject ``kind`` now."""
         for rule in self.rules:
             matches = rule.kind is kind and rule.matches(saga=saga, step=step, action=action)
@@ -150,6 +161,81 @@ class FaultPlan:
             for r in self.rules
         ]
         return "; ".join(parts) + (f"; seed={self.seed}" if self.seed is not None else "")
+
+
+def crash_process() -> NoReturn:
+    """End this process at once, as a kill would: no cleanup, exit code 137."""
+    logging.shutdown()
+    os._exit(CRASH_EXIT_CODE)
+
+
+class FaultInjectingExecutor:
+    """An ``AttemptExecutor`` that injects the ``fail``, ``delay`` and ``crash`` rules.
+
+    ``delay`` sleeps before the attempt; ``fail`` makes the attempt fail (retryably)
+    without calling the step function; ``crash`` ends the process after the step
+    function returned. That is the point chaos tests need: the step's side effects
+    happened and its result is not committed. The runner does nothing between getting an
+    outcome and committing it that touches run state (it converts the output, may store a
+    large one, records metrics), so crashing here, inside the wrapper, is the same point
+    of the protocol as crashing just before the commit, without a fault hook in the
+    runner.
+
+    Args:
+        inner: The executor that really runs step functions.
+        plan: The parsed ``RELAY_FAULTS``.
+        crash: How to end the process (tests pass one that raises instead).
+    """
+
+    def __init__(
+        self,
+        inner: AttemptExecutor,
+        plan: FaultPlan,
+        *,
+        crash: Callable[[], NoReturn] = crash_process,
+    ) -> None:
+        self._inner = inner
+        self._plan = plan
+        self._crash = crash
+
+    @property
+    def plan(self) -> FaultPlan:
+        """The rules this executor injects."""
+        return self._plan
+
+    def run(
+        self, fn: StepFunction, ctx: StepContext, *, timeout_seconds: float, retry: RetryPolicy
+    ) -> AttemptOutcome:
+        """Run the attempt through the inner executor, with the faults the plan rolls."""
+        names = {"saga": ctx.saga, "step": ctx.step, "action": ctx.action.value}
+        delay = self._plan.delay_seconds(**names)
+        if delay:
+            time.sleep(delay)
+        if self._plan.should(FaultKind.FAIL, **names):
+            log.warning(
+                "RELAY_FAULTS: injected failure",
+                extra={"run_id": ctx.run_id, "attempt": ctx.attempt, **names},
+            )
+            outcome = AttemptOutcome(
+                is_success=False, error=f"{InjectedFault.__name__}: {FAULTS_ENV}"
+            )
+        else:
+            outcome = self._inner.run(fn, ctx, timeout_seconds=timeout_seconds, retry=retry)
+        if self._plan.should(FaultKind.CRASH, **names):
+            log.warning(
+                "RELAY_FAULTS: crashing worker before commit",
+                extra={"run_id": ctx.run_id, "attempt": ctx.attempt, **names},
+            )
+            self._crash()
+        return outcome
+
+    def describe(self) -> str:
+        """The inner executor and the injected faults."""
+        return f"{self._inner.describe()}; faults: {self._plan.describe()}"
+
+    def close(self) -> None:
+        """Close the inner executor."""
+        self._inner.close()
 
 
 def _parse_rule(item: str) -> FaultRule:

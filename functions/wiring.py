@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from core.domain.records import Message
 from core.domain.status import Action
 from core.engine.engine import Engine
+from core.engine.executor import AttemptExecutor, StepExecutor
 from core.engine.saga_runner import RunnerSettings
 from core.errors import ConfigurationError
-from core.faults import FaultPlan
+from core.faults import FaultInjectingExecutor, FaultPlan
 from core.ports.io_manager import IOManager
 from core.ports.metrics import BufferedMetricsSink, NullMetrics
 from core.ports.state_store import StateStore
@@ -160,13 +161,13 @@ DISPATCH_MARGIN_SECONDS = 15.0
 def step_dispatch_deadlines(registry: SagaRegistry) -> Callable[[Message], float | None]:
     """How long a push queue should wait for the worker to handle ``message``.
 
-    The step's timeout (its compensation's for a compensate message) plus
-    ``DISPATCH_MARGIN_SECONDS``; a message does not name its saga, so a step name used by
-    several served sagas gets the longest. None for an unknown step (the queue's
-    default). The sagas are imported on the first call, not at cold start.
+    The timeout of the message's step of the message's saga (its compensation's for a
+    compensate message) plus ``DISPATCH_MARGIN_SECONDS``. None (the queue's default) for a
+    saga or step this process does not serve, or a format-1 message that names no saga.
+    The sagas are imported on the first call, not at cold start.
     """
     lock = threading.Lock()
-    table: dict[tuple[str, bool], float] = {}
+    table: dict[tuple[str, str, bool], float] = {}
     loaded = False
 
     def deadline(message: Message) -> float | None:
@@ -175,14 +176,13 @@ def step_dispatch_deadlines(registry: SagaRegistry) -> Callable[[Message], float
             if not loaded:
                 for saga in registry.loaded():
                     for step in saga.steps.values():
-                        for compensating, seconds in (
-                            (False, step.timeout_seconds),
-                            (True, step.compensation_timeout_seconds),
-                        ):
-                            key = (step.name, compensating)
-                            table[key] = max(table.get(key, 0.0), seconds)
+                        table[(saga.name, step.name, False)] = step.timeout_seconds
+                        table[(saga.name, step.name, True)] = step.compensation_timeout_seconds
                 loaded = True
-        timeout = table.get((message.step, message.action is Action.COMPENSATE))
+        if message.saga is None:
+            return None
+        key = (message.saga, message.step, message.action is Action.COMPENSATE)
+        timeout = table.get(key)
         return None if timeout is None else timeout + DISPATCH_MARGIN_SECONDS
 
     return deadline
@@ -194,30 +194,20 @@ def step_queue_paths(
     """Which Cloud Tasks queue carries a message: its saga's ``queue`` name, mapped.
 
     ``queue_paths`` is ``RELAY_TASKS_QUEUES`` (queue name to queue path). A saga whose
-    queue name it lacks uses the default queue (``RELAY_TASKS_QUEUE``, answered as None);
-    a name no served saga uses is logged once as a warning (a typo routes nothing). A
-    message names its step, not its saga, so the sagas are imported on the first call
-    and a step name that served sagas route to different queues is a
-    ``ConfigurationError`` (serve those sagas from separate functions, ``RELAY_SAGAS``).
+    queue name it lacks uses the default queue (``RELAY_TASKS_QUEUE``, answered as None),
+    and so does a format-1 message that names no saga (only messages in flight across an
+    upgrade; the engine names the saga in every message it writes). A name no served saga
+    uses is logged once as a warning (a typo routes nothing). The sagas are imported on
+    the first call, not at cold start.
     """
     lock = threading.Lock()
     table: dict[str, str | None] = {}
     loaded = False
 
     def load() -> None:
-        owners: dict[str, str] = {}
-        used: set[str] = set()
         for saga in registry.loaded():
-            used.add(saga.queue)
-            path = queue_paths.get(saga.queue)
-            for step in saga.steps:
-                if step in table and table[step] != path:
-                    raise ConfigurationError(
-                        f"step {step!r} of sagas {owners[step]!r} and {saga.name!r} goes to "
-                        "different Cloud Tasks queues (RELAY_TASKS_QUEUES), but a message "
-                        "names only its step: serve them from separate functions (RELAY_SAGAS)"
-                    )
-                table[step], owners[step] = path, saga.name
+            table[saga.name] = queue_paths.get(saga.queue)
+        used = {saga.queue for saga in registry.loaded()}
         unused = sorted(set(queue_paths) - used)
         if unused:
             _log.warning(
@@ -232,7 +222,7 @@ def step_queue_paths(
             if not loaded:
                 load()
                 loaded = True
-        return table.get(message.step)
+        return None if message.saga is None else table.get(message.saga)
 
     return queue_for
 
@@ -261,8 +251,22 @@ def build_metrics(settings: Settings) -> BufferedMetricsSink:
     return NullMetrics()
 
 
+def build_executor(settings: Settings) -> AttemptExecutor:
+    """The step executor; wrapped to inject faults only when ``RELAY_FAULTS`` has rules.
+
+    Raises:
+        ConfigurationError: ``RELAY_FAULTS`` is malformed.
+    """
+    plan = FaultPlan.parse(settings.faults)
+    if plan.is_empty:
+        return StepExecutor()
+    _log.warning("RELAY_FAULTS is set: injecting %s", plan.describe())
+    return FaultInjectingExecutor(StepExecutor(), plan)
+
+
 def build_engine(settings: Settings) -> Engine:
     """A new engine for ``settings`` (tests build their own; functions use ``get_engine``)."""
+    executor = build_executor(settings)
     backend = build_backend(settings)
     metrics = build_metrics(settings)
     return Engine(
@@ -270,7 +274,7 @@ def build_engine(settings: Settings) -> Engine:
         store=backend.store,
         queue=backend.queue,
         io_manager=backend.io_manager,
-        faults=FaultPlan.parse(settings.faults),
+        executor=executor,
         metrics=metrics,
         settings=RunnerSettings(inline_output_limit_bytes=settings.inline_output_limit_bytes),
         closers=[metrics.close, *backend.closers],  # closed last: it writes what is left

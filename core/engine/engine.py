@@ -7,13 +7,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from core.domain.records import Message, RunSnapshot, StepRecord
-from core.engine.executor import StepExecutor
+from core.engine.executor import AttemptExecutor, StepExecutor
 from core.engine.outputs import OutputStorage
 from core.engine.planner import ordered_names
 from core.engine.runs import RunService
 from core.engine.saga_runner import HandleResult, RunnerSettings, SagaRunner
 from core.engine.triggers import TriggerService
-from core.faults import FaultPlan
 from core.ports.clock import Clock, SystemClock
 from core.ports.io_manager import IOManager
 from core.ports.metrics import MetricsSink, NullMetrics
@@ -27,7 +26,9 @@ class Engine:
     """Everything a function needs to start runs and process step messages.
 
     Built once per warm container by the composition root (``functions/wiring.py``) and
-    shared by every request; it holds no per-request state.
+    shared by every request; it holds no per-request state. ``executor`` runs step
+    functions; the composition root passes a ``core.faults.FaultInjectingExecutor``
+    around a ``StepExecutor`` when ``RELAY_FAULTS`` is set.
     """
 
     registry: SagaRegistry
@@ -35,14 +36,13 @@ class Engine:
     queue: TaskQueue
     io_manager: IOManager | None = None
     clock: Clock = field(default_factory=SystemClock)
-    faults: FaultPlan = field(default_factory=FaultPlan)
+    executor: AttemptExecutor = field(default_factory=StepExecutor)
     metrics: MetricsSink = field(default_factory=NullMetrics)
     settings: RunnerSettings = field(default_factory=RunnerSettings)
     rng: random.Random = field(default_factory=random.Random)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.executor = StepExecutor()
         self.outputs = OutputStorage(
             io_manager=self.io_manager, inline_limit_bytes=self.settings.inline_output_limit_bytes
         )
@@ -53,7 +53,6 @@ class Engine:
             clock=self.clock,
             outputs=self.outputs,
             executor=self.executor,
-            faults=self.faults,
             metrics=self.metrics,
             settings=self.settings,
             rng=self.rng,
@@ -77,7 +76,7 @@ class Engine:
             "store": dict(self.store.describe()),
             "queue": dict(self.queue.describe()),
             "io": dict(self.io_manager.describe()) if self.io_manager else None,
-            "faults": self.faults.describe(),
+            "executor": self.executor.describe(),
             "sagas": self.registry.names(),
         }
 

@@ -1,4 +1,9 @@
-"""Runs one step or compensation function with a timeout and classifies the outcome."""
+"""Runs one step or compensation function with a timeout and classifies the outcome.
+
+``AttemptExecutor`` is the seam the runner calls user code through: ``StepExecutor`` is
+the real one, and the composition root wraps it (``core.faults.FaultInjectingExecutor``)
+only when ``RELAY_FAULTS`` is set, so the runner itself knows nothing of fault injection.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import concurrent.futures
 import inspect
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from core.domain.context import StepContext
 from core.domain.retry_policy import RetryPolicy
@@ -24,6 +29,29 @@ class AttemptOutcome:
     value: Any = None
     error: str | None = None
     is_retryable: bool = True
+
+
+class AttemptExecutor(Protocol):
+    """Runs one attempt of a step or compensation function for the runner."""
+
+    def run(
+        self, fn: StepFunction, ctx: StepContext, *, timeout_seconds: float, retry: RetryPolicy
+    ) -> AttemptOutcome:
+        """Call ``fn(ctx)`` within ``timeout_seconds`` and classify what happened.
+
+        An implementation may also never return (an injected crash ends the process):
+        the step's effects then happened and its result is not committed, which the
+        protocol heals like any crashed worker.
+        """
+        ...
+
+    def describe(self) -> str:
+        """A one-line summary for startup logs."""
+        ...
+
+    def close(self) -> None:
+        """Release what the executor holds (threads)."""
+        ...
 
 
 class StepExecutor:
@@ -71,6 +99,10 @@ class StepExecutor:
                 is_success=False, error=_describe(exc), is_retryable=retry.is_retryable_type(exc)
             )
         return _classify(returned, retry)
+
+    def describe(self) -> str:
+        """Names the executor and its thread limit."""
+        return f"step functions on up to {self._max_threads} threads"
 
     def close(self) -> None:
         """Stop the thread pool (tests and graceful shutdown)."""

@@ -12,6 +12,7 @@ from core.domain.records import (
     Message,
     RunRecord,
     RunSnapshot,
+    StateChange,
     StepName,
     StepRecord,
     VersionCheck,
@@ -141,11 +142,18 @@ def next_compensation_target(saga: Saga, steps: Steps) -> StepName | None:
     return None
 
 
-def compensation_message(steps: Steps, target: StepName) -> Message:
+def compensation_message(saga: Saga, steps: Steps, target: StepName) -> Message:
     """The message that drives compensation of ``target`` (delayed by a pending retry)."""
     record = steps[target]
     not_before = record.retry_at if record.status is StepStatus.COMPENSATING else None
-    return Message(record.run_id, target, Action.COMPENSATE, record.attempt + 1, not_before)
+    return Message(
+        record.run_id, target, Action.COMPENSATE, record.attempt + 1, not_before, saga=saga.name
+    )
+
+
+def finish_compensation(run: RunRecord, *, now: float) -> StateChange:
+    """The write that ends a compensation with nothing left to undo."""
+    return StateChange(run.run_id, run=run.compensation_finished(now=now))
 
 
 def begin_compensation(
@@ -167,40 +175,19 @@ def begin_compensation(
     for name, record in steps.items():
         if is_waiting(saga, record):
             # A sleep or event wait has no effect to undo; it just stops waiting.
-            changed[name] = record.evolve(
-                now=now,
-                status=StepStatus.SKIPPED,
-                lease_until=None,
-                finished_at=now,
-                error="stopped waiting: the run is compensating",
-            )
+            changed[name] = record.stopped_waiting(now=now)
         elif record.status is StepStatus.PENDING:
             if record.attempt == 0:
-                changed[name] = record.evolve(now=now, status=StepStatus.SKIPPED, finished_at=now)
+                changed[name] = record.skipped(now=now)
             else:
-                changed[name] = record.evolve(
-                    now=now, status=StepStatus.FAILED, retry_at=None, finished_at=now
-                )
+                changed[name] = record.failed(now=now, error=record.error)
     view = {**steps, **changed}
     target = next_compensation_target(saga, view)
     if target is None:
-        final = (
-            RunStatus.CANCELLED if is_cancel or run.is_cancel_requested else RunStatus.COMPENSATED
-        )
-        new_run = run.evolve(
-            now=now,
-            status=final,
-            error=error,
-            is_cancel_requested=is_cancel or run.is_cancel_requested,
-        )
-        return new_run, list(changed.values()), []
-    new_run = run.evolve(
-        now=now,
-        status=RunStatus.COMPENSATING,
-        error=error,
-        is_cancel_requested=is_cancel or run.is_cancel_requested,
-    )
-    return new_run, list(changed.values()), [compensation_message(view, target)]
+        closed = run.closed_without_compensation(now=now, reason=error, is_cancel=is_cancel)
+        return closed, list(changed.values()), []
+    new_run = run.compensating(now=now, reason=error, is_cancel=is_cancel)
+    return new_run, list(changed.values()), [compensation_message(saga, view, target)]
 
 
 def expected_messages(saga: Saga, snapshot: RunSnapshot, *, now: float) -> list[Message]:
@@ -218,18 +205,16 @@ def expected_messages(saga: Saga, snapshot: RunSnapshot, *, now: float) -> list[
                 for d in deps_of(saga, steps, name)
             )
             if record.status is StepStatus.PENDING and deps_done:
-                messages.append(
-                    Message(run.run_id, name, Action.EXECUTE, record.attempt + 1, record.retry_at)
-                )
+                messages.append(execute_message(saga, record, not_before=record.retry_at))
             elif is_waiting(saga, record):
                 messages.append(wake_message(saga, record))
             elif record.status is StepStatus.RUNNING and not record.has_live_lease(now):
-                messages.append(Message(run.run_id, name, Action.EXECUTE, record.attempt + 1))
+                messages.append(execute_message(saga, record))
         return messages
     if run.status is RunStatus.COMPENSATING:
         target = next_compensation_target(saga, steps)
         if target is not None:
-            return [compensation_message(steps, target)]
+            return [compensation_message(saga, steps, target)]
     return []
 
 
@@ -238,7 +223,16 @@ def wake_message(saga: Saga, record: StepRecord) -> Message:
     wait = saga.steps[record.name].wait
     assert wait is not None
     action = Action.RESUME if wait.is_sleep else Action.TIMEOUT
-    return Message(record.run_id, record.name, action, record.attempt, record.lease_until)
+    return Message(
+        record.run_id, record.name, action, record.attempt, record.lease_until, saga=saga.name
+    )
+
+
+def execute_message(saga: Saga, record: StepRecord, *, not_before: float | None = None) -> Message:
+    """The message for the step's next execute attempt (delayed to ``not_before``)."""
+    return Message(
+        record.run_id, record.name, Action.EXECUTE, record.attempt + 1, not_before, saga=saga.name
+    )
 
 
 def unknown_steps(saga: Saga, steps: Iterable[StepName]) -> list[str]:

@@ -107,9 +107,7 @@ class RunService:
         )
         steps = [StepRecord(run_id, StepName(name), updated_at=now) for name in saga.steps]
         outbox = [
-            Message(run_id, StepName(s.name), Action.EXECUTE, 1)
-            for s in saga.steps.values()
-            if not s.after
+            planner.execute_message(saga, step) for step in steps if not saga.steps[step.name].after
         ]
         stored, is_created = self._store.create_run(run=run, steps=steps, outbox=outbox)
         if not is_created:
@@ -167,16 +165,15 @@ class RunService:
                 r.status in _COMPENSATION_PHASE for r in snapshot.steps.values()
             )
             refreshed = {
-                name: r.evolve(now=now, budget_start=r.attempt, retry_at=None)
+                name: r.budget_reset(now=now)
                 for name, r in snapshot.steps.items()
                 if r.status in (StepStatus.FAILED, StepStatus.COMPENSATING, StepStatus.PENDING)
                 and r.attempt > r.budget_start
             }
-            status = RunStatus.COMPENSATING if was_compensating else RunStatus.RUNNING
-            error = run.error if was_compensating else None
-            new_run = run.evolve(
-                now=now, status=status, error=error, definition_hash=saga.definition_hash
+            new_run = run.retried(
+                now=now, definition_hash=saga.definition_hash, is_compensating=was_compensating
             )
+            status = new_run.status
             view = RunSnapshot(new_run, {**snapshot.steps, **refreshed})
             change = StateChange(
                 new_run.run_id,
@@ -211,7 +208,7 @@ class RunService:
                 )
             now = self._clock.now()
             if run.status is RunStatus.COMPENSATING:
-                change = StateChange(run.run_id, run=run.evolve(now=now, is_cancel_requested=True))
+                change = StateChange(run.run_id, run=run.cancel_requested(now=now))
             else:
                 saga = self._registry.get(run.saga)
                 new_run, changed, outbox = planner.begin_compensation(

@@ -6,6 +6,6 @@ builds a harness on the in-memory adapters (``core`` imports no adapter itself).
 
 from __future__ import annotations
 
-from core.testing.harness import DEFAULT_SETTINGS, SagaHarness
+from core.testing.harness import DEFAULT_SETTINGS, SagaHarness, SimulatedCrash
 
-__all__ = ["DEFAULT_SETTINGS", "SagaHarness"]
+__all__ = ["DEFAULT_SETTINGS", "SagaHarness", "SimulatedCrash"]

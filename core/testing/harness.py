@@ -39,18 +39,27 @@ the queue (and a store that stamps times, such as SQLite's) ``clock=harness_cloc
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
-from core.domain.records import Message, RunId, RunSnapshot, StateChange, StepName, StepRecord
+from core.domain.records import (
+    Message,
+    RunId,
+    RunRecord,
+    RunSnapshot,
+    StateChange,
+    StepName,
+    StepRecord,
+)
 from core.domain.saga import Saga
-from core.domain.status import Action, RunStatus, StepStatus
+from core.domain.status import Action, RunStatus
 from core.engine.engine import Engine
+from core.engine.executor import AttemptExecutor, StepExecutor
 from core.engine.runs import StartResult
 from core.engine.saga_runner import HandleResult, RunnerSettings
 from core.engine.triggers import EventOutcome
-from core.faults import FaultPlan
+from core.faults import FaultInjectingExecutor, FaultPlan
 from core.ports.clock import FixedClock
 from core.ports.io_manager import IOManager
 from core.ports.metrics import MetricsSink, NullMetrics
@@ -60,6 +69,20 @@ from core.registry import SagaRegistry
 
 DEFAULT_SETTINGS = RunnerSettings(lease_grace_seconds=1.0)
 """A short lease grace, so tests that lose a worker need not move the clock far."""
+
+
+class SimulatedCrash(BaseException):
+    """Raised out of ``deliver`` where a ``crash`` fault would end a worker process.
+
+    The step function ran and its result is not committed, exactly where a real crash
+    leaves things. A ``BaseException``, so no engine code catches it on the way out;
+    deliver the message again (or let a lease run out) to watch the run recover.
+    """
+
+
+def raise_simulated_crash() -> NoReturn:
+    """The harness's ``crash``: end the delivery instead of the test process."""
+    raise SimulatedCrash
 
 
 class SagaHarness:
@@ -75,6 +98,8 @@ class SagaHarness:
         settings: Protocol tunables; by default a 1 s lease grace.
         faults: Injected faults (``RELAY_FAULTS`` rules), none by default.
         metrics: Where the engine's metrics go; dropped by default.
+        crash: What a ``crash`` fault does; by default it raises ``SimulatedCrash`` out of
+            the delivery (``core.faults.crash_process`` ends the process, as a worker).
         seed: Seeds the retry jitter, so backoff delays repeat from run to run.
         lease_seconds: How long a leased message stays hidden while it is handled.
 
@@ -93,6 +118,7 @@ class SagaHarness:
         settings: RunnerSettings = DEFAULT_SETTINGS,
         faults: FaultPlan | None = None,
         metrics: MetricsSink | None = None,
+        crash: Callable[[], NoReturn] = raise_simulated_crash,
         seed: int = 7,
         lease_seconds: float = 60.0,
     ) -> None:
@@ -103,6 +129,7 @@ class SagaHarness:
         self.settings = settings
         self.faults = faults or FaultPlan()
         self.metrics = metrics or NullMetrics()
+        self.crash = crash
         self.seed = seed
         self.lease_seconds = lease_seconds
         self.registry = SagaRegistry()
@@ -122,13 +149,16 @@ class SagaHarness:
 
     def _build_engine(self, registry: SagaRegistry) -> Engine:
         # The one place the harness builds an engine.
+        executor: AttemptExecutor = StepExecutor()
+        if not self.faults.is_empty:
+            executor = FaultInjectingExecutor(executor, self.faults, crash=self.crash)
         return Engine(
             registry=registry,
             store=self.store,
             queue=self.queue,
             io_manager=self.io_manager,
             clock=self.clock,
-            faults=self.faults,
+            executor=executor,
             metrics=self.metrics,
             settings=self.settings,
             rng=random.Random(self.seed),
@@ -170,10 +200,23 @@ class SagaHarness:
     # -- deliveries ------------------------------------------------------------------
 
     def message(
-        self, run_id: str, step: str, *, action: Action = Action.EXECUTE, attempt: int = 1
+        self,
+        run_id: str,
+        step: str,
+        *,
+        action: Action = Action.EXECUTE,
+        attempt: int = 1,
+        saga: str | None = None,
     ) -> Message:
-        """A hand-made message for ``step`` of ``run_id``: a crafted or duplicate delivery."""
-        return Message(RunId(run_id), StepName(step), action, attempt)
+        """A hand-made message for ``step`` of ``run_id``: a crafted or duplicate delivery.
+
+        It names the run's saga, as the engine's own messages do; pass ``saga`` to craft
+        one that names another (the worker drops it).
+        """
+        if saga is None:
+            found = self.store.load_run(run_id=RunId(run_id))
+            saga = found.run.saga if found is not None else None
+        return Message(RunId(run_id), StepName(step), action, attempt, saga=saga)
 
     def deliver(self, message: Message) -> HandleResult:
         """Hand one message to the engine directly, bypassing the queue."""
@@ -278,30 +321,16 @@ class SagaHarness:
         snapshot = self.snapshot(run_id)
         run, record = snapshot.run, snapshot.step(step)
         now = self.clock.now()
-        new_run = None
-        if action is Action.COMPENSATE:
-            compensating = record.status is StepStatus.COMPENSATING
-            claimed = record.evolve(
-                now=now,
-                status=StepStatus.COMPENSATING,
-                attempt=record.attempt + claims,
-                budget_start=record.budget_start if compensating else record.attempt,
-                lease_until=now + lease_seconds,
-                retry_at=None,
-            )
-        else:
-            claimed = record.evolve(
-                now=now,
-                status=StepStatus.RUNNING,
-                attempt=record.attempt + claims,
-                lease_until=now + lease_seconds,
-                started_at=record.started_at or now,
-                retry_at=None,
-            )
-            if run.status in (RunStatus.PENDING, RunStatus.WAITING):
-                new_run = run.evolve(now=now, status=RunStatus.RUNNING)
-        self.store.apply(change=StateChange(record.run_id, run=new_run, steps=(claimed,)))
-        return claimed
+        for _ in range(claims):  # one conditional write per claim, as workers make them
+            new_run: RunRecord | None = None
+            if action is Action.COMPENSATE:
+                record = record.compensation_claimed(now=now, lease_until=now + lease_seconds)
+            else:
+                record = record.claimed(now=now, lease_until=now + lease_seconds, error=None)
+                if run.status in (RunStatus.PENDING, RunStatus.WAITING):
+                    new_run = run = run.running(now=now)
+            self.store.apply(change=StateChange(record.run_id, run=new_run, steps=(record,)))
+        return record
 
     # -- versions and lifetime -------------------------------------------------------
 
@@ -320,6 +349,7 @@ class SagaHarness:
             settings=self.settings,
             faults=self.faults,
             metrics=self.metrics,
+            crash=self.crash,
             seed=self.seed,
             lease_seconds=self.lease_seconds,
         )

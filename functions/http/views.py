@@ -32,11 +32,17 @@ def run_header_view(run: RunRecord) -> dict[str, Any]:
 
 
 def step_view(step: StepRecord) -> dict[str, Any]:
-    """The public JSON view of one step record."""
+    """The public JSON view of one step record.
+
+    ``attempts`` counts every attempt, the step's and its compensation's;
+    ``execute_attempts`` and ``compensation_attempts`` split it.
+    """
     return {
         "name": step.name,
         "status": step.status.value,
         "attempts": step.attempt,
+        "execute_attempts": step.execute_attempts,
+        "compensation_attempts": step.compensation_attempts,
         "started_at": iso_time(step.started_at),
         "finished_at": iso_time(step.finished_at),
         "error": step.error,
@@ -46,8 +52,10 @@ def step_view(step: StepRecord) -> dict[str, Any]:
 def run_view(snapshot: RunSnapshot, step_order: Sequence[str] | None = None) -> dict[str, Any]:
     """The public JSON view of a run with its steps.
 
-    Steps follow ``step_order`` (the saga's definition order); without it, the order
-    they started in, unstarted steps last.
+    ``error`` is the run's current error; ``compensation_reason`` why it compensated (or
+    compensates), kept when a failed compensation replaced the error. Steps follow
+    ``step_order`` (the saga's definition order); without it, the order they started in,
+    unstarted steps last.
     """
     records = list(snapshot.steps.values())
     if step_order:
@@ -55,4 +63,8 @@ def run_view(snapshot: RunSnapshot, step_order: Sequence[str] | None = None) -> 
         records.sort(key=lambda r: rank.get(r.name, len(rank)))
     else:
         records.sort(key=lambda r: (r.started_at is None, r.started_at or 0.0))
-    return {**run_header_view(snapshot.run), "steps": [step_view(r) for r in records]}
+    return {
+        **run_header_view(snapshot.run),
+        "compensation_reason": snapshot.run.compensation_reason,
+        "steps": [step_view(r) for r in records],
+    }

@@ -163,6 +163,7 @@ def run_item(run: RunRecord, expires_at: float | None) -> Item:
         "gsi2sk": {"S": order},
     }
     set_optional(item, "error", run.error)
+    set_optional(item, "compensation_reason", run.compensation_reason)
     set_optional(item, "idempotency_key", run.idempotency_key)
     if expires_at is not None:
         item[TTL_ATTRIBUTE] = number(int(expires_at))
@@ -181,6 +182,7 @@ def run_from_item(item: Mapping[str, Any]) -> RunRecord:
         idempotency_key=read_string(item, "idempotency_key"),
         output=json.loads(item["output"]["S"]),
         error=read_string(item, "error"),
+        compensation_reason=read_string(item, "compensation_reason"),
         is_cancel_requested=bool(item["is_cancel_requested"]["BOOL"]),
         version=int(item["version"]["N"]),
     )
@@ -192,6 +194,7 @@ def step_item(step: StepRecord, expires_at: float | None) -> Item:
         "status": {"S": step.status.value},
         "attempt": number(step.attempt),
         "budget_start": number(step.budget_start),
+        "compensation_attempts": number(step.compensation_attempts),
         "output": {"S": dumps(step.output)},
         "updated_at": number(step.updated_at),
         "version": number(step.version),
@@ -213,6 +216,8 @@ def step_from_item(item: Mapping[str, Any]) -> StepRecord:
         status=StepStatus(item["status"]["S"]),
         attempt=int(item["attempt"]["N"]),
         budget_start=int(item["budget_start"]["N"]),
+        # Absent on items written before compensation attempts were counted apart.
+        compensation_attempts=int(read_number(item, "compensation_attempts") or 0),
         lease_until=read_number(item, "lease_until"),
         retry_at=read_number(item, "retry_at"),
         output=json.loads(item["output"]["S"]),

@@ -86,6 +86,7 @@ def run_to_document(run: RunRecord, *, expires_at: datetime | None) -> dict[str,
         "created_at": float(run.created_at),
         "updated_at": float(run.updated_at),
         "is_cancel_requested": run.is_cancel_requested,
+        "compensation_reason": run.compensation_reason,
         VERSION: run.version,
         EXPIRES_AT: expires_at,
     }
@@ -105,6 +106,7 @@ def run_from_document(doc: dict[str, Any]) -> RunRecord:
         created_at=doc["created_at"],
         updated_at=doc["updated_at"],
         is_cancel_requested=bool(doc["is_cancel_requested"]),
+        compensation_reason=doc.get("compensation_reason"),  # absent before it existed
         version=doc[VERSION],
     )
 
@@ -117,6 +119,7 @@ def step_to_document(step: StepRecord, *, expires_at: datetime | None) -> dict[s
         "status": step.status.value,
         "attempt": step.attempt,
         "budget_start": step.budget_start,
+        "compensation_attempts": step.compensation_attempts,
         "lease_until": _float_or_none(step.lease_until),
         "retry_at": _float_or_none(step.retry_at),
         "output": _dumps(step.output),
@@ -137,6 +140,7 @@ def step_from_document(doc: dict[str, Any]) -> StepRecord:
         status=StepStatus(doc["status"]),
         attempt=doc["attempt"],
         budget_start=doc["budget_start"],
+        compensation_attempts=doc.get("compensation_attempts", 0),  # absent before it existed
         lease_until=doc["lease_until"],
         retry_at=doc["retry_at"],
         output=json.loads(doc["output"]),

@@ -26,7 +26,7 @@ from infra.local.sqlite_db import SQLiteDatabase
 from infra.local.sqlite_schema import INSERT_MESSAGE_SQL, message_row
 
 _SELECT_DUE: Final = (
-    "SELECT rowid, message_id, run_id, step, action, attempt, not_before, delivery_count"
+    "SELECT rowid, message_id, saga, run_id, step, action, attempt, not_before, delivery_count"
     " FROM queue WHERE visible_at <= ? ORDER BY visible_at, rowid LIMIT ?"
 )
 _MARK_LEASED: Final = (
@@ -106,14 +106,14 @@ class SQLiteTaskQueue:
             if not rows:
                 return deliveries
             updates = []
-            for rowid, message_id, run_id, step, action, attempt, not_before, leased in rows:
+            for rowid, message_id, saga, run_id, step, action, attempt, not_before, leased in rows:
                 count = leased + 1
                 # The random part keeps receipts unique even when an acked id is
                 # enqueued again and starts counting from one.
                 receipt = f"{message_id}:{count}:{secrets.token_hex(6)}"
                 updates.append((visible_at, count, receipt, rowid))
                 message = Message(
-                    RunId(run_id), StepName(step), Action(action), attempt, not_before
+                    RunId(run_id), StepName(step), Action(action), attempt, not_before, saga=saga
                 )
                 deliveries.append(Delivery(message=message, delivery_count=count, receipt=receipt))
             conn.executemany(_MARK_LEASED, updates)

@@ -12,8 +12,8 @@ from typing import Final
 from core.domain.records import Message
 from core.errors import ConfigurationError
 
-SCHEMA_VERSION: Final = 1
-"""Bumped, with a migration step in ``create_schema_txn``, whenever a table changes."""
+SCHEMA_VERSION: Final = 2
+"""Bumped, with a migration step in ``_MIGRATIONS``, whenever a table changes."""
 
 DB_FILE_NAME: Final = "relay.db"
 
@@ -69,14 +69,26 @@ _SCHEMA_V1: Final = (
     "CREATE INDEX IF NOT EXISTS queue_by_visible_at ON queue (visible_at)",
 )
 
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    # 1 -> 2: messages name their saga (NULL for rows enqueued before, which the worker
+    # resolves from the run); steps count their compensation's attempts apart; a run
+    # keeps why it compensates apart from its current error.
+    2: (
+        "ALTER TABLE queue ADD COLUMN saga TEXT",
+        "ALTER TABLE steps ADD COLUMN compensation_attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN compensation_reason TEXT",
+    ),
+}
+"""The statements that take a file from the version before each key to that version."""
+
 INSERT_MESSAGE_SQL: Final = (
     "INSERT OR IGNORE INTO queue"
-    " (message_id, run_id, step, action, attempt, not_before, visible_at, enqueued_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " (message_id, saga, run_id, step, action, attempt, not_before, visible_at, enqueued_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 """Enqueue one message unless a row with its id is still queued or leased (dedup)."""
 
-MessageRow = tuple[str, str, str, str, int, float | None, float, float]
+MessageRow = tuple[str, str | None, str, str, str, int, float | None, float, float]
 
 
 def message_row(message: Message, now: float) -> MessageRow:
@@ -84,6 +96,7 @@ def message_row(message: Message, now: float) -> MessageRow:
     visible_at = now if message.not_before is None else message.not_before
     return (
         message.message_id,
+        message.saga,
         message.run_id,
         message.step,
         message.action.value,
@@ -95,7 +108,11 @@ def message_row(message: Message, now: float) -> MessageRow:
 
 
 def create_schema_txn(conn: sqlite3.Connection, path: str) -> None:
-    """Create the tables if the file is new; refuse a file written by a newer schema.
+    """Create the tables if the file is new, migrate an older file, refuse a newer one.
+
+    A new file gets the version-1 tables and then every migration, so new and migrated
+    files have the same layout. Runs in the caller's transaction: a migration that fails
+    leaves the file as it was.
 
     Raises:
         ConfigurationError: the file's schema is newer than this code knows.
@@ -103,12 +120,18 @@ def create_schema_txn(conn: sqlite3.Connection, path: str) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
     found = row[0] if row is not None else None
-    if found is None:
-        for statement in _SCHEMA_V1:
-            conn.execute(statement)
-        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-    elif found > SCHEMA_VERSION:
+    if found is not None and found > SCHEMA_VERSION:
         raise ConfigurationError(
             f"{path} has schema version {found}, newer than this Relay's {SCHEMA_VERSION}; "
             "upgrade Relay or point RELAY_DATA_DIR elsewhere"
         )
+    if found == SCHEMA_VERSION:
+        return
+    if found is None:
+        for statement in _SCHEMA_V1:
+            conn.execute(statement)
+        found = 1
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        for statement in _MIGRATIONS[version]:
+            conn.execute(statement)
+    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))

@@ -30,33 +30,33 @@ from infra.local.sqlite_schema import INSERT_MESSAGE_SQL, message_row
 
 _RUN_COLUMNS: Final = (
     "run_id, saga, status, input, output, error, definition_hash, idempotency_key,"
-    " created_at, updated_at, is_cancel_requested, version"
+    " created_at, updated_at, is_cancel_requested, version, compensation_reason"
 )
 _STEP_COLUMNS: Final = (
     "run_id, name, status, attempt, budget_start, lease_until, retry_at, output, error,"
-    " started_at, finished_at, updated_at, version"
+    " started_at, finished_at, updated_at, version, compensation_attempts"
 )
 
 _INSERT_RUN: Final = (
-    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (run_id) DO NOTHING"
 )
 # The set list omits run_id, saga and created_at: they never change after creation.
 _UPDATE_RUN: Final = (
     "UPDATE runs SET status = ?, input = ?, output = ?, error = ?, definition_hash = ?,"
-    " idempotency_key = ?, updated_at = ?, is_cancel_requested = ?, version = ?"
-    " WHERE run_id = ? AND version = ?"
+    " idempotency_key = ?, updated_at = ?, is_cancel_requested = ?, version = ?,"
+    " compensation_reason = ? WHERE run_id = ? AND version = ?"
 )
 _SELECT_RUN: Final = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"
 _SELECT_RUN_VERSION: Final = "SELECT version FROM runs WHERE run_id = ?"
 
 _INSERT_STEP: Final = (
-    f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPDATE_STEP: Final = (
     "UPDATE steps SET status = ?, attempt = ?, budget_start = ?, lease_until = ?,"
     " retry_at = ?, output = ?, error = ?, started_at = ?, finished_at = ?, updated_at = ?,"
-    " version = ? WHERE run_id = ? AND name = ? AND version = ?"
+    " version = ?, compensation_attempts = ? WHERE run_id = ? AND name = ? AND version = ?"
 )
 _SELECT_STEPS: Final = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY name"
 _SELECT_STEP_VERSION: Final = "SELECT version FROM steps WHERE run_id = ? AND name = ?"
@@ -260,6 +260,7 @@ def _run_row(run: RunRecord) -> tuple[Any, ...]:
         run.updated_at,
         int(run.is_cancel_requested),
         run.version,
+        run.compensation_reason,
     )
 
 
@@ -275,6 +276,7 @@ def _run_update_params(run: RunRecord) -> tuple[Any, ...]:
         run.updated_at,
         int(run.is_cancel_requested),
         run.version,
+        run.compensation_reason,
         run.run_id,
         run.version - 1,
     )
@@ -294,6 +296,7 @@ def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
         updated_at=row[9],
         is_cancel_requested=bool(row[10]),
         version=row[11],
+        compensation_reason=row[12],
     )
 
 
@@ -312,6 +315,7 @@ def _step_row(step: StepRecord) -> tuple[Any, ...]:
         step.finished_at,
         step.updated_at,
         step.version,
+        step.compensation_attempts,
     )
 
 
@@ -328,6 +332,7 @@ def _step_update_params(step: StepRecord) -> tuple[Any, ...]:
         step.finished_at,
         step.updated_at,
         step.version,
+        step.compensation_attempts,
         step.run_id,
         step.name,
         step.version - 1,
@@ -349,4 +354,5 @@ def _step_from_row(row: tuple[Any, ...]) -> StepRecord:
         finished_at=row[10],
         updated_at=row[11],
         version=row[12],
+        compensation_attempts=row[13],
     )

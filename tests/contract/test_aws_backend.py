@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from core.domain.records import Message, RunId, RunRecord, StateChange, StepName, StepRecord
-from core.domain.status import Action, RunStatus, StepStatus
+from core.domain.status import Action, RunStatus
 from core.errors import (
     ConcurrencyConflict,
     ConfigurationError,
@@ -88,22 +88,22 @@ def test_dynamodb_calls_per_step_transition(
     with counting(aws_clients.dynamodb) as load_calls:
         snapshot = store.load_run(run_id=run.run_id)
     assert snapshot is not None
-    claimed = snapshot.step("a").evolve(now=T0 + 1, status=StepStatus.RUNNING, attempt=1)
+    claimed = snapshot.step("a").claimed(now=T0 + 1, lease_until=T0 + 31, error=None)
     with counting(aws_clients.dynamodb) as claim_calls:
         store.apply(
             change=StateChange(
                 run.run_id,
-                run=snapshot.run.evolve(now=T0 + 1, status=RunStatus.RUNNING),
+                run=snapshot.run.running(now=T0 + 1),
                 steps=(claimed,),
             )
         )
-    done = claimed.evolve(now=T0 + 2, status=StepStatus.SUCCEEDED, output={"ok": 1})
+    done = claimed.succeeded(now=T0 + 2, output={"ok": 1})
     with counting(aws_clients.dynamodb) as commit_calls:
         store.apply(change=StateChange(run.run_id, steps=(done,)))
     after = store.load_run(run_id=run.run_id)
     assert after is not None
-    finished = after.run.evolve(now=T0 + 3, status=RunStatus.COMPLETED)
-    b_done = after.step("b").evolve(now=T0 + 3, status=StepStatus.SUCCEEDED)
+    finished = after.run.completed(now=T0 + 3, output=None)
+    b_done = after.step("b").event_taken(now=T0 + 3, output=None)  # PENDING to SUCCEEDED
     with counting(aws_clients.dynamodb) as final_calls:
         store.apply(change=StateChange(run.run_id, run=finished, steps=(b_done,)))
 
@@ -121,8 +121,8 @@ def test_finished_run_expires_with_all_its_steps(
     """A terminal run's header and every step get expires_at = updated_at + retention."""
     run, steps = new_run(steps=("a", "b", "c"))
     store.create_run(run=run, steps=steps, outbox=())
-    failed = run.evolve(now=T0 + 5, status=RunStatus.FAILED, error="boom")
-    a_failed = steps[0].evolve(now=T0 + 5, status=StepStatus.FAILED)
+    failed = run.failed(now=T0 + 5, error="boom")
+    a_failed = steps[0].failed(now=T0 + 5, error="boom")
 
     store.apply(change=StateChange(run.run_id, run=failed, steps=(a_failed,)))
 
@@ -139,10 +139,12 @@ def test_retried_run_loses_its_expiry(
     """A run made active again (retry) keeps no TTL on its header or any step."""
     run, steps = new_run(steps=("a", "b"))
     store.create_run(run=run, steps=steps, outbox=())
-    failed = run.evolve(now=T0 + 5, status=RunStatus.FAILED)
+    failed = run.failed(now=T0 + 5, error="boom")
     store.apply(change=StateChange(run.run_id, run=failed))
-    retried = failed.evolve(now=T0 + 6, status=RunStatus.RUNNING)
-    a_retried = steps[0].evolve(now=T0 + 6, budget_start=0)
+    retried = failed.retried(
+        now=T0 + 6, definition_hash=failed.definition_hash, is_compensating=False
+    )
+    a_retried = steps[0].budget_reset(now=T0 + 6)
 
     with counting(aws_clients.dynamodb) as calls:
         store.apply(change=StateChange(run.run_id, run=retried, steps=(a_retried,)))
@@ -160,14 +162,12 @@ def test_stale_retry_of_a_finished_run_still_conflicts(store: DynamoDBStateStore
     """The revival path keeps the version check: a stale header is still a conflict."""
     run, steps = new_run()
     store.create_run(run=run, steps=steps, outbox=())
-    store.apply(change=StateChange(run.run_id, run=run.evolve(now=T0 + 1, status=RunStatus.FAILED)))
+    store.apply(change=StateChange(run.run_id, run=run.failed(now=T0 + 1, error="boom")))
 
     with pytest.raises(
         ConcurrencyConflict, match="run header: expected version 1, found version 2"
     ):
-        store.apply(
-            change=StateChange(run.run_id, run=run.evolve(now=T0 + 2, status=RunStatus.RUNNING))
-        )
+        store.apply(change=StateChange(run.run_id, run=run.running(now=T0 + 2)))
 
 
 def test_change_over_the_transaction_limit_is_refused(store: DynamoDBStateStore) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from core.domain.records import RunId, RunRecord, StateChange, StepName, StepRecord, VersionCheck
-from core.domain.status import RunStatus, StepStatus
+from core.domain.status import RunStatus
 from core.errors import ConcurrencyConflict, StoreUnavailable
 from infra.gcp.firestore import FirestoreStateStore
 from infra.local.runtime.supervisor import free_port
@@ -48,9 +48,7 @@ def make_steps(run_id: str = "r-1", names: tuple[str, ...] = ("a", "b", "c")) ->
 
 
 def claim(step: StepRecord) -> StepRecord:
-    return step.evolve(
-        now=NOW, status=StepStatus.RUNNING, attempt=step.attempt + 1, lease_until=NOW + 30
-    )
+    return step.claimed(now=NOW, lease_until=NOW + 30, error=None)
 
 
 class RequestCounter:
@@ -160,8 +158,8 @@ def test_finishing_a_run_stamps_header_and_every_step_for_ttl(
     store.create_run(run=make_run(), steps=make_steps(), outbox=())
     snapshot = store.load_run(run_id=RunId("r-1"))
     assert snapshot is not None
-    failed = snapshot.run.evolve(now=NOW, status=RunStatus.FAILED)
-    a_done = snapshot.step("a").evolve(now=NOW, status=StepStatus.FAILED)
+    failed = snapshot.run.failed(now=NOW, error="boom")
+    a_done = snapshot.step("a").failed(now=NOW, error="boom")
 
     store.apply(change=StateChange(run_id=RunId("r-1"), run=failed, steps=(a_done,)))
 
@@ -170,7 +168,9 @@ def test_finishing_a_run_stamps_header_and_every_step_for_ttl(
     for name in ("a", "b", "c"):
         assert raw(firestore_client, collection, "r-1", "steps", name)["expires_at"] == expected
 
-    reopened = failed.evolve(now=NOW + 1, status=RunStatus.RUNNING)
+    reopened = failed.retried(
+        now=NOW + 1, definition_hash=failed.definition_hash, is_compensating=False
+    )
     store.apply(change=StateChange(run_id=RunId("r-1"), run=reopened))
 
     assert raw(firestore_client, collection, "r-1")["expires_at"] is None
@@ -251,10 +251,10 @@ def test_reads_and_writes_per_operation(
     load = counter.take()
     assert snapshot is not None
     claimed = claim(snapshot.step("a"))
-    running = snapshot.run.evolve(now=NOW, status=RunStatus.RUNNING)
+    running = snapshot.run.running(now=NOW)
     store.apply(change=StateChange(run_id=RunId("r-1"), run=running, steps=(claimed,)))
     claim_cost = counter.take()
-    done = claimed.evolve(now=NOW, status=StepStatus.SUCCEEDED, lease_until=None)
+    done = claimed.succeeded(now=NOW, output=None)
     store.apply(
         change=StateChange(
             run_id=RunId("r-1"), steps=(done,), checks=(VersionCheck(StepName("b"), 1),)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.domain.records import Message, RunId, RunRecord, StateChange, StepName, StepRecord
-from core.domain.status import Action, RunStatus, StepStatus
+from core.domain.status import Action, RunStatus
 from core.errors import ConcurrencyConflict, ConfigurationError, QueueUnavailable, StoreUnavailable
 from infra.local.sqlite_db import SQLiteDatabase
 from infra.local.sqlite_queue import SQLiteTaskQueue
@@ -82,7 +82,7 @@ def test_many_threads_applying_to_their_own_runs_all_commit(
             step = StepRecord(run_id, StepName("only"))
             store.create_run(run=run, steps=[step], outbox=[])
             for _ in range(10):
-                step = step.evolve(now=T0, attempt=step.attempt + 1, status=StepStatus.RUNNING)
+                step = step.claimed(now=T0, lease_until=T0 + 30, error=None)
                 store.apply(change=StateChange(run_id, steps=(step,)))
         except BaseException as exc:
             errors.append(exc)
@@ -113,7 +113,9 @@ def test_conflict_in_a_group_does_not_fail_its_neighbours(
 
     def claim(name: str) -> None:
         barrier.wait()
-        step = StepRecord(RunId("r-1"), StepName(name)).evolve(now=T0, attempt=1)
+        step = StepRecord(RunId("r-1"), StepName(name)).claimed(
+            now=T0, lease_until=T0 + 30, error=None
+        )
         try:
             store.apply(change=StateChange(RunId("r-1"), steps=(step,)))
             outcomes.append(f"ok:{name}")
@@ -215,3 +217,60 @@ def test_release_all_leases_makes_leased_messages_due_but_keeps_delays(tmp_path:
     again = queue.lease_due(now=now[0], limit=10, lease_seconds=60)
     assert [d.message for d in again] == [leased] and again[0].delivery_count == 2
     database.close()
+
+
+def test_a_version_1_file_is_migrated_and_its_queued_messages_still_load(tmp_path: Path) -> None:
+    """A data dir from before messages named their saga opens, its rows intact and usable."""
+    from infra.local.sqlite_schema import _SCHEMA_V1
+
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    with raw:
+        raw.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        raw.execute("INSERT INTO schema_version (version) VALUES (1)")
+        for statement in _SCHEMA_V1:
+            raw.execute(statement)
+        raw.execute(
+            "INSERT INTO runs VALUES ('r-1', 'order', 'COMPENSATING', '{}', 'null', 'boom',"
+            " 'h', NULL, ?, ?, 0, 3)",
+            (T0, T0),
+        )
+        raw.execute(
+            "INSERT INTO steps VALUES ('r-1', 'charge', 'SUCCEEDED', 1, 0, NULL, NULL, '1',"
+            " NULL, ?, ?, ?, 3)",
+            (T0, T0, T0),
+        )
+        raw.execute(
+            "INSERT INTO queue (message_id, run_id, step, action, attempt, not_before,"
+            " visible_at, enqueued_at) VALUES ('r-1/charge/compensate/2', 'r-1', 'charge',"
+            " 'compensate', 2, NULL, ?, ?)",
+            (T0, T0),
+        )
+    raw.close()
+
+    database = SQLiteDatabase(tmp_path / "relay.db")
+    try:
+        queue = SQLiteTaskQueue(database, clock=lambda: T0)
+        store = SQLiteStateStore(database, clock=lambda: T0)
+        (legacy,) = queue.lease_due(now=T0, limit=10, lease_seconds=60)
+        assert legacy.message == Message(RunId("r-1"), StepName("charge"), Action.COMPENSATE, 2)
+        assert legacy.message.saga is None
+        snapshot = store.load_run(run_id=RunId("r-1"))
+        assert snapshot is not None
+        assert (snapshot.run.error, snapshot.run.compensation_reason) == ("boom", None)
+        charge = snapshot.step("charge")
+        assert (charge.attempt, charge.compensation_attempts, charge.version) == (1, 0, 3)
+        undoing = charge.compensation_claimed(now=T0, lease_until=T0 + 30)
+        store.apply(change=StateChange(RunId("r-1"), steps=(undoing,)))
+        named = Message(RunId("r-1"), StepName("charge"), Action.COMPENSATE, 3, saga="order")
+        queue.enqueue(messages=[named])
+        assert [d.message for d in queue.lease_due(now=T0, limit=10, lease_seconds=60)] == [named]
+        reloaded = store.load_run(run_id=RunId("r-1"))
+        assert reloaded is not None and reloaded.step("charge") == undoing
+    finally:
+        database.close()
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    try:
+        assert raw.execute("SELECT MAX(version) FROM schema_version").fetchone() == (2,)
+    finally:
+        raw.close()
+    SQLiteDatabase(tmp_path / "relay.db").close()  # opening a migrated file again is a no-op

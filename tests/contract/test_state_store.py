@@ -50,13 +50,7 @@ def make_steps(
 
 
 def claim(step: StepRecord, *, lease_until: float = NOW + 30) -> StepRecord:
-    return step.evolve(
-        now=NOW,
-        status=StepStatus.RUNNING,
-        attempt=step.attempt + 1,
-        lease_until=lease_until,
-        started_at=NOW,
-    )
+    return step.claimed(now=NOW, lease_until=lease_until, error=None)
 
 
 def execute(run_id: str, step: str, attempt: int = 1) -> Message:
@@ -116,7 +110,7 @@ def test_apply_with_current_versions_writes_everything(state_store: StateStore) 
     create(state_store)
     snapshot = state_store.load_run(run_id=RunId("r-1"))
     assert snapshot is not None
-    run = snapshot.run.evolve(now=NOW, status=RunStatus.RUNNING)
+    run = snapshot.run.running(now=NOW)
     step = claim(snapshot.step("reserve"))
 
     state_store.apply(change=StateChange(run_id=run.run_id, run=run, steps=(step,)))
@@ -136,8 +130,8 @@ def test_apply_with_stale_version_conflicts_and_writes_nothing(state_store: Stat
     state_store.apply(
         change=StateChange(run_id=RunId("r-1"), steps=(claim(before.step("charge")),))
     )
-    stale_charge = before.step("charge").evolve(now=NOW, status=StepStatus.SKIPPED)
-    run = before.run.evolve(now=NOW, status=RunStatus.RUNNING)
+    stale_charge = before.step("charge").skipped(now=NOW)
+    run = before.run.running(now=NOW)
     reserve = claim(before.step("reserve"))
     middle = state_store.load_run(run_id=RunId("r-1"))
 
@@ -160,7 +154,7 @@ def test_apply_with_failed_check_conflicts_and_writes_nothing(state_store: State
         change=StateChange(run_id=RunId("r-1"), steps=(claim(before.step("reserve")),))
     )
     middle = state_store.load_run(run_id=RunId("r-1"))
-    run = before.run.evolve(now=NOW, status=RunStatus.RUNNING)
+    run = before.run.running(now=NOW)
 
     with pytest.raises(ConcurrencyConflict):
         state_store.apply(
@@ -258,9 +252,7 @@ def test_commit_fenced_by_a_stale_claim_is_rejected(state_store: StateStore) -> 
     state_store.apply(change=StateChange(run_id=RunId("r-1"), steps=(old_claim,)))
     new_claim = claim(old_claim, lease_until=NOW + 120)
     state_store.apply(change=StateChange(run_id=RunId("r-1"), steps=(new_claim,)))
-    late_commit = old_claim.evolve(
-        now=NOW, status=StepStatus.SUCCEEDED, output={"ok": True}, finished_at=NOW
-    )
+    late_commit = old_claim.succeeded(now=NOW, output={"ok": True})
 
     with pytest.raises(ConcurrencyConflict):
         state_store.apply(change=StateChange(run_id=RunId("r-1"), steps=(late_commit,)))
@@ -347,6 +339,7 @@ def test_records_round_trip_every_field(state_store: StateStore) -> None:
         idempotency_key="key-✓",
         output=[1, "two", 3.25],
         error="boom: ✗",
+        compensation_reason="why: ✓",
         is_cancel_requested=True,
         version=1,
     )
@@ -356,6 +349,7 @@ def test_records_round_trip_every_field(state_store: StateStore) -> None:
         status=StepStatus.COMPENSATING,
         attempt=4,
         budget_start=3,
+        compensation_attempts=1,
         lease_until=T0 + 99.000001,
         retry_at=None,
         output={"$ref": "file:///tmp/x.json", "n": 1e-9},
@@ -375,6 +369,32 @@ def test_records_round_trip_every_field(state_store: StateStore) -> None:
     assert snapshot.step("stép") == step
     assert snapshot.step("bare") == bare
     assert isinstance(snapshot.run.is_cancel_requested, bool)
+
+
+def test_updates_store_the_compensation_counts_and_reason(state_store: StateStore) -> None:
+    """An update (not only an insert) writes a step's compensation attempts and the reason."""
+    create(state_store)
+    snapshot = state_store.load_run(run_id=RunId("r-1"))
+    assert snapshot is not None
+    reserve = claim(snapshot.step("reserve"))
+    state_store.apply(change=StateChange(run_id=RunId("r-1"), steps=(reserve,)))
+    done = reserve.succeeded(now=NOW, output=1)
+    compensating = snapshot.run.compensating(now=NOW, reason="charge failed", is_cancel=False)
+    state_store.apply(change=StateChange(run_id=RunId("r-1"), run=compensating, steps=(done,)))
+    undoing = done.compensation_claimed(now=NOW, lease_until=NOW + 30)
+    failed = compensating.failed(now=NOW, error="compensation failed")
+    state_store.apply(change=StateChange(run_id=RunId("r-1"), run=failed, steps=(undoing,)))
+
+    after = state_store.load_run(run_id=RunId("r-1"))
+
+    assert after is not None
+    assert after.run == failed
+    assert (after.run.error, after.run.compensation_reason) == (
+        "compensation failed",
+        "charge failed",
+    )
+    assert after.step("reserve") == undoing
+    assert (undoing.execute_attempts, undoing.compensation_attempts) == (1, 1)
 
 
 def test_stored_json_is_isolated_from_caller_objects(state_store: StateStore) -> None:

@@ -144,6 +144,22 @@ def test_enqueued_message_is_leased(pull_queue: PullQueue, queue_time: QueueTime
     assert pull_queue.pending_count() == 1
 
 
+def test_a_message_comes_back_naming_its_saga(pull_queue: PullQueue, queue_time: QueueTime) -> None:
+    """The saga a message names survives the queue; one that names none comes back without."""
+    named = Message(RunId("r-1"), StepName("reserve"), Action.EXECUTE, 1, saga="order")
+    unnamed = msg("charge")
+    pull_queue.enqueue(messages=[named, unnamed])
+
+    seen: dict[str, Message] = {}
+    while len(seen) < 2:  # a cloud queue may hand them out over several polls
+        more = queue_time.lease_when_due(pull_queue, queue_time.now())
+        assert more, f"only {list(seen)} came back"
+        seen.update((d.message.step, d.message) for d in more)
+
+    assert seen == {"reserve": named, "charge": unnamed}
+    assert (seen["reserve"].saga, seen["charge"].saga) == ("order", None)
+
+
 def test_duplicate_enqueue_delivers_once(pull_queue: PullQueue, queue_time: QueueTime) -> None:
     """Enqueuing the same message id again while it is queued is a silent no-op."""
     pull_queue.enqueue(messages=[msg()])

@@ -82,7 +82,7 @@ class SQLiteStack:
         return Counter(self.engine.runs.get(run_id).run.status for run_id in run_ids)
 
 
-def build_stack(tmp_path: Path, *, max_attempts: int = 3, faults: str = "") -> SQLiteStack:
+def build_stack(tmp_path: Path, *, max_attempts: int = 3) -> SQLiteStack:
     database = SQLiteDatabase(tmp_path / "relay.db")
     calls = CallLog()
     registry = SagaRegistry()
@@ -91,7 +91,6 @@ def build_stack(tmp_path: Path, *, max_attempts: int = 3, faults: str = "") -> S
         registry=registry,
         store=SQLiteStateStore(database),
         queue=SQLiteTaskQueue(database),
-        faults=FaultPlan.parse(faults),
         settings=RunnerSettings(lease_grace_seconds=1.0),
     )
     return SQLiteStack(database, SQLiteTaskQueue(database), engine, calls)
@@ -340,6 +339,20 @@ def test_duplicate_rules_match_on_step_and_action(sqlite_stack: SQLiteStack) -> 
 
     assert dispatcher.stats.duplicates == 5
     assert set(sqlite_stack.calls.calls.values()) == {1}
+
+
+def test_duplicate_rules_for_another_saga_duplicate_nothing(sqlite_stack: SQLiteStack) -> None:
+    """Messages name their saga, so a rule for another saga's same-named step never fires."""
+    sqlite_stack.start_runs(5)
+    dispatcher = Dispatcher(
+        sqlite_stack.queue,
+        InProcessDelivery(sqlite_stack.engine),
+        faults=FaultPlan.parse("other.charge:duplicate@1"),
+    )
+    run_dispatcher(dispatcher)
+
+    assert dispatcher.stats.duplicates == 0
+    assert dispatcher.stats.acked == 15
 
 
 def test_stop_flushes_acks_and_can_restart(sqlite_stack: SQLiteStack) -> None:

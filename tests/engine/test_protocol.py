@@ -18,6 +18,7 @@ from core import (
     StepStatus,
 )
 from core.domain.status import Action
+from core.engine.saga_runner import Outcome
 from core.errors import (
     IdempotencyKeyReusedError,
     InputValidationError,
@@ -325,7 +326,7 @@ def test_commit_after_lost_lease_is_fenced_out(saga_harness: MakeHarness, calls:
     assert snap.run.status is RunStatus.COMPLETED
     assert snap.step("slow").output == 2  # the takeover's result, not the stale one
     assert calls == Counter(slow=2, after=1)
-    stale = [r for m, r in h.handled if r.detail.startswith("claim lost")]
+    stale = [r for m, r in h.handled if r.outcome is Outcome.DISCARDED]
     assert len(stale) == 1
 
 

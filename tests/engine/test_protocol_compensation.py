@@ -7,6 +7,7 @@ import pytest
 
 from core import NonRetryableStepError, RetryPolicy, RunStatus, Saga, StepContext, StepStatus
 from core.domain.status import Action
+from core.engine.saga_runner import Outcome
 from core.testing import SagaHarness
 from tests.support.backends.fixtures import MakeHarness
 from tests.support.sagas import Calls
@@ -65,7 +66,7 @@ def test_compensation_waits_for_a_parallel_step_still_running_then_undoes_it(
     h.pump()
     snap = h.engine.runs.get(started.run.run_id)
     early = seen["early"]
-    assert not early.is_done and "in progress" in early.detail  # type: ignore[attr-defined]
+    assert early.outcome is Outcome.RETRY_LATER  # type: ignore[attr-defined]
     assert snap.run.status is RunStatus.COMPENSATED
     assert calls.order == ["start", "right", "left", "undo_right", "undo_left", "undo_start"]
     assert seen["undo_right_saw"] == "right done"
@@ -98,7 +99,7 @@ def test_stale_and_early_compensation_deliveries_are_harmless(saga_harness: Make
     assert record.status is StepStatus.COMPENSATING and record.retry_at is not None
     compensate = Action.COMPENSATE
     stale = h.deliver(h.message(run_id, "a", action=compensate, attempt=record.attempt))
-    assert stale.is_done and "stale" in stale.detail
+    assert stale.outcome is Outcome.REDRIVEN
     early = h.deliver(h.message(run_id, "a", action=compensate, attempt=record.attempt + 1))
     assert not early.is_done and early.retry_after_seconds > 9
     assert tries["n"] == 1
@@ -186,6 +187,6 @@ def test_messages_for_unknown_runs_steps_and_actions_are_acknowledged(
     assert h.deliver(h.message("r-nope", "only")).is_done
     assert h.deliver(h.message(run_id, "ghost")).is_done
     resumed = h.deliver(h.message(run_id, "only", action=Action.RESUME))
-    assert resumed.is_done and "does not wait" in resumed.detail
+    assert resumed.outcome is Outcome.DROPPED
     h.pump()
     assert h.engine.runs.get(run_id).run.status is RunStatus.COMPLETED

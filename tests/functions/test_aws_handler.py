@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from core.domain.records import Message, RunId, StateChange, StepName
-from core.domain.status import Action, StepStatus
+from core.domain.status import Action
 from functions import aws as lambda_entry
 from functions import logs, wiring
 from tests.support.aws import REGION
@@ -231,9 +231,7 @@ def test_sqs_batch_reports_a_message_the_engine_defers(greet_lambda: AwsStack) -
     snapshot = store.load_run(run_id=RunId(run_id))
     assert snapshot is not None
     now = time.time()
-    claimed = snapshot.step("write_text").evolve(
-        now=now, status=StepStatus.RUNNING, attempt=1, lease_until=now + 30, started_at=now
-    )
+    claimed = snapshot.step("write_text").claimed(now=now, lease_until=now + 30, error=None)
     store.apply(change=StateChange(snapshot.run.run_id, steps=(claimed,)))
 
     response = lambda_entry.handler(sqs_event(greet_lambda, [good]), CONTEXT)

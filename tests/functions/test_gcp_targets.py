@@ -18,7 +18,7 @@ from functions_framework.aio import create_asgi_app
 
 from core.domain.records import Message, RunId, StateChange, StepName
 from core.domain.saga import Saga
-from core.domain.status import Action, StepStatus
+from core.domain.status import Action
 from core.errors import ConfigurationError
 from core.registry import SagaRegistry
 from functions import wiring
@@ -88,9 +88,7 @@ def test_relay_target_keeps_error_statuses_and_headers(target_client: TargetClie
     run = store.load_run(run_id=RunId(run_id))
     assert run is not None
     now = time.time()
-    claimed = run.step("write_text").evolve(
-        now=now, status=StepStatus.RUNNING, attempt=1, lease_until=now + 30, started_at=now
-    )
+    claimed = run.step("write_text").claimed(now=now, lease_until=now + 30, error=None)
     store.apply(change=StateChange(run.run.run_id, steps=(claimed,)))
     body = json_body(Message(RunId(run_id), StepName("write_text"), Action.EXECUTE, 1).to_json())
 
@@ -386,8 +384,8 @@ def test_saga_queue_names_route_messages_to_their_cloud_tasks_queue(
         later = time.time() + 3600
         queue.enqueue(
             messages=[
-                Message(RunId("r-1"), StepName("charge"), Action.EXECUTE, 1, not_before=later),
-                Message(RunId("r-2"), StepName("write"), Action.EXECUTE, 1, not_before=later),
+                Message(RunId("r-1"), StepName("charge"), Action.EXECUTE, 1, later, saga="pay"),
+                Message(RunId("r-2"), StepName("write"), Action.EXECUTE, 1, later, saga="note"),
             ]
         )
 
@@ -399,18 +397,23 @@ def test_saga_queue_names_route_messages_to_their_cloud_tasks_queue(
         assert steps_in(default) == ["write"]
 
 
-def test_step_name_routed_to_two_queues_is_a_configuration_error() -> None:
-    """Messages name steps, not sagas: one step name on two queues cannot be routed."""
+def test_one_step_name_in_two_sagas_is_routed_by_saga() -> None:
+    """Messages name their saga, so a step name two sagas share goes to each saga's queue."""
     registry = SagaRegistry(
         {
             "a": _saga_on_queue("a", "payments", "charge"),
             "b": _saga_on_queue("b", "other", "charge"),
         }
     )
-    route = wiring.step_queue_paths(registry, {"payments": "projects/p/locations/l/queues/q"})
+    payments = "projects/p/locations/l/queues/q"
+    route = wiring.step_queue_paths(registry, {"payments": payments})
 
-    with pytest.raises(ConfigurationError, match="different Cloud Tasks queues"):
-        route(Message(RunId("r-1"), StepName("charge"), Action.EXECUTE, 1))
+    def charge(saga: str | None) -> Message:
+        return Message(RunId("r-1"), StepName("charge"), Action.EXECUTE, 1, saga=saga)
+
+    assert route(charge("a")) == payments
+    assert route(charge("b")) is None  # "other" is not in RELAY_TASKS_QUEUES: the default
+    assert route(charge(None)) is None  # a format-1 message in flight: the default queue
 
 
 @pytest.mark.parametrize(

@@ -209,6 +209,7 @@ def test_run_view_has_the_contract_shape_with_steps_in_definition_order(
         "error",
         "created_at",
         "updated_at",
+        "compensation_reason",
         "steps",
     }
     assert (view["run_id"], view["saga"], view["status"]) == (run_id, "greet", "RUNNING")
@@ -216,13 +217,25 @@ def test_run_view_has_the_contract_shape_with_steps_in_definition_order(
     assert (view["output"], view["error"]) == (None, None)
     assert ISO_UTC.match(view["created_at"]) and ISO_UTC.match(view["updated_at"])
     first, second = view["steps"]
-    assert set(first) == {"name", "status", "attempts", "started_at", "finished_at", "error"}
+    assert set(first) == {
+        "name",
+        "status",
+        "attempts",
+        "execute_attempts",
+        "compensation_attempts",
+        "started_at",
+        "finished_at",
+        "error",
+    }
     assert (first["name"], first["status"], first["attempts"]) == ("write_text", "SUCCEEDED", 1)
+    assert (first["execute_attempts"], first["compensation_attempts"]) == (1, 0)
     assert ISO_UTC.match(first["started_at"]) and ISO_UTC.match(first["finished_at"])
     assert second == {
         "name": "deliver",
         "status": "PENDING",
         "attempts": 0,
+        "execute_attempts": 0,
+        "compensation_attempts": 0,
         "started_at": None,
         "finished_at": None,
         "error": None,

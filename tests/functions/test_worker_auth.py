@@ -213,9 +213,7 @@ def test_delivery_while_another_worker_holds_the_lease_is_503_with_retry_after(
     run = snapshot(sqlite_store, started_run.run_id)
     assert run is not None
     now = time.time()
-    claimed = run.step("write_text").evolve(
-        now=now, status=StepStatus.RUNNING, attempt=1, lease_until=now + 100, started_at=now
-    )
+    claimed = run.step("write_text").claimed(now=now, lease_until=now + 100, error=None)
     sqlite_store.apply(change=StateChange(run.run.run_id, steps=(claimed,)))
 
     body = started_run.first_step

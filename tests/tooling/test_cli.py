@@ -127,6 +127,8 @@ def test_runs_show_json_is_exactly_the_http_run_view(relay_data_dir: Path) -> No
         "name",
         "status",
         "attempts",
+        "execute_attempts",
+        "compensation_attempts",
         "started_at",
         "finished_at",
         "error",

@@ -75,8 +75,8 @@ def test_seeded_plans_differ_between_processes(monkeypatch: pytest.MonkeyPatch) 
     assert picks(100) != picks(101)
 
 
-def test_rules_match_any_saga_when_the_caller_does_not_know_it() -> None:
-    """A saga-qualified rule still fires for a caller that knows only step and action."""
+def test_saga_qualified_rules_match_only_their_saga() -> None:
+    """Messages name their saga, so a rule for one saga never fires for another's step."""
     plan = FaultPlan.parse("order.charge:duplicate@1")
-    assert plan.should(FaultKind.DUPLICATE, saga=None, step="charge", action="execute")
+    assert plan.should(FaultKind.DUPLICATE, saga="order", step="charge", action="execute")
     assert not plan.should(FaultKind.DUPLICATE, saga="other", step="charge", action="execute")

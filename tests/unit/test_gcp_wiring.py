@@ -83,17 +83,20 @@ def _noop(ctx: StepContext) -> None:
 
 
 def test_dispatch_deadline_is_the_step_timeout_plus_a_margin() -> None:
-    """A message's deadline is its step's timeout (the longest across sagas) plus the margin."""
+    """A message's deadline is the timeout of its saga's step plus the margin."""
     first, second = Saga("first"), Saga("second")
     first.step(_noop, name="charge", timeout_seconds=40)
     second.step(_noop, name="charge", timeout_seconds=100)
     second.step(_noop, name="ship", timeout_seconds=5)
     deadlines = step_dispatch_deadlines(SagaRegistry({"first": first, "second": second}))
 
-    def message(step: str, action: Action = Action.EXECUTE) -> Message:
-        return Message(RunId("r-1"), StepName(step), action, 1)
+    def message(saga: str | None, step: str, action: Action = Action.EXECUTE) -> Message:
+        return Message(RunId("r-1"), StepName(step), action, 1, saga=saga)
 
-    assert deadlines(message("charge")) == 100 + DISPATCH_MARGIN_SECONDS
-    assert deadlines(message("ship")) == 5 + DISPATCH_MARGIN_SECONDS
-    assert deadlines(message("ship", Action.COMPENSATE)) == 5 + DISPATCH_MARGIN_SECONDS
-    assert deadlines(message("unknown")) is None
+    assert deadlines(message("first", "charge")) == 40 + DISPATCH_MARGIN_SECONDS
+    assert deadlines(message("second", "charge")) == 100 + DISPATCH_MARGIN_SECONDS
+    assert deadlines(message("second", "ship")) == 5 + DISPATCH_MARGIN_SECONDS
+    assert deadlines(message("second", "ship", Action.COMPENSATE)) == 5 + DISPATCH_MARGIN_SECONDS
+    assert deadlines(message("second", "unknown")) is None
+    assert deadlines(message("third", "charge")) is None
+    assert deadlines(message(None, "charge")) is None  # format 1: the queue's default

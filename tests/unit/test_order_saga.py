@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -205,7 +206,7 @@ def test_invariants_catch_a_refund_behind_the_sagas_back(harness: SagaHarness) -
 def test_invariants_flag_a_run_that_did_not_finish_cleanly(harness: SagaHarness) -> None:
     """A run in any status other than COMPLETED or COMPENSATED is reported by name."""
     snapshot = run_saga(harness, "order", order_input())
-    failed = RunSnapshot(snapshot.run.evolve(now=0.0, status=RunStatus.FAILED), snapshot.steps)
+    failed = RunSnapshot(dataclasses.replace(snapshot.run, status=RunStatus.FAILED), snapshot.steps)
     assert any("ended FAILED" in v for v in violations(failed))
 
 

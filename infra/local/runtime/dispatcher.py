@@ -377,9 +377,9 @@ class Dispatcher:
             dedicated thread.
         delivery: How messages reach a worker.
         concurrency: Most deliveries in flight at once.
-        faults: ``duplicate`` rules deliver a message twice concurrently. Messages do
-            not name their saga, so a rule matches on step and action only
-            (``order.charge:duplicate@0.1`` duplicates every saga's ``charge`` step).
+        faults: ``duplicate`` rules deliver a message twice concurrently; a rule
+            matches on the message's saga, step and action (a format-1 message, which
+            names no saga, only matches rules for any saga).
         dispatch_deadline_seconds: Longest a delivery is expected to take; a message is
             leased for this plus ``lease_margin_seconds`` so that only a dispatcher that
             died (not a slow worker) lets it come back by lease expiry.
@@ -669,10 +669,10 @@ class Dispatcher:
         self._wake()
 
     def _is_duplicate(self, message: Message) -> bool:
+        saga = message.saga or ""  # no saga (format 1): only rules for any saga ("*") match
         step, action = message.step, message.action.value
         return any(
-            rule.step in ("*", step)
-            and rule.action in ("*", action)
+            rule.matches(saga=saga, step=step, action=action)
             and self._rng.random() < rule.probability
             for rule in self._duplicate_rules
         )
