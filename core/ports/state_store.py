@@ -9,6 +9,21 @@ from core.domain.records import Message, RunId, RunRecord, RunSnapshot, StateCha
 from core.domain.status import RunStatus
 
 
+def check_run_ids(run_id: str, runs: Sequence[RunRecord], steps: Sequence[StepRecord]) -> None:
+    """Reject records of another run: a change is one atomic write to one run.
+
+    Every adapter calls it before writing, so a change that mixes runs is refused the
+    same way everywhere, and before anything is written.
+
+    Raises:
+        ValueError: a record's ``run_id`` is not ``run_id``.
+    """
+    records: list[RunRecord | StepRecord] = [*runs, *steps]
+    for record in records:
+        if record.run_id != run_id:
+            raise ValueError(f"record of run {record.run_id!r} in a change to run {run_id!r}")
+
+
 class StateStore(Protocol):
     """Durable state of runs; every mutation is a conditional (compare-and-set) write.
 
