@@ -41,6 +41,10 @@ class StateStore(Protocol):
       commit fenced by a stale claim is rejected.
     * Reads are strongly consistent with earlier successful writes of the same process.
     * Unreachable or throttling backends raise ``core.errors.StoreUnavailable``.
+    * A write the backend refuses as invalid raises ``core.errors.RequestRejected`` and
+      writes nothing. Which backends refuse what (DynamoDB items over 400 KB, Firestore
+      documents over 1 MiB; SQLite and memory store any size) is the contract of
+      ``tests/contract/test_request_rejected.py``.
     """
 
     @property

@@ -58,6 +58,7 @@ from infra.aws._boto import (
     engine_error,
     error_code,
     new_client,
+    rejected,
     translated,
     where,
 )
@@ -440,8 +441,10 @@ class DynamoDBStateStore:
                 )
         if any(c in ("ThrottlingError", "ProvisionedThroughputExceeded") for c in codes):
             return StoreUnavailable(f"DynamoDB throttled a write to run {run_id!r} ({self._where})")
-        return ConfigurationError(
-            f"DynamoDB refused a write to run {run_id!r}: {', '.join(codes)} ({exc}; {self._where})"
+        # ValidationError (an item over 400 KB, a bad value) or another refusal.
+        refusal = f"{', '.join(codes)} ({exc})"
+        return rejected(
+            "DynamoDB", operation=f"a write to run {run_id!r}", where=self._where, reason=refusal
         )
 
     def _translated(self) -> contextlib.AbstractContextManager[None]:

@@ -167,6 +167,59 @@ def test_pubsub_cloud_event_target_serves_eventarc_deliveries(
     assert "dead-lettered" in server.logs()
 
 
+OVER_A_DOCUMENT = "x" * 1_200_000
+"""A name that makes a run's input larger than a Firestore document (1 MiB)."""
+
+
+def test_a_start_firestore_rejects_answers_422_and_writes_nothing(stack: GcpStack) -> None:
+    """A run too large for a Firestore document is refused for good (422), not deferred (503)."""
+    key = "greet-too-large"
+    # Just under the app's 1 MiB body limit; with the run's other fields, over a document.
+    name = "x" * (1024 * 1024 - 100)
+    status, body = http_call(
+        "POST",
+        f"{stack.function.url}/v1/sagas/greet/runs",
+        {"name": name},
+        headers={"Idempotency-Key": key},
+    )
+
+    assert status == 422, body
+    assert (body["error"], body["service"]) == ("request_rejected", "Firestore")
+    assert "1 MiB" in body["message"]
+    run_id = run_id_for_key("greet", key)
+    assert http_call("GET", f"{stack.function.url}/v1/runs/{run_id}")[0] == 404
+
+
+def test_an_eventarc_event_firestore_rejects_is_acknowledged_and_dead_lettered(
+    stack: GcpStack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``--target pubsub``: an event whose run Firestore refuses is acked (no retry loop)."""
+    server = FunctionServer(
+        target="pubsub", env=stack.env, log_dir=tmp_path_factory.mktemp("pubsub-rejected")
+    )
+    server.start()
+    try:
+        envelope = {
+            "message": {"data": encode_data({"name": OVER_A_DOCUMENT}), "messageId": "ce-big"},
+            "subscription": "projects/relay-test/subscriptions/eventarc-sub",
+        }
+        headers = {
+            "ce-id": "ce-big",
+            "ce-specversion": "1.0",
+            "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+            "ce-source": "//pubsub.googleapis.com/projects/relay-test/topics/people.ce.joined",
+        }
+        status, _ = http_call("POST", f"{server.url}/", envelope, headers=headers)
+    finally:
+        server.stop()
+
+    assert status == 200
+    assert "dead-lettered" in server.logs()
+    assert "Firestore rejected" in server.logs()
+    run_id = run_id_for_key("greet", "event:ce-big")
+    assert http_call("GET", f"{stack.function.url}/v1/runs/{run_id}")[0] == 404
+
+
 def test_pubsub_message_resumes_a_run_waiting_for_its_event(stack: GcpStack) -> None:
     """A run sleeps (a delayed Cloud Task), waits, and a published payment resumes it."""
     run_id = stack.start_run("parcel", {"parcel": "p-gcp"}, key="p-gcp")  # correlation id
