@@ -113,7 +113,7 @@ class RequestRejected(EngineError):
 
     The request is the problem, not the service's health: an item, document or message
     over the service's size limit (a DynamoDB item over 400 KB, a Firestore document over
-    1 MiB, an SQS message over 256 KiB) or a value the service does not accept. Every
+    1 MiB, an SQS message over 1 MiB) or a value the service does not accept. Every
     cloud adapter raises this one type for such refusals, checked on the emulators by
     ``tests/contract/test_request_rejected.py``. Not an ``InfrastructureError``: those
     ask for a redelivery later (a 503, a deferred SQS record), which would only repeat
