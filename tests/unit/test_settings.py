@@ -15,7 +15,7 @@ from functions.wiring import build_backend
 
 
 def test_cloud_settings_use_one_spelling_per_variable() -> None:
-    """Each cloud setting comes from the variable named in its docstring."""
+    """Each cloud setting comes from the variable its attribute declares."""
     settings = Settings.from_env(
         {
             "RELAY_BACKEND": "aws",
