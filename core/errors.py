@@ -14,6 +14,7 @@ parsing messages::
     ├── IllegalTransitionError
     ├── IdempotencyKeyReusedError
     ├── ConcurrencyConflict
+    ├── RequestRejected
     ├── InfrastructureError            (retryable)
     │   ├── StoreUnavailable           (retryable)
     │   └── QueueUnavailable           (retryable)
@@ -123,6 +124,25 @@ class ConcurrencyConflict(EngineError):
         self.run_id = run_id
         self.detail = detail
         super().__init__(f"concurrent update of run {run_id!r}: {detail}")
+
+
+class RequestRejected(EngineError):
+    """Raised when a backing service refuses a request as invalid: retrying cannot help.
+
+    The request is the problem, not the service's health: an item, document or message
+    over the service's size limit (a DynamoDB item over 400 KB, a Firestore document over
+    1 MiB, an SQS message over 1 MiB) or a value the service does not accept. Every
+    cloud adapter raises this one type for such refusals, checked on the emulators by
+    ``tests/contract/test_request_rejected.py``. Not an ``InfrastructureError``: those
+    ask for a redelivery later (a 503, a deferred SQS record), which would only repeat
+    the refusal; a rejected delivery is dropped as poison, a rejected start answers 422.
+    """
+
+    def __init__(self, *, service: str, operation: str, reason: str, check: str) -> None:
+        self.service = service
+        self.operation = operation
+        self.reason = reason
+        super().__init__(f"{service} rejected {operation}: {reason}; check {check}")
 
 
 class InfrastructureError(EngineError):

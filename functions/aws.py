@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from core.domain.records import Message
-from core.errors import ConcurrencyConflict, EngineError, InfrastructureError
+from core.errors import ConcurrencyConflict, EngineError, InfrastructureError, RequestRejected
 from functions.logs import bind_request, configure_logging, reset_request
 
 if TYPE_CHECKING:
@@ -434,7 +434,7 @@ def _handle_schedule(event: Event) -> dict[str, Any]:
         return {"status": "rejected", "error": str(exc)}
     try:
         result = _engine().triggers.fire_schedule(name=name, scheduled_at=scheduled_at)
-    except UnknownScheduleError as exc:
+    except (UnknownScheduleError, RequestRejected) as exc:  # retrying cannot help
         log.error("scheduler invocation ignored: %s", exc)
         return {"status": "rejected", "error": str(exc)}
     run = result.run
@@ -464,7 +464,7 @@ def _handle_topic_event(events: list[TopicEvent]) -> dict[str, Any]:
             outcome = _engine().triggers.publish(
                 topic=item.topic, data=item.data, event_id=item.event_id
             )
-        except ValueError as exc:  # a malformed topic or id: retrying cannot help
+        except (ValueError, RequestRejected) as exc:  # malformed, or refused: retrying cannot help
             log.error("event %r ignored: %s", item.event_id, exc)
             rejected[item.event_id or "?"] = str(exc)
             continue

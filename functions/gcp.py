@@ -37,6 +37,7 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 from starlette.types import ASGIApp, Message  # noqa: E402
 
+from core.errors import RequestRejected  # noqa: E402
 from functions.http.app import ADMIN, ALL_ROUTES, PUBLIC_API, WORKER, create_app  # noqa: E402
 from functions.http.auth import DeliveryVerifier, LazyVerifier  # noqa: E402
 from functions.http.push_parsing import DeadLetter, log_dead_letter, parse_cloud_event  # noqa: E402
@@ -149,4 +150,10 @@ def pubsub(event: CloudEvent) -> None:
     except DeadLetter as exc:
         log_dead_letter(exc)
         return
-    _engine().triggers.publish(topic=parsed.topic, data=parsed.data, event_id=parsed.event_id)
+    try:
+        _engine().triggers.publish(topic=parsed.topic, data=parsed.data, event_id=parsed.event_id)
+    except RequestRejected as exc:  # refused for good: a redelivery would be refused again
+        shape = "Eventarc Pub/Sub CloudEvent"
+        log_dead_letter(
+            DeadLetter(str(exc), message_id=parsed.event_id, subscription=None, shape=shape)
+        )

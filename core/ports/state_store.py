@@ -9,6 +9,21 @@ from core.domain.records import Message, RunId, RunRecord, RunSnapshot, StateCha
 from core.domain.status import RunStatus
 
 
+def check_run_ids(run_id: str, runs: Sequence[RunRecord], steps: Sequence[StepRecord]) -> None:
+    """Reject records of another run: a change is one atomic write to one run.
+
+    Every adapter calls it before writing, so a change that mixes runs is refused the
+    same way everywhere, and before anything is written.
+
+    Raises:
+        ValueError: a record's ``run_id`` is not ``run_id``.
+    """
+    records: list[RunRecord | StepRecord] = [*runs, *steps]
+    for record in records:
+        if record.run_id != run_id:
+            raise ValueError(f"record of run {record.run_id!r} in a change to run {run_id!r}")
+
+
 class StateStore(Protocol):
     """Durable state of runs; every mutation is a conditional (compare-and-set) write.
 
@@ -26,6 +41,10 @@ class StateStore(Protocol):
       commit fenced by a stale claim is rejected.
     * Reads are strongly consistent with earlier successful writes of the same process.
     * Unreachable or throttling backends raise ``core.errors.StoreUnavailable``.
+    * A write the backend refuses as invalid raises ``core.errors.RequestRejected`` and
+      writes nothing. Which backends refuse what (DynamoDB items over 400 KB, Firestore
+      documents over 1 MiB; SQLite and memory store any size) is the contract of
+      ``tests/contract/test_request_rejected.py``.
     """
 
     @property

@@ -33,6 +33,7 @@ from core.errors import (
     InfrastructureError,
     InputValidationError,
     InvalidRunStateError,
+    RequestRejected,
     RunNotFoundError,
     UnknownSagaError,
 )
@@ -375,6 +376,8 @@ def _guarded(endpoint: Endpoint) -> Endpoint:
                 return _internal_error(request, exc)
             if mapped.status >= 500:
                 log.warning("request deferred: %s", exc, extra=_log_context(request))
+            elif isinstance(exc, RequestRejected):  # an operator may have to act (limits)
+                log.warning("request rejected by the backend: %s", exc, extra=_log_context(request))
             return mapped.response()
         except Exception as exc:
             return _internal_error(request, exc)
@@ -394,6 +397,9 @@ def _engine_error(exc: EngineError) -> HttpError | None:
         return HttpError(409, "idempotency_key_reused", str(exc), run_id=exc.run_id)
     if isinstance(exc, InvalidRunStateError):
         return HttpError(409, "invalid_run_state", str(exc), run_id=exc.run_id, status=exc.status)
+    if isinstance(exc, RequestRejected):
+        # For good: a redelivery would be refused again (a queue drops it as poison).
+        return HttpError(422, "request_rejected", str(exc), service=exc.service)
     if isinstance(exc, InfrastructureError | ConcurrencyConflict):
         # Both pass: a backend that was busy or a run that kept changing under us.
         return HttpError(

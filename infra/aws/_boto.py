@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from core.errors import ConfigurationError, EngineError, InfrastructureError
+from core.errors import ConfigurationError, EngineError, InfrastructureError, RequestRejected
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -62,6 +62,21 @@ _CONFIGURATION_CODES: Final = frozenset(
         "MissingAuthenticationToken",
     }
 )
+
+# What to look at when a service rejects a request (``RequestRejected``), per service.
+_WHAT_TO_CHECK: Final = {
+    "DynamoDB": (
+        "the size of what the run stores: an item holds at most 400 KB (a run's input and "
+        "output, a step's inline output); lower RELAY_INLINE_OUTPUT_LIMIT and set "
+        "RELAY_S3_BUCKET so that large outputs go to S3"
+    ),
+    "SQS": "the message: at most 1 MiB (a batch too), delayed at most 900 s",
+    "S3": "the bucket (RELAY_S3_BUCKET) and the object key",
+    "Scheduler": (
+        "the schedule: its name, its group (RELAY_SCHEDULER_GROUP), the role "
+        "(RELAY_SCHEDULER_ROLE_ARN) and its target"
+    ),
+}
 
 
 def client_config(*, max_pool_connections: int = 32, **overrides: Any) -> Config:
@@ -138,7 +153,8 @@ def classify(exc: BaseException) -> ErrorKind | None:
 
     ``unavailable``: throttled, failing or unreachable (retryable). ``configuration``: a
     missing resource or bad credentials. ``rejected``: any other request the service
-    refused (a validation error, an item too large).
+    refused (a validation error, an item too large), which ``engine_error`` raises as
+    ``RequestRejected``.
     """
     from botocore.exceptions import (
         BotoCoreError,
@@ -199,7 +215,23 @@ def engine_error(
             f"{service} refused access or the resource is missing ({where}): {exc}; check "
             "the name, region, endpoint (AWS_ENDPOINT_URL) and credentials"
         )
-    return ConfigurationError(f"{service} rejected the request ({where}): {exc}")
+    operation = getattr(exc, "operation_name", None) or "a request"
+    return rejected(service, operation=str(operation), where=where, reason=str(exc))
+
+
+def rejected(service: str, *, operation: str, where: str, reason: str) -> RequestRejected:
+    """The ``RequestRejected`` for a request ``service`` refused, saying what to check.
+
+    Args:
+        service: "DynamoDB", "SQS", "S3" or "Scheduler".
+        operation: The API call or what it did ("TransactWriteItems", "send 3 messages").
+        where: The resource, region and endpoint (from ``describe()``).
+        reason: The service's error code and message.
+    """
+    check = _WHAT_TO_CHECK.get(service, "the request's values and sizes")
+    return RequestRejected(
+        service=service, operation=f"{operation} on {where}", reason=reason, check=check
+    )
 
 
 @contextlib.contextmanager

@@ -50,6 +50,7 @@ from core.errors import (
     EngineError,
     StoreUnavailable,
 )
+from core.ports.state_store import check_run_ids
 from infra.aws import _dynamodb_items as items
 from infra.aws._boto import (
     classify,
@@ -57,6 +58,7 @@ from infra.aws._boto import (
     engine_error,
     error_code,
     new_client,
+    rejected,
     translated,
     where,
 )
@@ -200,7 +202,7 @@ class DynamoDBStateStore:
             DefinitionError: the run has more steps than one transaction can write.
             StoreUnavailable: DynamoDB throttled or failed; nothing was written.
         """
-        _check_run_ids(run.run_id, [run], steps)
+        check_run_ids(run.run_id, [run], steps)
         expires_at = self._expiry(run)
         ops = [
             items.put_op(
@@ -246,7 +248,7 @@ class DynamoDBStateStore:
             StoreUnavailable: DynamoDB throttled or failed; nothing was written.
         """
         run_id = change.run_id
-        _check_run_ids(run_id, [change.run] if change.run is not None else [], change.steps)
+        check_run_ids(run_id, [change.run] if change.run is not None else [], change.steps)
         expires_at = self._expiry(change.run) if change.run is not None else None
         try:
             self._transact(run_id, self._change_ops(change, expires_at, guard_revival=True))
@@ -439,8 +441,10 @@ class DynamoDBStateStore:
                 )
         if any(c in ("ThrottlingError", "ProvisionedThroughputExceeded") for c in codes):
             return StoreUnavailable(f"DynamoDB throttled a write to run {run_id!r} ({self._where})")
-        return ConfigurationError(
-            f"DynamoDB refused a write to run {run_id!r}: {', '.join(codes)} ({exc}; {self._where})"
+        # ValidationError (an item over 400 KB, a bad value) or another refusal.
+        refusal = f"{', '.join(codes)} ({exc})"
+        return rejected(
+            "DynamoDB", operation=f"a write to run {run_id!r}", where=self._where, reason=refusal
         )
 
     def _translated(self) -> contextlib.AbstractContextManager[None]:
@@ -563,11 +567,3 @@ class DynamoDBStateStore:
             if error is None:
                 raise
             raise error from exc
-
-
-def _check_run_ids(run_id: str, runs: Sequence[RunRecord], steps: Sequence[StepRecord]) -> None:
-    """Reject records of another run: a change is one atomic write to one run."""
-    records: list[RunRecord | StepRecord] = [*runs, *steps]
-    for record in records:
-        if record.run_id != run_id:
-            raise ValueError(f"record of run {record.run_id!r} in a change to run {run_id!r}")

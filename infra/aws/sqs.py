@@ -45,6 +45,7 @@ from infra.aws._boto import (
     engine_error,
     error_code,
     new_client,
+    rejected,
     translated,
     where,
 )
@@ -446,7 +447,8 @@ class SqsTaskQueue:
             return
         detail = "; ".join(f"{f.get('Code')}: {f.get('Message', '')}" for f in real[:3])
         if any(f.get("SenderFault") for f in real):
-            raise ConfigurationError(f"SQS refused to {what} {len(real)} message(s): {detail}")
+            operation = f"{what} of {len(real)} message(s)"
+            raise rejected("SQS", operation=operation, where=self._where, reason=detail)
         raise QueueUnavailable(f"SQS failed to {what} {len(real)} message(s): {detail}")
 
     def _parse(self, raw: MessageTypeDef) -> Message | None:

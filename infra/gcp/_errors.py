@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Final
 
-from core.errors import ConfigurationError, StoreUnavailable
+from core.errors import ConfigurationError, RequestRejected, StoreUnavailable
 
 
 @functools.cache
@@ -34,6 +35,20 @@ def vendor_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+# Per ``describe()["backend"]``: the service's name, and what to check when it rejects a
+# request as invalid.
+_REJECTION_HINTS: Final = {
+    "firestore": (
+        "Firestore",
+        "the size of what the run stores: a document holds at most 1 MiB (a run's input "
+        "and output, a step's inline output); lower RELAY_INLINE_OUTPUT_LIMIT and set "
+        "RELAY_GCS_BUCKET so that large outputs go to Cloud Storage",
+    ),
+    "gcs": ("Cloud Storage", "the bucket (RELAY_GCS_BUCKET) and the object name"),
+}
+_DEFAULT_HINT: Final = ("Google Cloud", "the request's values and sizes")
+
+
 def transient_errors() -> tuple[type[Exception], ...]:
     """Google API errors worth retrying: the service was busy, unreachable or too slow."""
     from google.api_core import exceptions as api_exceptions
@@ -54,8 +69,8 @@ def translate(exc: BaseException, *, action: str, where: Mapping[str, str]) -> E
 
     * access denied, missing database/bucket, missing index, no credentials →
       ``ConfigurationError`` (retrying cannot help; the message says what to check);
-    * a request the service rejects as malformed (a document over 1 MiB, an id too
-      long) → ``ValueError``;
+    * a request the service rejects as invalid (a document over 1 MiB, a commit over its
+      size or write limits) → ``RequestRejected``, as the AWS adapters raise for theirs;
     * everything else (unavailable, deadline, throttled, aborted, network) →
       ``StoreUnavailable``, which is retryable.
     """
@@ -81,7 +96,10 @@ def translate(exc: BaseException, *, action: str, where: Mapping[str, str]) -> E
             f"deploy infra/gcp/firestore.indexes.json ({location})"
         )
     if isinstance(exc, api_exceptions.BadRequest):  # InvalidArgument and friends
-        return ValueError(f"{action} was rejected as invalid ({detail}); {location}")
+        service, check = _REJECTION_HINTS.get(where.get("backend", ""), _DEFAULT_HINT)
+        return RequestRejected(
+            service=service, operation=f"{action} ({location})", reason=detail, check=check
+        )
     return StoreUnavailable(f"{action} failed ({detail}); {location}")
 
 

@@ -145,7 +145,7 @@ def commit(
     first attempt landed would then fail its own preconditions. Callers read and decide.
 
     Raises:
-        ConfigurationError, ValueError, StoreUnavailable: other Google errors, translated.
+        ConfigurationError, RequestRejected, StoreUnavailable: other Google errors, translated.
     """
     from google.api_core import exceptions as api_exceptions
 

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
 
 from core.domain.records import Message
-from core.errors import ConfigurationError, QueueUnavailable
+from core.errors import ConfigurationError, QueueUnavailable, RequestRejected
 from infra.gcp._errors import vendor_errors
 
 if TYPE_CHECKING:
@@ -242,7 +242,7 @@ class CloudTasksQueue:
                 again: their names make the repeats no-ops).
             ConfigurationError: the queue does not exist (or is disabled), or access is
                 denied.
-            ValueError: Cloud Tasks refused a task as invalid (a body over 1 MB, a
+            RequestRejected: Cloud Tasks refused a task as invalid (a body over 1 MB, a
                 ``not_before`` more than 30 days ahead).
         """
         unique: dict[str, Message] = {}
@@ -338,7 +338,12 @@ class CloudTasksQueue:
                 f"actAs on the service account ({where})"
             )
         if isinstance(exc, api_exceptions.BadRequest):
-            return ValueError(f"{action} was rejected as invalid ({detail}); {where}")
+            return RequestRejected(
+                service="Cloud Tasks",
+                operation=f"{action} ({where})",
+                reason=detail,
+                check="the task: its body at most 1 MB, scheduled at most 30 days ahead",
+            )
         return QueueUnavailable(f"{action} failed ({detail}); {where}")
 
 

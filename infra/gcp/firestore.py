@@ -27,6 +27,7 @@ from core.domain.records import (
 )
 from core.domain.status import RunStatus
 from core.errors import ConcurrencyConflict
+from core.ports.state_store import check_run_ids
 from infra.gcp._errors import google_errors, transient_errors
 from infra.gcp._firestore_commit import (
     Rejected,
@@ -157,7 +158,7 @@ class FirestoreStateStore:
             ConcurrencyConflict: step documents of this run id exist without a header.
             StoreUnavailable: Firestore stayed unreachable for the whole timeout.
         """
-        _check_run_ids(run.run_id, [run], steps)
+        check_run_ids(run.run_id, [run], steps)
         expires_at = self._expiry_for(run)
         header_ref = self._run_ref(run.run_id)
         header = run_to_document(run, expires_at=expires_at)
@@ -255,7 +256,7 @@ class FirestoreStateStore:
             StoreUnavailable: Firestore stayed unreachable for the whole timeout.
         """
         run_id = change.run_id
-        _check_run_ids(run_id, [change.run] if change.run is not None else [], change.steps)
+        check_run_ids(run_id, [change.run] if change.run is not None else [], change.steps)
         targets = self._targets(change)
         action = f"update run {run_id!r}"
         deadline = time.monotonic() + self._timeout
@@ -489,11 +490,3 @@ class FirestoreStateStore:
                 )
             ]
         return new_expiry, refs
-
-
-def _check_run_ids(run_id: str, runs: Sequence[RunRecord], steps: Sequence[StepRecord]) -> None:
-    """Reject records of another run: a change is one atomic write to one run."""
-    records: list[RunRecord | StepRecord] = [*runs, *steps]
-    for record in records:
-        if record.run_id != run_id:
-            raise ValueError(f"record of run {record.run_id!r} in a change to run {run_id!r}")

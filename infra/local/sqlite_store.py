@@ -25,6 +25,7 @@ from core.domain.records import (
 )
 from core.domain.status import RunStatus, StepStatus
 from core.errors import ConcurrencyConflict
+from core.ports.state_store import check_run_ids
 from infra.local.sqlite_db import SQLiteDatabase
 from infra.local.sqlite_schema import INSERT_MESSAGE_SQL, message_row
 
@@ -115,7 +116,7 @@ class SQLiteStateStore:
             ConcurrencyConflict: a step record of this run id exists without its header.
             StoreUnavailable: the database is locked or failing; nothing was written.
         """
-        _check_run_ids(run.run_id, [run], steps)
+        check_run_ids(run.run_id, [run], steps)
         run_row = _run_row(run)
         step_rows = [_step_row(step) for step in steps]
         now = self._clock()
@@ -155,7 +156,7 @@ class SQLiteStateStore:
             StoreUnavailable: the database is locked or failing; nothing was written.
         """
         run_id = change.run_id
-        _check_run_ids(run_id, [change.run] if change.run is not None else [], change.steps)
+        check_run_ids(run_id, [change.run] if change.run is not None else [], change.steps)
         # Serialise before taking the write lock: JSON encoding is the slow part.
         run_params = _run_update_params(change.run) if change.run is not None else None
         step_params = [
@@ -226,14 +227,6 @@ class SQLiteStateStore:
         for status, count in rows:
             counts[RunStatus(status)] = count
         return counts
-
-
-def _check_run_ids(run_id: str, runs: Sequence[RunRecord], steps: Sequence[StepRecord]) -> None:
-    """Reject records of another run: a change is one atomic write to one run."""
-    records: list[RunRecord | StepRecord] = [*runs, *steps]
-    for record in records:
-        if record.run_id != run_id:
-            raise ValueError(f"record of run {record.run_id!r} in a change to run {run_id!r}")
 
 
 def _conflict(

@@ -25,6 +25,7 @@ from core.domain.records import (
 )
 from core.domain.status import RunStatus
 from core.errors import ConcurrencyConflict
+from core.ports.state_store import check_run_ids
 
 
 def _dumps(value: Any) -> str:
@@ -76,7 +77,7 @@ class MemoryStateStore:
         Returns:
             The stored header and whether this call created it.
         """
-        _check_run_ids(run.run_id, [run], steps)
+        check_run_ids(run.run_id, [run], steps)
         frozen_run = _freeze_run(run)
         frozen_steps = {step.name: _freeze_step(step) for step in steps}
         with self._lock:
@@ -103,7 +104,7 @@ class MemoryStateStore:
             ConcurrencyConflict: a record or check no longer matches; nothing was written.
         """
         run_id = change.run_id
-        _check_run_ids(run_id, [change.run] if change.run is not None else [], change.steps)
+        check_run_ids(run_id, [change.run] if change.run is not None else [], change.steps)
         new_run = _freeze_run(change.run) if change.run is not None else None
         new_steps = [_freeze_step(step) for step in change.steps]
         with self._lock:
@@ -157,14 +158,6 @@ class MemoryStateStore:
                 if saga is None or run.saga == saga:
                     counts[run.status] += 1
         return counts
-
-
-def _check_run_ids(run_id: str, runs: Sequence[RunRecord], steps: Sequence[StepRecord]) -> None:
-    """Reject records of another run: a change is one atomic write to one run."""
-    records: list[RunRecord | StepRecord] = [*runs, *steps]
-    for record in records:
-        if record.run_id != run_id:
-            raise ValueError(f"record of run {record.run_id!r} in a change to run {run_id!r}")
 
 
 def _expect(run_id: str, what: str, expected: int, stored: RunRecord | StepRecord | None) -> None:

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -385,23 +382,3 @@ def test_s3_missing_bucket_is_a_configuration_error(aws_clients: AwsClients) -> 
 
     with pytest.raises(ConfigurationError, match="missing-"):
         io.save(run_id="r-1", step="s", result_id="0", value=1)
-
-
-# -- imports -------------------------------------------------------------------------------
-
-
-def test_importing_the_aws_adapters_does_not_import_boto3() -> None:
-    """boto3 and botocore load only when a client is built (cold start of other targets)."""
-    code = (
-        "import sys, infra.aws.dynamodb, infra.aws.sqs, infra.aws.s3_io; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert result.stdout.strip() == "[]"

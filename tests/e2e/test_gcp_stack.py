@@ -129,10 +129,14 @@ def test_pubsub_message_without_topic_attribute_uses_the_subscription_mapping(
     assert stack.wait_for([run_id], TERMINAL, timeout_seconds=60)[run_id] == "COMPLETED"
 
 
+OVER_A_DOCUMENT = "x" * 1_200_000
+"""A name that makes a run's input larger than a Firestore document (1 MiB)."""
+
+
 def test_pubsub_cloud_event_target_serves_eventarc_deliveries(
     stack: GcpStack, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """``--target pubsub``: a messagePublished CloudEvent starts one run; bad data is acked."""
+    """``--target pubsub``: a CloudEvent starts one run; bad data, or a refused run, is acked."""
     server = FunctionServer(
         target="pubsub", env=stack.env, log_dir=tmp_path_factory.mktemp("pubsub-target")
     )
@@ -152,10 +156,17 @@ def test_pubsub_cloud_event_target_serves_eventarc_deliveries(
         again = http_call("POST", f"{server.url}/", envelope, headers=headers)
         bad = dict(envelope, message={"data": "@@", "messageId": "ce-e2e-2"})
         acked = http_call("POST", f"{server.url}/", bad, headers={**headers, "ce-id": "ce-e2e-2"})
+        large = {"data": encode_data({"name": OVER_A_DOCUMENT}), "messageId": "ce-e2e-3"}
+        refused = http_call(
+            "POST",
+            f"{server.url}/",
+            dict(envelope, message=large),
+            headers={**headers, "ce-id": "ce-e2e-3"},
+        )
     finally:
         server.stop()
 
-    assert (first[0], again[0], acked[0]) == (200, 200, 200)
+    assert (first[0], again[0], acked[0], refused[0]) == (200, 200, 200, 200)
     run_id = run_id_for_key("greet", "event:ce-e2e-1")
     assert stack.wait_for([run_id], TERMINAL, timeout_seconds=60)[run_id] == "COMPLETED"
     assert (
@@ -165,6 +176,28 @@ def test_pubsub_cloud_event_target_serves_eventarc_deliveries(
         == 404
     )
     assert "dead-lettered" in server.logs()
+    assert "Firestore rejected" in server.logs()  # the refused run, acked: no retry loop
+    refused_run = run_id_for_key("greet", "event:ce-e2e-3")
+    assert http_call("GET", f"{stack.function.url}/v1/runs/{refused_run}")[0] == 404
+
+
+def test_a_start_firestore_rejects_answers_422_and_writes_nothing(stack: GcpStack) -> None:
+    """A run too large for a Firestore document is refused for good (422), not deferred (503)."""
+    key = "greet-too-large"
+    # Just under the app's 1 MiB body limit; with the run's other fields, over a document.
+    name = "x" * (1024 * 1024 - 100)
+    status, body = http_call(
+        "POST",
+        f"{stack.function.url}/v1/sagas/greet/runs",
+        {"name": name},
+        headers={"Idempotency-Key": key},
+    )
+
+    assert status == 422, body
+    assert (body["error"], body["service"]) == ("request_rejected", "Firestore")
+    assert "1 MiB" in body["message"]
+    run_id = run_id_for_key("greet", key)
+    assert http_call("GET", f"{stack.function.url}/v1/runs/{run_id}")[0] == 404
 
 
 def test_pubsub_message_resumes_a_run_waiting_for_its_event(stack: GcpStack) -> None:

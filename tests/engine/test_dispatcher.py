@@ -31,12 +31,8 @@ from core.engine.saga_runner import RunnerSettings
 from core.faults import FaultPlan
 from core.registry import SagaRegistry
 from core.signing import SIGNATURE_HEADER, SignatureError, verify
-from infra.local.runtime.dispatcher import (
-    Dispatcher,
-    HttpDelivery,
-    InProcessDelivery,
-    backoff_seconds,
-)
+from infra.local.runtime.delivery import HttpDelivery, InProcessDelivery, backoff_seconds
+from infra.local.runtime.dispatcher import Dispatcher
 from infra.local.sqlite_db import SQLiteDatabase
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore

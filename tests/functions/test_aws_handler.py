@@ -154,6 +154,33 @@ def test_sns_notification_starts_a_subscribed_run(greet_lambda: AwsStack) -> Non
     assert outcome["rejected"] == {}
 
 
+OVER_AN_ITEM = "x" * 500_000
+"""A name that makes a run's input larger than a DynamoDB item (400 KB)."""
+
+
+def test_a_start_dynamodb_rejects_answers_422_and_writes_nothing(greet_lambda: AwsStack) -> None:
+    """A run too large for a DynamoDB item is refused for good (422), not deferred (503)."""
+    response = start_greeting(name=OVER_AN_ITEM, key="greet-large-0001")
+
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 422
+    assert (body["error"], body["service"]) == ("request_rejected", "DynamoDB")
+    assert "400 KB" in body["message"]
+    assert receive_all(greet_lambda) == []
+    assert wiring.get_engine().runs.list(saga="greet", statuses=None, limit=10) == []
+
+
+def test_an_event_dynamodb_rejects_is_reported_not_raised(greet_lambda: AwsStack) -> None:
+    """An event whose run DynamoDB refuses is answered as rejected, so Lambda does not retry."""
+    event = golden("eventbridge_event")
+    event["detail"]["name"] = OVER_AN_ITEM
+
+    outcome = lambda_entry.handler(event, CONTEXT)
+
+    assert outcome["runs"] == []
+    assert "DynamoDB rejected" in outcome["rejected"][event["id"]]
+
+
 class Captured(logging.Handler):
     """Keeps the records of one logger (the handler reconfigures the root logger)."""
 
