@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 
 from core.domain.records import Message, RunId, RunRecord, StateChange, StepName, StepRecord
-from core.domain.status import Action, RunStatus, StepStatus
+from core.domain.status import Action, RunStatus
 from core.errors import RequestRejected
 from core.ports.clock import FixedClock
 from core.ports.state_store import StateStore
@@ -71,14 +71,8 @@ def _steps(run_id: str) -> list[StepRecord]:
 
 
 def _succeeded(step: StepRecord, output: object) -> StepRecord:
-    return step.evolve(
-        now=T0 + 1,
-        status=StepStatus.SUCCEEDED,
-        attempt=1,
-        output=output,
-        started_at=T0 + 1,
-        finished_at=T0 + 1,
-    )
+    """The commit of the claimed ``step``'s attempt with ``output``."""
+    return step.succeeded(now=T0 + 2, output=output)
 
 
 def _assert_names_the_service(error: RequestRejected, backend: str) -> None:
@@ -116,7 +110,10 @@ def test_a_step_output_too_large_for_the_store_is_rejected_and_not_written(
     """A commit with an output over the record limit raises RequestRejected, changes nothing."""
     backend = _backend(request, "store_and_queue", RECORD_LIMITS)
     run = _run("r-1")
-    state_store.create_run(run=run, steps=_steps("r-1"), outbox=())
+    (step,) = _steps("r-1")
+    state_store.create_run(run=run, steps=[step], outbox=())
+    claimed = step.claimed(now=T0 + 1, lease_until=T0 + 31, error=None)
+    state_store.apply(change=StateChange(run.run_id, steps=(claimed,)))
     before = state_store.load_run(run_id=run.run_id)
     assert before is not None
     done = _succeeded(before.step("charge"), {"receipt": "y" * TOO_LARGE})
