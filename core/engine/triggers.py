@@ -20,7 +20,12 @@ from core.domain.saga import Saga
 from core.domain.triggers import Schedule, topic_matches, validate_topic
 from core.engine.runs import RunService, StartResult, run_id_for_key
 from core.engine.saga_runner import SagaRunner
-from core.errors import ConfigurationError, EngineError, InputValidationError
+from core.errors import (
+    ConfigurationError,
+    EngineError,
+    InputValidationError,
+    RequestRejected,
+)
 from core.registry import SagaRegistry
 from core.scheduling import iso_utc
 
@@ -82,6 +87,13 @@ class TriggerService:
                 except InputValidationError as exc:
                     log.warning(
                         "event rejected by saga input model",
+                        extra={"saga": saga.name, "topic": topic, "event_id": event_id},
+                    )
+                    rejected[saga.name] = str(exc)
+                    continue
+                except RequestRejected as exc:  # the store refuses this run (too large)
+                    log.warning(
+                        "event's run refused by the state store",
                         extra={"saga": saga.name, "topic": topic, "event_id": event_id},
                     )
                     rejected[saga.name] = str(exc)

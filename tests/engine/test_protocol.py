@@ -18,7 +18,7 @@ from core import (
     StepStatus,
 )
 from core.domain.status import Action
-from core.engine.saga_runner import Outcome
+from core.engine.saga_runner import Outcome, RunnerSettings
 from core.errors import (
     IdempotencyKeyReusedError,
     InputValidationError,
@@ -625,3 +625,43 @@ def test_crashes_that_exhaust_the_budget_lead_to_compensation(
     assert snap.run.status is RunStatus.COMPENSATED
     assert "lost its lease" in (snap.step("c").error or "")
     assert calls.order == ["a", "b", "undo_c", "undo_b", "undo_a"]
+
+
+def test_a_result_the_store_refuses_fails_the_step_for_good(
+    saga_harness: MakeHarness, request: pytest.FixtureRequest
+) -> None:
+    """An output over the store's record limit (inline limit set too high) fails at once.
+
+    Stores with a record limit (DynamoDB 400 KB, Firestore 1 MiB) refuse the commit; the
+    step then fails without retries and the run compensates, instead of re-running the
+    step until its attempts run out. Stores without a limit keep the output.
+    """
+    backend = request.node.callspec.params["store_and_queue"]
+    saga = Saga("bulky")
+    undone: list[str] = []
+
+    @saga.step(retry=RetryPolicy(max_attempts=3, initial_delay_seconds=1.0, jitter=0.0))
+    def prepare(ctx: StepContext) -> str:
+        return "ready"
+
+    @prepare.compensation
+    def unprepare(ctx: StepContext) -> None:
+        undone.append("prepare")
+
+    @saga.step(retry=RetryPolicy(max_attempts=3, initial_delay_seconds=1.0, jitter=0.0))
+    def report(ctx: StepContext) -> str:
+        return "x" * (1300 * 1024)
+
+    limit = RunnerSettings(lease_grace_seconds=1.0, inline_output_limit_bytes=4 * 1024 * 1024)
+    h = saga_harness([saga], settings=limit)
+    snap = h.run("bulky", {})
+    if backend in ("memory_store", "sqlite_store"):
+        assert snap.run.status is RunStatus.COMPLETED
+        return
+    assert snap.run.status is RunStatus.COMPENSATED
+    assert snap.step("report").status is StepStatus.COMPENSATED or (
+        snap.step("report").status is StepStatus.FAILED
+    )
+    assert snap.step("report").execute_attempts == 1
+    assert "could not be stored" in (snap.step("report").error or snap.run.error or "")
+    assert undone == ["prepare"]

@@ -18,7 +18,7 @@ from core.engine.saga_runner.forward import ForwardChanges
 from core.engine.saga_runner.results import HandleResult, Outcome
 from core.engine.saga_runner.shared import SharedSteps, is_active
 from core.engine.saga_runner.waits import WaitPath
-from core.errors import ConfigurationError, NonRetryableStepError
+from core.errors import ConfigurationError, NonRetryableStepError, RequestRejected
 
 
 class ExecutePath:
@@ -75,7 +75,9 @@ class ExecutePath:
                     run_id=run.run_id, step=claimed.name, value=value
                 )
                 outcome = AttemptOutcome(is_success=True, value=stored)
-            except (NonRetryableStepError, ConfigurationError) as exc:
+            except (NonRetryableStepError, ConfigurationError, RequestRejected) as exc:
+                # The output cannot be kept (not JSON, no I/O manager, refused by it):
+                # another attempt would produce the same output, so the step fails now.
                 outcome = AttemptOutcome(is_success=False, error=str(exc), is_retryable=False)
         return shared.commit(saga, snapshot, claimed, outcome, self._forward.execute_change)
 

@@ -21,7 +21,7 @@ from core.engine import planner
 from core.engine.executor import AttemptExecutor, AttemptOutcome
 from core.engine.outputs import OutputStorage
 from core.engine.saga_runner.results import HandleResult, Outcome, RunnerSettings
-from core.errors import ConcurrencyConflict
+from core.errors import ConcurrencyConflict, RequestRejected
 from core.ports.clock import Clock
 from core.ports.metrics import MetricsSink
 from core.ports.state_store import StateStore
@@ -155,6 +155,22 @@ class SharedSteps:
                         Outcome.DISCARDED, "claim lost to a newer attempt; result discarded"
                     )
                 snapshot = fresh
+                continue
+            except RequestRejected as exc:
+                if not outcome.is_success:
+                    raise
+                # The store refuses the result itself (an output over its record limit and
+                # no I/O manager to take it): the same output would be refused on every
+                # attempt, so record the step as failed for good instead of looping.
+                log.error(
+                    "the state store refused the step's result; failing the step",
+                    extra={"run_id": claimed.run_id, "step": claimed.name, "error": str(exc)},
+                )
+                outcome = AttemptOutcome(
+                    is_success=False,
+                    error=f"the step's result could not be stored: {exc}",
+                    is_retryable=False,
+                )
                 continue
             if change.run is not None and change.run.status.is_terminal:
                 self.ports.metrics.record_run(saga=saga.name, status=change.run.status.value)
