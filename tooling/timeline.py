@@ -146,10 +146,10 @@ def run_timeline(view: Mapping[str, Any]) -> RenderableType:
     table = Table(header_style="bold", box=None, pad_edge=False, expand=False)
     table.add_column("step", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("attempts", justify="right")
+    table.add_column("attempts", justify="right", no_wrap=True)
     table.add_column("start", justify="right", no_wrap=True)
     table.add_column("end", justify="right", no_wrap=True)
-    table.add_column("took", justify="right", no_wrap=True)
+    table.add_column("span", justify="right", no_wrap=True)
     table.add_column(
         f"{_offset(axis_start, start)} → {_offset(axis_start + total, start)}", no_wrap=True
     )
@@ -160,7 +160,7 @@ def run_timeline(view: Mapping[str, Any]) -> RenderableType:
         table.add_row(
             str(step["name"]),
             styled_status(str(step["status"]), is_step=True),
-            str(step.get("attempts", 0)),
+            attempt_counts(step),
             _offset(began, start),
             _offset(ended, start),
             format_duration(ended - began) if began is not None and ended is not None else "-",
@@ -181,10 +181,16 @@ def run_timeline(view: Mapping[str, Any]) -> RenderableType:
     lines: list[RenderableType] = [
         Text(
             f"created {format_local_time(view.get('created_at'))}"
-            f" · took {format_duration(run_duration(view))}",
+            f" · {'ran' if view.get('status') in TERMINAL_RUN_STATUSES else 'running for'}"
+            f" {format_duration(run_duration(view))} (creation to last change)",
             style="dim",
         ),
         table,
+        Text(
+            "start/end: seconds after creation · span: first attempt to last end, "
+            "compensation included · attempts: the step's own + its compensation's",
+            style="dim",
+        ),
     ]
     if step_errors:
         lines.append(Text("step errors (last error of each step)", style="bold"))
@@ -195,6 +201,19 @@ def run_timeline(view: Mapping[str, Any]) -> RenderableType:
     if view.get("output") is not None:
         lines.append(Text.assemble(("output     ", "bold"), summarize_json(view.get("output"))))
     return Panel(Group(*lines), title=title, title_align="left", expand=False)
+
+
+def attempt_counts(step: Mapping[str, Any]) -> str:
+    """``2``, or ``1 + 2 undo`` when the step's compensation was attempted too.
+
+    The step's own attempts and its compensation's are counted apart, so a step that
+    failed after one attempt and was undone in two does not read as three tries.
+    """
+    if "execute_attempts" not in step:  # a view from an older server: the total only
+        return str(step.get("attempts", 0))
+    own = int(step["execute_attempts"])
+    undo = int(step.get("compensation_attempts") or 0)
+    return f"{own} + {undo} undo" if undo else str(own)
 
 
 def _clip(text: str | None, limit: int) -> str:

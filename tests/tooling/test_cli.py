@@ -151,6 +151,9 @@ def test_runs_show_draws_a_timeline_with_every_step_and_the_run_error(
     assert "SKIPPED" in result.stdout
     assert "run error" in result.stdout and "PaymentDeclined" in result.stdout
     assert "█" in result.stdout  # the bars of the timeline
+    charge = next(line for line in result.stdout.splitlines() if "charge_payment" in line)
+    assert "1 + 1 undo" in charge  # declined once; its own compensation ran once
+    assert "(creation to last change)" in result.stdout
 
 
 def test_runs_list_filters_by_status_and_prints_the_api_list_shape(relay_data_dir: Path) -> None:
