@@ -111,7 +111,7 @@ test: install lint typecheck ## everything CI runs
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
 test-fast: $(DEV_STAMP) ## no emulator, no archive build, no slow run: under a minute
-	$(BIN)/pytest -q -p no:cacheprovider -m 'not emulator and not slow and not network' \
+	$(BIN)/pytest -q -p no:cacheprovider -m 'not emulator and not slow' \
 	    $(FAST_TESTS)
 
 bench: $(DEV_STAMP) ## benchmarks (not tests): ratios against same-run baselines
