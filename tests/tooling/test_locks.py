@@ -7,9 +7,11 @@ deployment locks, requirements-gcp.txt and requirements-aws.txt (``relay package
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
 from functools import cache
@@ -244,3 +246,64 @@ def test_a_changed_lock_installs_again() -> None:
                 check=True,
             )
             assert f"-r {lock}" in completed.stdout, (changed, completed.stdout)
+
+
+DEMO_MODULES = (
+    "tooling.cli",
+    "tooling.demo",
+    "tooling.dev_stack",
+    "tooling.local_stack",
+    "infra.local.runtime.dispatcher",
+    "infra.local.runtime.supervisor",
+    "infra.local.runtime.cron",
+    "functions.gcp",  # the local workers serve its targets under functions-framework
+)
+
+
+_DISTRIBUTIONS_LOADED = """
+import importlib, json, sys, sysconfig
+from pathlib import Path
+
+at_start = set(sys.modules)  # site's .pth hooks (the editable install's finder, ...)
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+from functions.wiring import build_engine, get_settings
+
+build_engine(get_settings())
+site = Path(sysconfig.get_paths()["purelib"])
+new = [sys.modules[name] for name in set(sys.modules) - at_start]
+files = {Path(module.__file__) for module in new if getattr(module, "__file__", None)}
+paths = {file.relative_to(site).as_posix() for file in files if file.is_relative_to(site)}
+loaded = []
+for record in site.glob("*.dist-info/RECORD"):
+    if paths & {line.split(",", 1)[0] for line in record.read_text().splitlines()}:
+        loaded.append(record.parent.name.split("-", 1)[0])
+print(json.dumps(sorted(loaded)))
+"""
+"""Imports the modules named in argv and builds the local engine, then prints the
+distributions (dist-info names) whose module files loaded from site-packages, read from
+their RECORD files; this project's own modules are not in site-packages."""
+
+
+def test_what_the_demo_imports_is_in_the_demo_lock(tmp_path: Path) -> None:
+    """The CLI, the dev stack and the workers it starts load only demo-lock distributions.
+
+    The engine is built as ``relay dev`` builds it (the local backend); a cloud SDK or a
+    test tool imported on that path would make ``make demo`` fail on a fresh clone.
+    """
+    environment = {"RELAY_BACKEND": "local", "RELAY_DATA_DIR": str(tmp_path / "relay")}
+    completed = subprocess.run(
+        [sys.executable, "-c", _DISTRIBUTIONS_LOADED, *DEMO_MODULES],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **environment},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    loaded = {canonicalize_name(name) for name in json.loads(completed.stdout)}
+    demo = {pin.name for pin in load(DEMO_LOCK).pins}
+
+    assert {"click", "rich", "functions-framework", "pydantic"} <= loaded  # it sees them
+    assert loaded - demo == set()
