@@ -17,7 +17,8 @@ kept (no ``__pycache__``/``.pyc``; no ``RECORD``, ``INSTALLER``, ``REQUESTED`` o
 ``direct_url.json`` in ``*.dist-info``; no ``bin/`` console scripts, whose shebangs
 name the build machine's interpreter).
 
-The lock files it installs from are ``tooling.package.locks``'s.
+The lock files it installs from are written by ``make lock`` and read by
+``tooling.package.locks``.
 """
 
 from __future__ import annotations
