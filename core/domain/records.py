@@ -27,6 +27,9 @@ class RunRecord:
 
     ``definition_hash`` is the content hash of the saga definition the run started under;
     ``is_cancel_requested`` makes the compensation end in CANCELLED instead of COMPENSATED.
+    ``redrive_count`` and ``redriven_at`` are the sweeper's bookkeeping: how often it
+    re-drove the run and when it last did, so its back-off survives a fresh container
+    (``core/engine/sweeper.py``).
     """
 
     run_id: RunId
@@ -41,10 +44,21 @@ class RunRecord:
     error: str | None = None
     is_cancel_requested: bool = False
     version: int = 1
+    redrive_count: int = 0
+    redriven_at: float | None = None
 
     def evolve(self, *, now: float, **changes: Any) -> RunRecord:
         """Return the next version of this record with ``changes`` applied."""
         return dataclasses.replace(self, updated_at=now, version=self.version + 1, **changes)
+
+    def redriven(self, *, now: float) -> RunRecord:
+        """The next version after the sweeper re-drove the run at ``now``.
+
+        ``updated_at`` stays: the sweeper's bookkeeping is not progress of the run.
+        """
+        return dataclasses.replace(
+            self, version=self.version + 1, redrive_count=self.redrive_count + 1, redriven_at=now
+        )
 
 
 @dataclass(frozen=True, slots=True)

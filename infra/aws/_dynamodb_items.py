@@ -157,6 +157,7 @@ def run_item(run: RunRecord, expires_at: float | None) -> Item:
         "updated_at": number(run.updated_at),
         "is_cancel_requested": {"BOOL": run.is_cancel_requested},
         "version": number(run.version),
+        "redrive_count": number(run.redrive_count),
         "gsi1pk": {"S": f"SAGA#{run.saga}"},
         "gsi1sk": {"S": order},
         "gsi2pk": {"S": f"STATUS#{run.status.value}"},
@@ -164,6 +165,7 @@ def run_item(run: RunRecord, expires_at: float | None) -> Item:
     }
     set_optional(item, "error", run.error)
     set_optional(item, "idempotency_key", run.idempotency_key)
+    set_optional(item, "redriven_at", run.redriven_at)
     if expires_at is not None:
         item[TTL_ATTRIBUTE] = number(int(expires_at))
     return item
@@ -183,6 +185,9 @@ def run_from_item(item: Mapping[str, Any]) -> RunRecord:
         error=read_string(item, "error"),
         is_cancel_requested=bool(item["is_cancel_requested"]["BOOL"]),
         version=int(item["version"]["N"]),
+        # Absent from items written before the sweeper kept a back-off.
+        redrive_count=int(read_number(item, "redrive_count") or 0),
+        redriven_at=read_number(item, "redriven_at"),
     )
 
 

@@ -86,6 +86,8 @@ def run_to_document(run: RunRecord, *, expires_at: datetime | None) -> dict[str,
         "created_at": float(run.created_at),
         "updated_at": float(run.updated_at),
         "is_cancel_requested": run.is_cancel_requested,
+        "redrive_count": run.redrive_count,
+        "redriven_at": _float_or_none(run.redriven_at),
         VERSION: run.version,
         EXPIRES_AT: expires_at,
     }
@@ -106,6 +108,9 @@ def run_from_document(doc: dict[str, Any]) -> RunRecord:
         updated_at=doc["updated_at"],
         is_cancel_requested=bool(doc["is_cancel_requested"]),
         version=doc[VERSION],
+        # Absent from documents written before the sweeper kept a back-off.
+        redrive_count=int(doc.get("redrive_count") or 0),
+        redriven_at=_float_or_none(doc.get("redriven_at")),
     )
 
 

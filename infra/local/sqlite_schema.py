@@ -12,8 +12,8 @@ from typing import Final
 from core.domain.records import Message
 from core.errors import ConfigurationError
 
-SCHEMA_VERSION: Final = 1
-"""Bumped, with a migration step in ``create_schema_txn``, whenever a table changes."""
+SCHEMA_VERSION: Final = 2
+"""Bumped, with a migration step in ``_MIGRATIONS``, whenever a table changes."""
 
 DB_FILE_NAME: Final = "relay.db"
 
@@ -69,6 +69,15 @@ _SCHEMA_V1: Final = (
     "CREATE INDEX IF NOT EXISTS queue_by_visible_at ON queue (visible_at)",
 )
 
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    # 2: the sweeper's per-run back-off (RunRecord.redrive_count, redriven_at).
+    2: (
+        "ALTER TABLE runs ADD COLUMN redrive_count INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN redriven_at REAL",
+    ),
+}
+"""Statements that take a file from the version before the key to the key's version."""
+
 INSERT_MESSAGE_SQL: Final = (
     "INSERT OR IGNORE INTO queue"
     " (message_id, run_id, step, action, attempt, not_before, visible_at, enqueued_at)"
@@ -95,7 +104,10 @@ def message_row(message: Message, now: float) -> MessageRow:
 
 
 def create_schema_txn(conn: sqlite3.Connection, path: str) -> None:
-    """Create the tables if the file is new; refuse a file written by a newer schema.
+    """Create the tables if the file is new, migrate an older file, refuse a newer one.
+
+    A new file gets version 1 and then every migration, so new and migrated files end
+    with the same tables.
 
     Raises:
         ConfigurationError: the file's schema is newer than this code knows.
@@ -106,9 +118,14 @@ def create_schema_txn(conn: sqlite3.Connection, path: str) -> None:
     if found is None:
         for statement in _SCHEMA_V1:
             conn.execute(statement)
-        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        found = 1
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (found,))
     elif found > SCHEMA_VERSION:
         raise ConfigurationError(
             f"{path} has schema version {found}, newer than this Relay's {SCHEMA_VERSION}; "
             "upgrade Relay or point RELAY_DATA_DIR elsewhere"
         )
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        for statement in _MIGRATIONS[version]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))

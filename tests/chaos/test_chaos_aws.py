@@ -23,6 +23,7 @@ from core.faults import CRASH_EXIT_CODE
 from functions import aws as lambda_entry
 from functions import wiring
 from functions.sagas.order import demo_inputs
+from tests.support.aws import moto_stats, stats_delta
 from tests.support.aws_stack import (
     CONTEXT,
     TERMINAL,
@@ -85,6 +86,10 @@ def test_chaos_campaign_with_crashes_on_the_aws_stack_ends_clean(
     log_path = tmp_path / "poller.log"
     deadline = time.monotonic() + CAMPAIGN_SECONDS
     next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
+    stats_before = moto_stats(aws_stack.clients.endpoint_url)
+    timeline: list[dict[str, Any]] = []
+    next_sample = time.monotonic()
+    redriven = 0
     # Several pollers, as Lambda runs several containers: a crashed one does not stall
     # the campaign while it restarts and its batch waits out the visibility timeout.
     pollers: list[subprocess.Popen[bytes] | None] = [None] * POLLERS
@@ -94,6 +99,10 @@ def test_chaos_campaign_with_crashes_on_the_aws_stack_ends_clean(
                 finished = engine.runs.list(saga="order", statuses=sorted(TERMINAL), limit=1000)
                 if len(finished) >= CHAOS_RUNS:
                     break
+                if time.monotonic() >= next_sample:
+                    timeline.append(_sample(aws_stack, began, len(finished), redriven))
+                    print("aws chaos sample:", json.dumps(timeline[-1]), flush=True)
+                    next_sample = time.monotonic() + 10
                 for slot, process in enumerate(pollers):
                     if process is not None and process.poll() is None:
                         continue
@@ -113,9 +122,10 @@ def test_chaos_campaign_with_crashes_on_the_aws_stack_ends_clean(
                     # scaled down here): a message that exceeded maxReceiveCount while its
                     # worker kept crashing sits in the dead-letter queue, and only the
                     # sweeper re-drives its run.
-                    lambda_entry.handler(
+                    answer = lambda_entry.handler(
                         {"relay": "sweep", "stale_after_seconds": SWEEP_STALE_SECONDS}, CONTEXT
                     )
+                    redriven += int(answer["redriven"])
                     next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
                 time.sleep(0.5)
             else:
@@ -136,10 +146,35 @@ def test_chaos_campaign_with_crashes_on_the_aws_stack_ends_clean(
         "step_attempts": report.step_attempts,
         "crashes": len(exits),
         "seconds": round(time.monotonic() - began, 1),
+        "redriven": redriven,
+        "moto": stats_delta(moto_stats(aws_stack.clients.endpoint_url), stats_before),
     }
     print("aws chaos with crashes:", json.dumps(figures))
     assert report.is_clean, report.to_json()
     assert exits, "no crash was injected"
+
+
+def _sample(stack: AwsStack, began: float, finished: int, redriven: int) -> dict[str, Any]:
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    attributes = stack.clients.sqs.get_queue_attributes(
+        QueueUrl=stack.queue_url, AttributeNames=names
+    )["Attributes"]
+    dlq = stack.clients.sqs.get_queue_attributes(
+        QueueUrl=stack.dead_letter_queue_url, AttributeNames=names[:1]
+    )["Attributes"]
+    return {
+        "t": round(time.monotonic() - began),
+        "finished": finished,
+        "visible": int(attributes.get("ApproximateNumberOfMessages", 0)),
+        "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        "delayed": int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
+        "dlq": int(dlq.get("ApproximateNumberOfMessages", 0)),
+        "redriven": redriven,
+    }
 
 
 def _stall_report(engine: Any, run_ids: list[str], stack: AwsStack) -> str:

@@ -9,6 +9,11 @@ testing moto's race rather than our conditions. Handling one request at a time r
 the atomicity. SQS long polls (``WaitTimeSeconds`` above zero, or left to the queue's
 default) bypass the lock so that they cannot stall every other request.
 
+Every request is counted by operation (``X-Amz-Target``, else method and first path
+segment) with the time spent handling it and waiting for the lock; ``GET
+/relay-stats/`` answers those counters as JSON, so a test can say where moto's time
+went (``tests/support/aws.py``: ``moto_stats``).
+
 Usage: ``python _moto_server.py -H 127.0.0.1 -p PORT`` (the ``moto_server`` options).
 """
 
@@ -18,14 +23,45 @@ import io
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import moto.server
 
 _lock = threading.Lock()
+STATS_PATH = "/relay-stats/"
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class _Stats:
+    """Per-operation request counters (count, handling seconds, lock-wait seconds)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ops: dict[str, list[float]] = {}
+
+    def add(self, op: str, handled_seconds: float, waited_seconds: float) -> None:
+        with self._lock:
+            entry = self._ops.setdefault(op, [0, 0.0, 0.0, 0.0])
+            entry[0] += 1
+            entry[1] += handled_seconds
+            entry[2] += waited_seconds
+            entry[3] = max(entry[3], handled_seconds)
+
+    def to_json(self) -> bytes:
+        with self._lock:
+            ops = {
+                op: {
+                    "count": int(count),
+                    "seconds": round(handled, 3),
+                    "lock_wait_seconds": round(waited, 3),
+                    "max_seconds": round(longest, 4),
+                }
+                for op, (count, handled, waited, longest) in sorted(self._ops.items())
+            }
+        return json.dumps(ops).encode()
 
 
 class SerialisedApp:
@@ -33,11 +69,22 @@ class SerialisedApp:
 
     def __init__(self, app: WsgiApp) -> None:
         self._app = app
+        self.stats = _Stats()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ.get("PATH_INFO") == STATS_PATH:
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [self.stats.to_json()]
+        op = _operation(environ)
         if _is_long_poll(environ):
-            return list(self._app(environ, start_response))
+            began = time.perf_counter()
+            try:
+                return list(self._app(environ, start_response))
+            finally:
+                self.stats.add(op + " (long poll)", time.perf_counter() - began, 0.0)
+        asked = time.perf_counter()
         with _lock:
+            began = time.perf_counter()
             result = self._app(environ, start_response)
             try:
                 return list(result)
@@ -45,6 +92,16 @@ class SerialisedApp:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
+                self.stats.add(op, time.perf_counter() - began, began - asked)
+
+
+def _operation(environ: dict[str, Any]) -> str:
+    """The API operation of a request: ``X-Amz-Target`` (JSON protocols) or method + path."""
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target:
+        return str(target)
+    segment = str(environ.get("PATH_INFO", "/")).strip("/").split("/", 1)[0]
+    return f"{environ.get('REQUEST_METHOD', '?')} /{segment}"
 
 
 def _is_long_poll(environ: dict[str, Any]) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import sys
 import urllib.error
 import urllib.request
@@ -118,6 +119,33 @@ def aws_clients(moto_endpoint: str) -> Iterator[AwsClients]:
         clients.dynamodb.close()
         clients.sqs.close()
         clients.s3.close()
+
+
+def moto_stats(endpoint_url: str, *, timeout_seconds: float = 5.0) -> dict[str, dict[str, Any]]:
+    """moto's request counters by operation (``_moto_server.py``: count, seconds, waits)."""
+    url = f"{endpoint_url}/relay-stats/"
+    with urllib.request.urlopen(url, timeout=timeout_seconds) as response:
+        stats: dict[str, dict[str, Any]] = json.loads(response.read())
+    return stats
+
+
+def stats_delta(
+    after: dict[str, dict[str, Any]], before: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, float]]:
+    """What happened between two ``moto_stats`` readings: count and seconds per operation."""
+    delta: dict[str, dict[str, float]] = {}
+    for op, now in after.items():
+        then = before.get(op, {})
+        count = now["count"] - then.get("count", 0)
+        if count:
+            delta[op] = {
+                "count": count,
+                "seconds": round(now["seconds"] - then.get("seconds", 0.0), 2),
+                "lock_wait_seconds": round(
+                    now["lock_wait_seconds"] - then.get("lock_wait_seconds", 0.0), 2
+                ),
+            }
+    return delta
 
 
 def delete_bucket(aws: AwsClients, bucket: str) -> None:
