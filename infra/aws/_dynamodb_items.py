@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from core.domain.records import RunId, RunRecord, StepName, StepRecord
 from core.domain.status import RunStatus, StepStatus
-from core.errors import ConcurrencyConflict
+from core.errors import ConcurrencyConflict, ConfigurationError, StoreUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
@@ -69,6 +69,33 @@ class ConditionFailed(Exception):
         return ConcurrencyConflict(
             run_id=run_id, detail=f"{self.op.label}: expected {expected_text}, found {found}"
         )
+
+
+def cancellation_error(exc: Exception, run_id: str, ops: list[Op], *, where: str) -> Exception:
+    """What a ``TransactionCanceledException`` means, from its reasons (one per op, in order).
+
+    A failed condition becomes ``ConditionFailed`` (the store turns it into a conflict or
+    a revival), a racing transaction ``ConcurrencyConflict``, throttling
+    ``StoreUnavailable``; anything else is a request DynamoDB refused.
+    """
+    reasons: list[Mapping[str, Any]] = getattr(exc, "response", {}).get("CancellationReasons", [])
+    codes = [str(reason.get("Code", "None")) for reason in reasons]
+    for op, reason, code in zip(ops, reasons, codes, strict=False):
+        if code == "ConditionalCheckFailed":
+            return ConditionFailed(op, reason.get("Item"))
+    for op, code in zip(ops, codes, strict=False):
+        if code == "TransactionConflict":
+            # Another transaction was writing this item: our read is likely stale. Real
+            # DynamoDB answers racing claims this way rather than with a failed condition,
+            # so it must be a conflict for the claim race to have one winner.
+            return ConcurrencyConflict(
+                run_id=run_id, detail=f"{op.label}: another write to it was in flight"
+            )
+    if any(c in ("ThrottlingError", "ProvisionedThroughputExceeded") for c in codes):
+        return StoreUnavailable(f"DynamoDB throttled a write to run {run_id!r} ({where})")
+    return ConfigurationError(
+        f"DynamoDB refused a write to run {run_id!r}: {', '.join(codes)} ({exc}; {where})"
+    )
 
 
 def put_op(

@@ -11,6 +11,7 @@ every table, queue and bucket a unique name (``unique_name``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import sys
@@ -119,6 +120,34 @@ def aws_clients(moto_endpoint: str) -> Iterator[AwsClients]:
         clients.dynamodb.close()
         clients.sqs.close()
         clients.s3.close()
+
+
+@functools.cache
+def quick_clients(endpoint_url: str) -> AwsClients:
+    """Clients for diagnostics: 2 s to connect, 5 s to answer, no retries.
+
+    A stall report must not wait on a busy moto for a client's default 30 s read timeout
+    times its retries (``tests/support/stall.py`` bounds the whole report too).
+    """
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+    config = Config(
+        connect_timeout=2,
+        read_timeout=5,
+        retries={"mode": "standard", "max_attempts": 1},
+        s3={"addressing_style": "path"},
+    )
+    options: dict[str, Any] = {"endpoint_url": endpoint_url, "config": config}
+    return AwsClients(
+        endpoint_url=endpoint_url,
+        dynamodb=session.client("dynamodb", **options),
+        sqs=session.client("sqs", **options),
+        s3=session.client("s3", **options),
+    )
 
 
 def moto_stats(endpoint_url: str, *, timeout_seconds: float = 5.0) -> dict[str, dict[str, Any]]:
