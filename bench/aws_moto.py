@@ -23,7 +23,7 @@ from typing import Any
 from infra.local.runtime.supervisor import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCHER = ROOT / "tests" / "emulators" / "_moto_server.py"
+LAUNCHER = ROOT / "tests" / "support" / "_moto_server.py"
 REGION = "us-east-1"
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",

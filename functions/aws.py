@@ -442,16 +442,19 @@ def _handle_schedule(event: Event) -> dict[str, Any]:
 
 
 def _handle_sweep(event: Event) -> dict[str, Any]:
-    """Re-drive stalled runs (the sweeper schedule, every minute by default)."""
-    from core.engine.runs import DEFAULT_SWEEP_STALE_SECONDS
+    """Re-send the overdue messages of stalled runs (the sweeper schedule, every minute).
+
+    The sweeper's work per invocation is bounded and each run backs off between
+    re-drives (``core/engine/sweeper.py``), so a slow queue does not get more messages.
+    """
+    from core.engine.sweeper import DEFAULT_SWEEP_STALE_SECONDS
 
     try:
         stale = SweepInvocation.parse(event, DEFAULT_SWEEP_STALE_SECONDS)
     except ValueError as exc:
         log.error("sweeper invocation ignored: %s", exc)
         return {"status": "rejected", "error": str(exc)}
-    redriven = _engine().runs.sweep(stale_after_seconds=stale)
-    return {"redriven": redriven, "stale_after_seconds": stale}
+    return _engine().sweeper.sweep(stale_after_seconds=stale).to_json()
 
 
 def _handle_topic_event(events: list[TopicEvent]) -> dict[str, Any]:

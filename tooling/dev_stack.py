@@ -301,20 +301,25 @@ class DevStack:
             await asyncio.sleep(0.01)
 
     async def _sweep_forever(self) -> None:
+        """Run the sweeper every interval; its work per pass is bounded (see sweeper.py)."""
         engine = self.engine
         while True:
             await asyncio.sleep(self._sweep_interval_seconds)
             try:
-                redriven = await asyncio.to_thread(
-                    engine.runs.sweep, stale_after_seconds=self._stale_after_seconds
+                report = await asyncio.to_thread(
+                    engine.sweeper.sweep, stale_after_seconds=self._stale_after_seconds
                 )
             except EngineError as exc:
                 log.warning(
                     "sweep failed; trying again in %gs: %s", self._sweep_interval_seconds, exc
                 )
                 continue
-            if redriven:
-                log.info("sweeper re-drove %d stalled run(s)", redriven, extra={"runs": redriven})
+            if report.redriven:
+                log.info(
+                    "sweeper re-drove %d stalled run(s)",
+                    report.redriven,
+                    extra={"sweep": report.to_json()},
+                )
 
 
 def build_api_app(engine: Engine, key: bytes) -> ASGIApp:

@@ -241,7 +241,7 @@ def _events(sagas: list[Saga]) -> list[dict[str, Any]]:
 
 
 def _sweeper() -> dict[str, Any]:
-    from core.engine.runs import DEFAULT_SWEEP_STALE_SECONDS
+    from core.engine.sweeper import DEFAULT_SWEEP_STALE_SECONDS
 
     return {
         "cron": SWEEPER_CRON,

@@ -67,6 +67,9 @@ class RunRecord:
     keeps why compensation began (the failure or the cancel request) through a failed
     compensation and a manual retry, so the error of a retried run that then ends
     COMPENSATED is that reason again, not the instruction to retry.
+    ``redrive_count`` and ``redriven_at`` are the sweeper's bookkeeping: how often it
+    re-drove the run and when it last did, so its back-off survives a fresh container
+    (``core/engine/sweeper.py``).
     """
 
     run_id: RunId
@@ -82,6 +85,8 @@ class RunRecord:
     compensation_reason: str | None = None
     is_cancel_requested: bool = False
     version: int = 1
+    redrive_count: int = 0
+    redriven_at: float | None = None
 
     def running(self, *, now: float) -> RunRecord:
         """A step started or a retry is due: the run is RUNNING."""
@@ -173,6 +178,16 @@ class RunRecord:
             definition_hash=definition_hash,
             updated_at=now,
             version=self.version + 1,
+        )
+
+    def redriven(self, *, now: float) -> RunRecord:
+        """The next version after the sweeper re-drove the run at ``now``.
+
+        ``updated_at`` stays: the sweeper's bookkeeping is not progress of the run.
+        """
+        _require(self, "redriven")
+        return replace(
+            self, version=self.version + 1, redrive_count=self.redrive_count + 1, redriven_at=now
         )
 
 

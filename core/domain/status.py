@@ -31,6 +31,8 @@ Run transitions::
     cancel_requested              COMPENSATING                     -> COMPENSATING
     failed                        any but a terminal status        -> FAILED
     retried                       FAILED                           -> RUNNING / COMPENSATING
+    redriven                      PENDING, RUNNING, WAITING,       -> (unchanged: the sweeper's
+                                  COMPENSATING                        bookkeeping only)
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ RUN_TRANSITIONS: Final[Mapping[str, frozenset[RunStatus]]] = {
     "cancel_requested": frozenset({RunStatus.COMPENSATING}),
     "failed": frozenset(RunStatus) - _TERMINAL_RUN,
     "retried": frozenset({RunStatus.FAILED}),
+    "redriven": frozenset(RunStatus) - _TERMINAL_RUN - {RunStatus.FAILED},
 }
 """The run statuses each ``RunRecord`` transition may be called from."""
 

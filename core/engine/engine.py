@@ -12,6 +12,7 @@ from core.engine.outputs import OutputStorage
 from core.engine.planner import ordered_names
 from core.engine.runs import RunService
 from core.engine.saga_runner import HandleResult, RunnerSettings, SagaRunner
+from core.engine.sweeper import Sweeper, SweepSettings
 from core.engine.triggers import TriggerService
 from core.ports.clock import Clock, SystemClock
 from core.ports.io_manager import IOManager
@@ -39,6 +40,7 @@ class Engine:
     executor: AttemptExecutor = field(default_factory=StepExecutor)
     metrics: MetricsSink = field(default_factory=NullMetrics)
     settings: RunnerSettings = field(default_factory=RunnerSettings)
+    sweep_settings: SweepSettings = field(default_factory=SweepSettings)
     rng: random.Random = field(default_factory=random.Random)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -63,6 +65,14 @@ class Engine:
             queue=self.queue,
             clock=self.clock,
             conflict_retries=self.settings.conflict_retries,
+        )
+        self.sweeper = Sweeper(
+            registry=self.registry,
+            store=self.store,
+            queue=self.queue,
+            clock=self.clock,
+            settings=self.sweep_settings,
+            rng=self.rng,
         )
         self.triggers = TriggerService(registry=self.registry, runs=self.runs, runner=self.runner)
 

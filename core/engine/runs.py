@@ -1,4 +1,4 @@
-"""The caller side of runs: start, read, list, retry by hand, cancel, and sweep."""
+"""The caller side of runs: start, read, list, retry by hand and cancel."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
 
 from core.domain.records import (
-    Message,
     RunId,
     RunRecord,
     RunSnapshot,
@@ -18,8 +16,7 @@ from core.domain.records import (
     StepName,
     StepRecord,
 )
-from core.domain.saga import Saga
-from core.domain.status import Action, RunStatus, StepStatus
+from core.domain.status import RunStatus, StepStatus
 from core.engine import planner
 from core.errors import (
     ConcurrencyConflict,
@@ -33,9 +30,6 @@ from core.ports.task_queue import TaskQueue
 from core.registry import SagaRegistry
 
 log = logging.getLogger("relay.runs")
-
-DEFAULT_SWEEP_STALE_SECONDS: Final = 120.0
-"""How long an active run may make no progress before the sweeper re-drives it."""
 
 _ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.COMPENSATING)
 
@@ -225,61 +219,10 @@ class RunService:
             return change.run
         raise ConcurrencyConflict(run_id=run_id, detail="run kept changing during cancel")
 
-    def sweep(self, *, stale_after_seconds: float, limit: int = 500) -> int:
-        """Re-drive active runs that made no progress for ``stale_after_seconds``.
-
-        This is the backstop for messages lost outside the protocol's own healing (a
-        queue purged by hand, a crash between a non-atomic commit and its enqueue that
-        no redelivery will revisit). Returns how many runs were re-driven.
-        """
-        now = self._clock.now()
-        redriven = 0
-        for header in self._store.list_runs(statuses=_ACTIVE, limit=limit):
-            snapshot = self._store.load_run(run_id=header.run_id)
-            if snapshot is None:
-                continue
-            last_progress = max(
-                [snapshot.run.updated_at, *(s.updated_at for s in snapshot.steps.values())]
-            )
-            if now - last_progress < stale_after_seconds:
-                continue
-            try:
-                saga = self._registry.get(snapshot.run.saga)
-            except Exception:  # a saga this process does not serve: another worker's job
-                continue
-            # A parked step (sleep, event wait) holds its "lease" until its deadline but
-            # no worker: its wake-up message is what the sweeper must make sure exists.
-            if any(
-                s.has_live_lease(now) and not planner.is_waiting(saga, s)
-                for s in snapshot.steps.values()
-            ):
-                continue
-            messages = _sweep_messages(saga, snapshot, now)
-            if messages:
-                self._queue.enqueue(messages=messages)
-                redriven += 1
-                log.info(
-                    "sweeper re-enqueued the messages of a stalled run "
-                    "(the queue drops those that already exist)",
-                    extra={"run_id": header.run_id, "messages": len(messages)},
-                )
-        return redriven
-
     def _apply(self, change: StateChange) -> None:
         self._store.apply(change=change)
         if change.outbox and not self._store.delivers_outbox:
             self._queue.enqueue(messages=change.outbox)
-
-
-def _sweep_messages(saga: Saga, snapshot: RunSnapshot, now: float) -> list[Message]:
-    messages = planner.expected_messages(saga, snapshot, now=now)
-    if snapshot.run.status is RunStatus.COMPENSATING and not messages:
-        # Nothing left to undo but the run was not closed: any compensate message
-        # lets a worker close it.
-        last = planner.ordered_names(saga, snapshot.steps)[-1]
-        record = snapshot.steps[last]
-        messages = [Message(record.run_id, last, Action.COMPENSATE, record.attempt + 1)]
-    return messages
 
 
 _COMPENSATION_PHASE = frozenset(

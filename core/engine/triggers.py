@@ -93,7 +93,8 @@ class TriggerService:
                     continue
                 except RequestRejected as exc:  # the store refuses this run (too large)
                     log.warning(
-                        "event's run refused by the state store",
+                        "event's run refused by the state store (not retried): %s",
+                        exc,
                         extra={"saga": saga.name, "topic": topic, "event_id": event_id},
                     )
                     rejected[saga.name] = str(exc)

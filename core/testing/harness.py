@@ -194,8 +194,12 @@ class SagaHarness:
         return self.engine.triggers.publish(topic=topic, data=data, event_id=event_id)
 
     def sweep(self, *, stale_after_seconds: float) -> int:
-        """Run the sweeper once; returns how many runs it re-drove."""
-        return self.engine.runs.sweep(stale_after_seconds=stale_after_seconds)
+        """Run the sweeper once; returns how many runs it re-drove.
+
+        ``engine.sweeper.sweep`` gives the whole report (messages sent, runs loaded,
+        runs still backing off).
+        """
+        return self.engine.sweeper.sweep(stale_after_seconds=stale_after_seconds).redriven
 
     # -- deliveries ------------------------------------------------------------------
 

@@ -272,14 +272,14 @@ class _Api:
         return _started(result)
 
     async def sweep(self, request: Request) -> Response:
-        """``POST /v1/sweep``: re-drive stalled runs (a scheduler job calls it).
+        """``POST /v1/sweep``: re-send overdue messages of stalled runs (a scheduler job calls it).
 
-        Optional body ``{"stale_after_seconds": N}`` (default 120): runs whose last
-        progress is older, and whose steps hold no live lease, get their due messages
-        enqueued again (the queue drops those that exist; the worker's re-drive rule makes
-        the rest harmless).
+        Optional body ``{"stale_after_seconds": N}`` (default 120): a run is re-driven when
+        a message its state needs is overdue by more than N seconds, at most once per
+        back-off period of that run, within a bounded amount of work per call
+        (``core/engine/sweeper.py``). Answers the sweep's report (``redriven`` and counts).
         """
-        from core.engine.runs import DEFAULT_SWEEP_STALE_SECONDS  # the engine is loaded now
+        from core.engine.sweeper import DEFAULT_SWEEP_STALE_SECONDS  # the engine is loaded now
 
         body = await self._authenticated_body(request)
         stale = DEFAULT_SWEEP_STALE_SECONDS
@@ -289,8 +289,8 @@ class _Api:
                 message = "stale_after_seconds must be a non-negative number"
                 raise HttpError(400, "malformed_sweep", message)
             stale = float(value)
-        redriven = await self._call(lambda e: e.runs.sweep(stale_after_seconds=stale))
-        return JSONResponse({"redriven": redriven, "stale_after_seconds": stale})
+        report = await self._call(lambda e: e.sweeper.sweep(stale_after_seconds=stale))
+        return JSONResponse(report.to_json())
 
     async def retry_run(self, request: Request) -> Response:
         """``POST /v1/runs/{run_id}/retry``: resume a FAILED run with fresh retry budgets."""

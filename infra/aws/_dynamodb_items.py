@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from core.domain.records import RunId, RunRecord, StepName, StepRecord
 from core.domain.status import RunStatus, StepStatus
-from core.errors import ConcurrencyConflict
+from core.errors import ConcurrencyConflict, StoreUnavailable
+from infra.aws._boto import rejected
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
@@ -69,6 +70,33 @@ class ConditionFailed(Exception):
         return ConcurrencyConflict(
             run_id=run_id, detail=f"{self.op.label}: expected {expected_text}, found {found}"
         )
+
+
+def cancellation_error(exc: Exception, run_id: str, ops: list[Op], *, where: str) -> Exception:
+    """What a ``TransactionCanceledException`` means, from its reasons (one per op, in order).
+
+    A failed condition becomes ``ConditionFailed`` (the store turns it into a conflict or
+    a revival), a racing transaction ``ConcurrencyConflict``, throttling
+    ``StoreUnavailable``; anything else is a request DynamoDB refused (``RequestRejected``).
+    """
+    reasons: list[Mapping[str, Any]] = getattr(exc, "response", {}).get("CancellationReasons", [])
+    codes = [str(reason.get("Code", "None")) for reason in reasons]
+    for op, reason, code in zip(ops, reasons, codes, strict=False):
+        if code == "ConditionalCheckFailed":
+            return ConditionFailed(op, reason.get("Item"))
+    for op, code in zip(ops, codes, strict=False):
+        if code == "TransactionConflict":
+            # Another transaction was writing this item: our read is likely stale. Real
+            # DynamoDB answers racing claims this way rather than with a failed condition,
+            # so it must be a conflict for the claim race to have one winner.
+            return ConcurrencyConflict(
+                run_id=run_id, detail=f"{op.label}: another write to it was in flight"
+            )
+    if any(c in ("ThrottlingError", "ProvisionedThroughputExceeded") for c in codes):
+        return StoreUnavailable(f"DynamoDB throttled a write to run {run_id!r} ({where})")
+    # ValidationError (an item over 400 KB, a bad value) or another refusal.
+    refusal = f"{', '.join(codes)} ({exc})"
+    return rejected("DynamoDB", operation=f"a write to run {run_id!r}", where=where, reason=refusal)
 
 
 def put_op(
@@ -157,6 +185,7 @@ def run_item(run: RunRecord, expires_at: float | None) -> Item:
         "updated_at": number(run.updated_at),
         "is_cancel_requested": {"BOOL": run.is_cancel_requested},
         "version": number(run.version),
+        "redrive_count": number(run.redrive_count),
         "gsi1pk": {"S": f"SAGA#{run.saga}"},
         "gsi1sk": {"S": order},
         "gsi2pk": {"S": f"STATUS#{run.status.value}"},
@@ -165,6 +194,7 @@ def run_item(run: RunRecord, expires_at: float | None) -> Item:
     set_optional(item, "error", run.error)
     set_optional(item, "compensation_reason", run.compensation_reason)
     set_optional(item, "idempotency_key", run.idempotency_key)
+    set_optional(item, "redriven_at", run.redriven_at)
     if expires_at is not None:
         item[TTL_ATTRIBUTE] = number(int(expires_at))
     return item
@@ -185,6 +215,9 @@ def run_from_item(item: Mapping[str, Any]) -> RunRecord:
         compensation_reason=read_string(item, "compensation_reason"),
         is_cancel_requested=bool(item["is_cancel_requested"]["BOOL"]),
         version=int(item["version"]["N"]),
+        # Absent from items written before the sweeper kept a back-off.
+        redrive_count=int(read_number(item, "redrive_count") or 0),
+        redriven_at=read_number(item, "redriven_at"),
     )
 
 

@@ -45,7 +45,6 @@ from core.domain.records import (
 from core.domain.status import RunStatus
 from core.errors import (
     ConcurrencyConflict,
-    ConfigurationError,
     DefinitionError,
     EngineError,
     StoreUnavailable,
@@ -53,15 +52,16 @@ from core.errors import (
 from core.ports.state_store import check_run_ids
 from infra.aws import _dynamodb_items as items
 from infra.aws._boto import (
-    classify,
     describe_client,
     engine_error,
     error_code,
     new_client,
-    rejected,
     translated,
     where,
 )
+from infra.aws.dynamodb_provisioning import BY_SAGA_INDEX, BY_STATUS_INDEX, create_table
+
+__all__ = ["BY_SAGA_INDEX", "BY_STATUS_INDEX", "DynamoDBStateStore", "create_table"]
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -71,63 +71,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("relay.aws.dynamodb")
 
-BY_SAGA_INDEX: Final = "by_saga"
-BY_STATUS_INDEX: Final = "by_status"
 DEFAULT_RETENTION_SECONDS: Final = 30 * 24 * 3600.0
 MAX_TRANSACTION_ITEMS: Final = 100
 """DynamoDB's limit on the items of one ``TransactWriteItems`` call."""
-
-
-def create_table(
-    client: DynamoDBClient, *, table_name: str, is_ttl_enabled: bool = True, exist_ok: bool = False
-) -> None:
-    """Create the table ``DynamoDBStateStore`` expects (tests; users without Terraform).
-
-    On-demand billing, the ``by_saga`` and ``by_status`` indexes (all attributes
-    projected: headers are written only when a run changes status, so the index writes
-    stay rare) and TTL on ``expires_at``. Terraform's ``state_tables`` module declares the
-    same layout.
-
-    Raises:
-        ConfigurationError: the table exists (unless ``exist_ok``) or AWS refused.
-    """
-    names = ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk")
-    try:
-        client.create_table(
-            TableName=table_name,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in names],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": index,
-                    "KeySchema": [
-                        {"AttributeName": hash_key, "KeyType": "HASH"},
-                        {"AttributeName": range_key, "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-                for index, hash_key, range_key in (
-                    (BY_SAGA_INDEX, "gsi1pk", "gsi1sk"),
-                    (BY_STATUS_INDEX, "gsi2pk", "gsi2sk"),
-                )
-            ],
-        )
-    except Exception as exc:
-        if exist_ok and error_code(exc) == "ResourceInUseException":
-            return
-        if classify(exc) is None:
-            raise
-        raise ConfigurationError(f"cannot create DynamoDB table {table_name!r}: {exc}") from exc
-    client.get_waiter("table_exists").wait(TableName=table_name)
-    if is_ttl_enabled:
-        client.update_time_to_live(
-            TableName=table_name,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": items.TTL_ATTRIBUTE},
-        )
 
 
 class DynamoDBStateStore:
@@ -414,38 +360,12 @@ class DynamoDBStateStore:
                 TransactItems=[op.write for op in ops], ClientRequestToken=str(uuid.uuid4())
             )
         except Exception as exc:
-            error = self._transaction_error(exc, run_id, ops)
+            if error_code(exc) == "TransactionCanceledException":
+                raise items.cancellation_error(exc, run_id, ops, where=self._where) from exc
+            error = self._error(exc)
             if error is None:
                 raise
             raise error from exc
-
-    def _transaction_error(
-        self, exc: Exception, run_id: str, ops: list[items.Op]
-    ) -> Exception | None:
-        if error_code(exc) != "TransactionCanceledException":
-            return self._error(exc)
-        reasons: list[Mapping[str, Any]] = getattr(exc, "response", {}).get(
-            "CancellationReasons", []
-        )
-        codes = [str(reason.get("Code", "None")) for reason in reasons]
-        for op, reason, code in zip(ops, reasons, codes, strict=False):
-            if code == "ConditionalCheckFailed":
-                return items.ConditionFailed(op, reason.get("Item"))
-        for op, code in zip(ops, codes, strict=False):
-            if code == "TransactionConflict":
-                # Another transaction was writing this item: our read is likely stale.
-                # Real DynamoDB answers racing claims this way rather than with a failed
-                # condition, so it must be a conflict for the claim race to have one winner.
-                return ConcurrencyConflict(
-                    run_id=run_id, detail=f"{op.label}: another write to it was in flight"
-                )
-        if any(c in ("ThrottlingError", "ProvisionedThroughputExceeded") for c in codes):
-            return StoreUnavailable(f"DynamoDB throttled a write to run {run_id!r} ({self._where})")
-        # ValidationError (an item over 400 KB, a bad value) or another refusal.
-        refusal = f"{', '.join(codes)} ({exc})"
-        return rejected(
-            "DynamoDB", operation=f"a write to run {run_id!r}", where=self._where, reason=refusal
-        )
 
     def _translated(self) -> contextlib.AbstractContextManager[None]:
         """Raise botocore exceptions from the block as ``core.errors``, chained."""

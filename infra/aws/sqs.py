@@ -26,20 +26,18 @@ five minutes after the first send.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.domain.records import Message
 from core.errors import ConfigurationError, QueueUnavailable
 from core.ports.task_queue import Delivery
+from infra.aws import _sqs_wire as wire
 from infra.aws._boto import (
     describe_client,
     engine_error,
@@ -49,6 +47,9 @@ from infra.aws._boto import (
     translated,
     where,
 )
+from infra.aws.sqs_provisioning import CreatedQueue, create_queue
+
+__all__ = ["CreatedQueue", "LongDelays", "SqsTaskQueue", "create_queue"]
 
 if TYPE_CHECKING:
     import contextlib
@@ -58,13 +59,6 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageTypeDef, SendMessageBatchRequestEntryTypeDef
 
 log = logging.getLogger("relay.aws.sqs")
-
-MAX_DELAY_SECONDS: Final = 900
-"""SQS's limit on ``DelaySeconds``; longer delays hop (see ``SqsTaskQueue``)."""
-MAX_VISIBILITY_SECONDS: Final = 12 * 3600
-"""SQS's limit on a message's visibility timeout."""
-_BATCH: Final = 10
-_RECEIPT_SEPARATOR: Final = "|"
 
 
 class LongDelays(Protocol):
@@ -82,69 +76,6 @@ class LongDelays(Protocol):
     ) -> bool:
         """Arrange for ``body`` to reach ``queue_arn`` at ``due_at``; idempotent per id."""
         ...
-
-
-@dataclass(frozen=True)
-class CreatedQueue:
-    """URLs of a queue made by ``create_queue`` and of its dead-letter queue."""
-
-    queue_url: str
-    dead_letter_queue_url: str
-
-
-def create_queue(
-    client: SQSClient,
-    *,
-    name: str,
-    is_fifo: bool = False,
-    max_receive_count: int = 5,
-    visibility_timeout_seconds: int = 60,
-    retention_seconds: int = 4 * 24 * 3600,
-) -> CreatedQueue:
-    """Create a queue and its dead-letter queue ``<name>-dlq`` (tests; users without Terraform).
-
-    After ``max_receive_count`` receives without a delete, SQS moves a message to the
-    dead-letter queue (kept 14 days) instead of delivering it again. On a FIFO queue an
-    early receive of a delayed message counts too: leave room for it. FIFO queues get
-    high-throughput mode (de-duplication and throughput per message group), which suits
-    one group per message, and content-based de-duplication, which EventBridge Scheduler
-    needs to send to a FIFO queue (our own sends carry explicit de-duplication ids).
-
-    Returns:
-        The URLs of the queue and of its dead-letter queue.
-    """
-    base = name.removesuffix(".fifo")
-    suffix = ".fifo" if is_fifo else ""
-    fifo: dict[QueueAttributeNameType, str] = (
-        {
-            "FifoQueue": "true",
-            "ContentBasedDeduplication": "true",
-            "DeduplicationScope": "messageGroup",
-            "FifoThroughputLimit": "perMessageGroupId",
-        }
-        if is_fifo
-        else {}
-    )
-    where_ = f"queue {base + suffix!r}"
-    with translated(service="SQS", where=where_, unavailable=QueueUnavailable):
-        dlq_url = client.create_queue(
-            QueueName=f"{base}-dlq{suffix}",
-            Attributes={**fifo, "MessageRetentionPeriod": str(14 * 24 * 3600)},
-        )["QueueUrl"]
-        dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
-        queue_url = client.create_queue(
-            QueueName=base + suffix,
-            Attributes={
-                **fifo,
-                "VisibilityTimeout": str(visibility_timeout_seconds),
-                "MessageRetentionPeriod": str(retention_seconds),
-                "RedrivePolicy": json.dumps(redrive),
-            },
-        )["QueueUrl"]
-    return CreatedQueue(queue_url=queue_url, dead_letter_queue_url=dlq_url)
 
 
 class SqsTaskQueue:
@@ -241,15 +172,15 @@ class SqsTaskQueue:
         if not unique:
             return
         now = self._clock()
-        later = [m for m in unique.values() if self._is_for_scheduler(_ahead(m, now))]
+        later = [m for m in unique.values() if self._is_for_scheduler(wire.ahead(m, now))]
         if later:
             self._schedule(later)
         entries = [
             self._entry(str(i), message, now)
             for i, message in enumerate(unique.values())
-            if not self._is_for_scheduler(_ahead(message, now))
+            if not self._is_for_scheduler(wire.ahead(message, now))
         ]
-        for batch in _chunks(entries, _BATCH):
+        for batch in wire.chunks(entries, wire.BATCH):
             self._send(batch)
 
     def lease_due(self, *, now: float, limit: int, lease_seconds: float) -> list[Delivery]:
@@ -261,16 +192,16 @@ class SqsTaskQueue:
         Raises:
             QueueUnavailable: SQS throttled or failed.
         """
-        visibility = min(_whole_seconds(lease_seconds), MAX_VISIBILITY_SECONDS)
+        visibility = min(wire.whole_seconds(lease_seconds), wire.MAX_VISIBILITY_SECONDS)
         due: list[tuple[float, int, Message, MessageTypeDef]] = []
-        for _ in range(limit // _BATCH + 3):  # bounded: early messages do not count
+        for _ in range(limit // wire.BATCH + 3):  # bounded: early messages do not count
             wanted = limit - len(due)
             if wanted <= 0:
                 break
             with self._translated():
                 received = self._client.receive_message(
                     QueueUrl=self._url,
-                    MaxNumberOfMessages=min(_BATCH, wanted),
+                    MaxNumberOfMessages=min(wire.BATCH, wanted),
                     VisibilityTimeout=visibility,
                     WaitTimeSeconds=0,
                     MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
@@ -302,7 +233,7 @@ class SqsTaskQueue:
         handles: dict[str, str] = {}
         with self._lock:
             for receipt in receipts:
-                key = _parse_receipt(receipt)
+                key = wire.parse_receipt(receipt)
                 if key is None:
                     continue
                 message_id, handle = key
@@ -310,7 +241,7 @@ class SqsTaskQueue:
                 if latest is None or latest == handle:
                     handles[message_id] = handle
         entries = list(handles.items())
-        for batch in _chunks(entries, _BATCH):
+        for batch in wire.chunks(entries, wire.BATCH):
             with self._translated():
                 response = self._client.delete_message_batch(
                     QueueUrl=self._url,
@@ -329,7 +260,7 @@ class SqsTaskQueue:
         Raises:
             QueueUnavailable: SQS throttled or failed; the lease runs out by itself.
         """
-        key = _parse_receipt(receipt)
+        key = wire.parse_receipt(receipt)
         if key is None:
             return
         message_id, handle = key
@@ -337,13 +268,13 @@ class SqsTaskQueue:
             latest = self._latest.get(message_id)
             if latest is not None and latest != handle:
                 return
-        visibility = min(_whole_seconds(delay_seconds), MAX_VISIBILITY_SECONDS)
+        visibility = min(wire.whole_seconds(delay_seconds), wire.MAX_VISIBILITY_SECONDS)
         try:
             self._client.change_message_visibility(
                 QueueUrl=self._url, ReceiptHandle=handle, VisibilityTimeout=visibility
             )
         except Exception as exc:
-            if error_code(exc) in _STALE_RECEIPT_CODES:
+            if error_code(exc) in wire.STALE_RECEIPT_CODES:
                 return
             error = self._error(exc)
             if error is None:
@@ -378,7 +309,7 @@ class SqsTaskQueue:
         return engine_error(exc, service="SQS", where=self._where, unavailable=QueueUnavailable)
 
     def _is_for_scheduler(self, ahead_seconds: float) -> bool:
-        return self._long_delays is not None and ahead_seconds > MAX_DELAY_SECONDS
+        return self._long_delays is not None and ahead_seconds > wire.MAX_DELAY_SECONDS
 
     def _schedule(self, messages: Sequence[Message]) -> None:
         """Hand messages due more than 900 s ahead to ``long_delays`` (one schedule each)."""
@@ -388,10 +319,10 @@ class SqsTaskQueue:
             assert message.not_before is not None
             self._long_delays.schedule_send(
                 message_id=message.message_id,
-                body=_body(message),
+                body=wire.body(message),
                 due_at=message.not_before,
                 queue_arn=queue_arn,
-                message_group_id=_digest(message) if self._is_fifo else None,
+                message_group_id=wire.digest(message) if self._is_fifo else None,
                 dead_letter_arn=self._dead_letter_arn,
             )
 
@@ -407,29 +338,32 @@ class SqsTaskQueue:
                     QueueUrl=self._url, AttributeNames=["QueueArn", "RedrivePolicy"]
                 )["Attributes"]
             self._queue_arn = attributes["QueueArn"]
-            self._dead_letter_arn = _dead_letter_arn(attributes.get("RedrivePolicy"))
+            self._dead_letter_arn = wire.dead_letter_arn(attributes.get("RedrivePolicy"))
         return self._queue_arn
 
     def _entry(
         self, entry_id: str, message: Message, now: float
     ) -> SendMessageBatchRequestEntryTypeDef:
-        entry: SendMessageBatchRequestEntryTypeDef = {"Id": entry_id, "MessageBody": _body(message)}
+        entry: SendMessageBatchRequestEntryTypeDef = {
+            "Id": entry_id,
+            "MessageBody": wire.body(message),
+        }
         ahead = 0.0 if message.not_before is None else message.not_before - now
         if self._is_fifo:
-            if ahead > MAX_VISIBILITY_SECONDS:
+            if ahead > wire.MAX_VISIBILITY_SECONDS:
                 raise ConfigurationError(
                     f"message {message.message_id} is delayed {ahead:.0f}s; a FIFO queue can "
-                    f"hold a message back at most {MAX_VISIBILITY_SECONDS}s ({self._where}). "
+                    f"hold a message back at most {wire.MAX_VISIBILITY_SECONDS}s ({self._where}). "
                     "Use a standard queue or a scheduler for long sleeps"
                 )
-            digest = _digest(message)
+            digest = wire.digest(message)
             entry["MessageDeduplicationId"] = digest
             # One group per message: FIFO holds back a whole group while any of its
             # messages is in flight, so grouping by run would serialise a run's parallel
             # steps and let one backed-off message stall its run's cancel and events.
             entry["MessageGroupId"] = digest
         elif ahead > 0:
-            entry["DelaySeconds"] = min(_whole_seconds(ahead), MAX_DELAY_SECONDS)
+            entry["DelaySeconds"] = min(wire.whole_seconds(ahead), wire.MAX_DELAY_SECONDS)
         return entry
 
     def _send(self, entries: list[SendMessageBatchRequestEntryTypeDef]) -> None:
@@ -441,7 +375,7 @@ class SqsTaskQueue:
         self, failed: Sequence[Mapping[str, Any]], what: str, *, is_receipt_call: bool = False
     ) -> None:
         """Raise for batch entries SQS failed; on receipt calls, stale receipts are fine."""
-        ignored = _STALE_RECEIPT_CODES if is_receipt_call else frozenset()
+        ignored = wire.STALE_RECEIPT_CODES if is_receipt_call else frozenset()
         real = [f for f in failed if f.get("Code") not in ignored]
         if not real:
             return
@@ -467,7 +401,7 @@ class SqsTaskQueue:
                     "Id": str(i),
                     "ReceiptHandle": raw["ReceiptHandle"],
                     "VisibilityTimeout": min(
-                        max(1, _whole_seconds(_ahead(m, now))), MAX_VISIBILITY_SECONDS
+                        max(1, wire.whole_seconds(wire.ahead(m, now))), wire.MAX_VISIBILITY_SECONDS
                     ),
                 }
                 for i, (m, raw) in enumerate(early)
@@ -480,17 +414,19 @@ class SqsTaskQueue:
             return
         # With a scheduler, a message still more than 900 s early (a sender without
         # one, or a clock behind ours) waits there instead of hopping.
-        scheduled = [(m, raw) for m, raw in early if self._is_for_scheduler(_ahead(m, now))]
+        scheduled = [(m, raw) for m, raw in early if self._is_for_scheduler(wire.ahead(m, now))]
         if scheduled:
             self._schedule([m for m, _ in scheduled])
         copies: list[SendMessageBatchRequestEntryTypeDef] = [
             {
                 "Id": str(i),
                 "MessageBody": raw["Body"],
-                "DelaySeconds": min(max(1, _whole_seconds(_ahead(m, now))), MAX_DELAY_SECONDS),
+                "DelaySeconds": min(
+                    max(1, wire.whole_seconds(wire.ahead(m, now))), wire.MAX_DELAY_SECONDS
+                ),
             }
             for i, (m, raw) in enumerate(early)
-            if not self._is_for_scheduler(_ahead(m, now))
+            if not self._is_for_scheduler(wire.ahead(m, now))
         ]
         # Send before deleting: a crash in between leaves a duplicate, never a loss.
         if copies:
@@ -510,7 +446,7 @@ class SqsTaskQueue:
         with self._lock:
             self._remember(message_id, handle)
         count = int(raw.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        receipt = f"{message_id}{_RECEIPT_SEPARATOR}{handle}"
+        receipt = f"{message_id}{wire.RECEIPT_SEPARATOR}{handle}"
         return Delivery(message=message, delivery_count=count, receipt=receipt)
 
     def _remember(self, message_id: str, handle: str) -> None:
@@ -519,59 +455,3 @@ class SqsTaskQueue:
         self._latest.move_to_end(message_id)
         while len(self._latest) > self._tracked_limit:
             self._latest.popitem(last=False)
-
-
-# What SQS answers for a receipt handle that expired or whose message is gone: a
-# stale receipt acks and releases nothing, as the contract asks.
-_STALE_RECEIPT_CODES: Final = frozenset(
-    {
-        "ReceiptHandleIsInvalid",
-        "AWS.SimpleQueueService.ReceiptHandleIsInvalid",
-        "InvalidParameterValue",
-        "MessageNotInflight",
-        "AWS.SimpleQueueService.MessageNotInflight",
-    }
-)
-
-
-def _parse_receipt(receipt: str) -> tuple[str, str] | None:
-    """``(sqs message id, receipt handle)`` of a receipt this queue issued, or None."""
-    message_id, separator, handle = receipt.partition(_RECEIPT_SEPARATOR)
-    if not separator or not message_id or not handle:
-        return None
-    return message_id, handle
-
-
-def _dead_letter_arn(redrive_policy: str | None) -> str | None:
-    """The ``deadLetterTargetArn`` of a queue's redrive policy (None without one)."""
-    if not redrive_policy:
-        return None
-    try:
-        target = json.loads(redrive_policy).get("deadLetterTargetArn")
-    except (ValueError, AttributeError):
-        return None
-    return target if isinstance(target, str) and target else None
-
-
-def _body(message: Message) -> str:
-    """The SQS message body of ``message`` (also a schedule's Input)."""
-    return json.dumps(message.to_json(), separators=(",", ":"), ensure_ascii=False)
-
-
-def _digest(message: Message) -> str:
-    """FIFO de-duplication id and message group of ``message``: sha256 of its id."""
-    return hashlib.sha256(message.message_id.encode()).hexdigest()
-
-
-def _ahead(message: Message, now: float) -> float:
-    return 0.0 if message.not_before is None else message.not_before - now
-
-
-def _whole_seconds(seconds: float) -> int:
-    """SQS takes whole seconds: round up (never early), forgiving float noise of 1 ms."""
-    return max(0, math.ceil(seconds - 0.001))
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])

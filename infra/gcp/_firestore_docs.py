@@ -87,6 +87,8 @@ def run_to_document(run: RunRecord, *, expires_at: datetime | None) -> dict[str,
         "updated_at": float(run.updated_at),
         "is_cancel_requested": run.is_cancel_requested,
         "compensation_reason": run.compensation_reason,
+        "redrive_count": run.redrive_count,
+        "redriven_at": _float_or_none(run.redriven_at),
         VERSION: run.version,
         EXPIRES_AT: expires_at,
     }
@@ -108,6 +110,9 @@ def run_from_document(doc: dict[str, Any]) -> RunRecord:
         is_cancel_requested=bool(doc["is_cancel_requested"]),
         compensation_reason=doc.get("compensation_reason"),  # absent before it existed
         version=doc[VERSION],
+        # Absent from documents written before the sweeper kept a back-off.
+        redrive_count=int(doc.get("redrive_count") or 0),
+        redriven_at=_float_or_none(doc.get("redriven_at")),
     )
 
 

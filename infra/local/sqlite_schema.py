@@ -72,11 +72,14 @@ _SCHEMA_V1: Final = (
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     # 1 -> 2: messages name their saga (NULL for rows enqueued before, which the worker
     # resolves from the run); steps count their compensation's attempts apart; a run
-    # keeps why it compensates apart from its current error.
+    # keeps why it compensates apart from its current error, and the sweeper's per-run
+    # back-off (RunRecord.redrive_count, redriven_at).
     2: (
         "ALTER TABLE queue ADD COLUMN saga TEXT",
         "ALTER TABLE steps ADD COLUMN compensation_attempts INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN compensation_reason TEXT",
+        "ALTER TABLE runs ADD COLUMN redrive_count INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN redriven_at REAL",
     ),
 }
 """The statements that take a file from the version before each key to that version."""

@@ -31,7 +31,8 @@ from infra.local.sqlite_schema import INSERT_MESSAGE_SQL, message_row
 
 _RUN_COLUMNS: Final = (
     "run_id, saga, status, input, output, error, definition_hash, idempotency_key,"
-    " created_at, updated_at, is_cancel_requested, version, compensation_reason"
+    " created_at, updated_at, is_cancel_requested, version, compensation_reason,"
+    " redrive_count, redriven_at"
 )
 _STEP_COLUMNS: Final = (
     "run_id, name, status, attempt, budget_start, lease_until, retry_at, output, error,"
@@ -39,14 +40,15 @@ _STEP_COLUMNS: Final = (
 )
 
 _INSERT_RUN: Final = (
-    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (run_id) DO NOTHING"
 )
 # The set list omits run_id, saga and created_at: they never change after creation.
 _UPDATE_RUN: Final = (
     "UPDATE runs SET status = ?, input = ?, output = ?, error = ?, definition_hash = ?,"
     " idempotency_key = ?, updated_at = ?, is_cancel_requested = ?, version = ?,"
-    " compensation_reason = ? WHERE run_id = ? AND version = ?"
+    " compensation_reason = ?, redrive_count = ?, redriven_at = ?"
+    " WHERE run_id = ? AND version = ?"
 )
 _SELECT_RUN: Final = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"
 _SELECT_RUN_VERSION: Final = "SELECT version FROM runs WHERE run_id = ?"
@@ -254,6 +256,8 @@ def _run_row(run: RunRecord) -> tuple[Any, ...]:
         int(run.is_cancel_requested),
         run.version,
         run.compensation_reason,
+        run.redrive_count,
+        run.redriven_at,
     )
 
 
@@ -270,6 +274,8 @@ def _run_update_params(run: RunRecord) -> tuple[Any, ...]:
         int(run.is_cancel_requested),
         run.version,
         run.compensation_reason,
+        run.redrive_count,
+        run.redriven_at,
         run.run_id,
         run.version - 1,
     )
@@ -290,6 +296,8 @@ def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
         is_cancel_requested=bool(row[10]),
         version=row[11],
         compensation_reason=row[12],
+        redrive_count=row[13],
+        redriven_at=row[14],
     )
 
 

@@ -1,28 +1,47 @@
 """The chaos campaign on the AWS stack: order runs under failures, crashes and duplicates.
 
-The Lambda handler runs in a subprocess behind the event-source poller of
-``tests/e2e/test_aws_stack.py``; an injected crash (``os._exit``) kills that process,
-and the test starts a new one, as Lambda would start a new container. Its in-flight
-batch comes back after the poller's 5 s visibility timeout. Duplicates are the
-poller's (SQS at-least-once delivery); failures and crashes are ``RELAY_FAULTS``.
+The Lambda handler runs in subprocesses behind the event-source poller of
+``tests/support/aws_stack.py`` (several, as Lambda runs several containers); an injected
+crash (``os._exit``) kills one, and the test starts a new one, as Lambda would start a
+new container. Its in-flight batch comes back after the poller's visibility timeout,
+which is, as AWS advises for event source mappings, well above the time a batch takes on
+a busy machine: a shorter one (5 s here until issue 9) makes a slow poller's batch
+visible again while it still works on it, so another poller handles the same messages
+again, which makes everything slower still.
+Duplicates are the poller's (SQS at-least-once delivery); failures and crashes are
+``RELAY_FAULTS``. The sweeper is invoked from a thread every few seconds, as its
+EventBridge Scheduler schedule would (every minute in a deployment): a message that
+exceeded ``maxReceiveCount`` while its worker kept crashing sits in the dead-letter queue,
+and only the sweeper re-drives its run.
+
+The campaign waits for a condition (every run terminal) under a deadline generous for a
+loaded 2-core machine; it normally ends far below it (see the printed figures). If it
+misses the deadline, the stall report says where the unfinished runs stand and what the
+queues hold, with every call bounded (``tests/support/stall.py``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from core.domain.status import RunStatus
 from core.faults import CRASH_EXIT_CODE
+from core.ports.state_store import StateStore
 from functions import aws as lambda_entry
 from functions import wiring
 from functions.sagas.order import demo_inputs
+from infra.aws.dynamodb import DynamoDBStateStore
+from tests.support.aws import moto_stats, quick_clients, stats_delta
 from tests.support.aws_stack import (
     CONTEXT,
     TERMINAL,
@@ -30,18 +49,25 @@ from tests.support.aws_stack import (
     configure_aws_env,
     start_order,
 )
+from tests.support.stall import Budget, DiagnosticTimeout, within
 from tooling.checks import check_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAOS_RUNS = 100
 CHAOS_DUPLICATES = 0.1
-
-
 CRASH_FAULTS = "*:fail@0.2;*:crash@0.05"
 POLLERS = 3
-CAMPAIGN_SECONDS = 480
-SWEEP_EVERY_SECONDS = 5.0
-SWEEP_STALE_SECONDS = 10.0
+CAMPAIGN_SECONDS = 600
+"""The deadline; idle, the campaign takes a small fraction of it (figures printed)."""
+VISIBILITY_TIMEOUT_SECONDS = 30
+CHECK_EVERY_SECONDS = 3.0
+SAMPLE_EVERY_SECONDS = 15.0
+SWEEP_EVERY_SECONDS = 10.0
+SWEEP_STALE_SECONDS = 45.0
+"""Above a message's queueing time on a loaded machine and the visibility timeout (a
+crashed poller's batch is merely late until then); a deployment uses 120 s, every minute."""
+LIST_TIMEOUT_SECONDS = 30.0
+ACTIVE = [RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.COMPENSATING]
 POLLER_SCRIPT = """
 import os, sys, time
 import boto3
@@ -57,7 +83,7 @@ clients = AwsClients(
 )
 stack = AwsStack(clients, os.environ["RELAY_DYNAMODB_TABLE"], os.environ["RELAY_SQS_QUEUE_URL"],
                  "", os.environ["RELAY_S3_BUCKET"])
-poller = EventSourcePoller(stack, visibility_timeout_seconds=5,
+poller = EventSourcePoller(stack, visibility_timeout_seconds=int(sys.argv[3]),
                            duplicate_probability=float(sys.argv[1]), seed=int(sys.argv[2]))
 while True:
     if poller.poll_once() == 0:
@@ -65,8 +91,40 @@ while True:
 """
 
 
+class SweepSchedule:
+    """The sweeper's schedule: the Lambda handler invoked with ``{"relay": "sweep"}``."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self.calls = 0
+        self.redriven = 0
+        self.messages = 0
+        self.failures: list[str] = []
+        self._thread = threading.Thread(target=self._loop, name="sweep schedule", daemon=True)
+
+    def __enter__(self) -> SweepSchedule:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        event = {"relay": "sweep", "stale_after_seconds": SWEEP_STALE_SECONDS}
+        while not self._stop.wait(SWEEP_EVERY_SECONDS):
+            try:
+                answer = lambda_entry.handler(event, CONTEXT)
+            except Exception as exc:  # the scheduler retries on its next tick
+                self.failures.append(repr(exc))
+                continue
+            self.calls += 1
+            self.redriven += int(answer["redriven"])
+            self.messages += int(answer["messages"])
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(CAMPAIGN_SECONDS + 120)
+@pytest.mark.timeout(CAMPAIGN_SECONDS + 300)
 def test_chaos_campaign_with_crashes_on_the_aws_stack_ends_clean(
     aws_stack: AwsStack,
     tmp_path: Path,
@@ -75,6 +133,7 @@ def test_chaos_campaign_with_crashes_on_the_aws_stack_ends_clean(
     """100 order runs under failures, crashes (the poller process dies) and duplicates."""
     monkeypatch.setenv("RELAY_FAULTS", f"{CRASH_FAULTS};seed=13")
     configure_aws_env(monkeypatch, aws_stack, data_dir=tmp_path, sagas="order")
+    stats_before = moto_stats(aws_stack.clients.endpoint_url)
     began = time.monotonic()
     run_ids = [
         start_order(order, f"crash-{number}")
@@ -82,17 +141,19 @@ def test_chaos_campaign_with_crashes_on_the_aws_stack_ends_clean(
     ]
     engine = wiring.get_engine()
     exits: list[int] = []
+    samples: list[dict[str, Any]] = []
     log_path = tmp_path / "poller.log"
     deadline = time.monotonic() + CAMPAIGN_SECONDS
-    next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
+    next_sample = time.monotonic()
     # Several pollers, as Lambda runs several containers: a crashed one does not stall
     # the campaign while it restarts and its batch waits out the visibility timeout.
     pollers: list[subprocess.Popen[bytes] | None] = [None] * POLLERS
-    with log_path.open("ab") as log_file:
+    finished = 0
+    with log_path.open("ab") as log_file, SweepSchedule() as sweeper:
         try:
             while time.monotonic() < deadline:
-                finished = engine.runs.list(saga="order", statuses=sorted(TERMINAL), limit=1000)
-                if len(finished) >= CHAOS_RUNS:
+                finished = _finished(engine.store, finished)
+                if finished >= CHAOS_RUNS:
                     break
                 for slot, process in enumerate(pollers):
                     if process is not None and process.poll() is None:
@@ -102,32 +163,37 @@ def test_chaos_campaign_with_crashes_on_the_aws_stack_ends_clean(
                         assert process.returncode == CRASH_EXIT_CODE, log_path.read_text()[-3000:]
                     seed = str(slot * 1000 + len(exits))
                     pollers[slot] = subprocess.Popen(
-                        [sys.executable, "-c", POLLER_SCRIPT, str(CHAOS_DUPLICATES), seed],
+                        [
+                            sys.executable,
+                            "-c",
+                            POLLER_SCRIPT,
+                            str(CHAOS_DUPLICATES),
+                            seed,
+                            str(VISIBILITY_TIMEOUT_SECONDS),
+                        ],
                         cwd=ROOT,
                         env=dict(os.environ),
                         stdout=log_file,
                         stderr=log_file,
                     )
-                if time.monotonic() >= next_sweep:
-                    # The sweeper schedule, as modules/aws creates it (every minute there,
-                    # scaled down here): a message that exceeded maxReceiveCount while its
-                    # worker kept crashing sits in the dead-letter queue, and only the
-                    # sweeper re-drives its run.
-                    lambda_entry.handler(
-                        {"relay": "sweep", "stale_after_seconds": SWEEP_STALE_SECONDS}, CONTEXT
-                    )
-                    next_sweep = time.monotonic() + SWEEP_EVERY_SECONDS
-                time.sleep(0.5)
-            else:
-                pytest.fail(
-                    f"runs not terminal after {CAMPAIGN_SECONDS}s ({len(exits)} crashes): "
-                    + _stall_report(engine, run_ids, aws_stack)
-                )
+                if time.monotonic() >= next_sample:
+                    samples.append(_sample(aws_stack, began, finished, sweeper))
+                    next_sample = time.monotonic() + SAMPLE_EVERY_SECONDS
+                time.sleep(CHECK_EVERY_SECONDS)
         finally:
             for process in pollers:
                 if process is not None and process.poll() is None:
                     process.kill()
                     process.wait()
+    seconds = round(time.monotonic() - began, 1)
+    if finished < CHAOS_RUNS:
+        # The pollers and the sweeper are stopped: the report competes with nothing.
+        pytest.fail(
+            f"{finished}/{CHAOS_RUNS} runs terminal after {CAMPAIGN_SECONDS}s "
+            f"({len(exits)} crashes, {sweeper.redriven} runs re-driven by "
+            f"{sweeper.calls} sweeps)\nqueue over time: {json.dumps(samples)}\n"
+            + _stall_report(aws_stack)
+        )
 
     report = check_runs(engine, run_ids, data_dir=tmp_path)
     figures = {
@@ -135,33 +201,90 @@ def test_chaos_campaign_with_crashes_on_the_aws_stack_ends_clean(
         "statuses": dict(report.statuses),
         "step_attempts": report.step_attempts,
         "crashes": len(exits),
-        "seconds": round(time.monotonic() - began, 1),
+        "seconds": seconds,
+        "sweeps": sweeper.calls,
+        "swept_runs": sweeper.redriven,
+        "swept_messages": sweeper.messages,
+        "max_queue_depth": max((s["visible"] + s["delayed"] for s in samples), default=0),
+        "moto": stats_delta(moto_stats(aws_stack.clients.endpoint_url), stats_before),
     }
     print("aws chaos with crashes:", json.dumps(figures))
+    print("aws chaos queue over time:", json.dumps(samples))
     assert report.is_clean, report.to_json()
+    assert set(report.statuses) == {"COMPLETED", "COMPENSATED"}, report.statuses
     assert exits, "no crash was injected"
+    assert not sweeper.failures, sweeper.failures[:5]
 
 
-def _stall_report(engine: Any, run_ids: list[str], stack: AwsStack) -> str:
-    """Where the unfinished runs stand and what the queues hold: what a stall needs."""
-    lines = []
-    for run_id in run_ids:
-        snapshot = engine.runs.get(run_id)
-        if snapshot.run.status.is_terminal:
-            continue
-        steps = ", ".join(
-            f"{r.name}={r.status.value}#{r.attempt}"
-            + (f" lease+{r.lease_until - time.time():.0f}s" if r.lease_until else "")
-            + (f" retry+{r.retry_at - time.time():.0f}s" if r.retry_at else "")
-            for r in snapshot.steps.values()
+def _finished(store: StateStore, last: int) -> int:
+    """How many runs are terminal (the last count if the store does not answer in time).
+
+    Counted (``Select=COUNT``), not listed: a list of a hundred headers every few seconds
+    costs moto more than the campaign's own reads.
+    """
+    try:
+        counts = within(
+            LIST_TIMEOUT_SECONDS,
+            lambda: store.count_runs_by_status(saga="order"),
+            what="count finished runs",
         )
-        lines.append(f"{run_id} {snapshot.run.status.value}: {steps}")
-    names = [
+    except DiagnosticTimeout:
+        return last
+    return sum(counts[status] for status in TERMINAL)
+
+
+def _queue_depth(stack: AwsStack) -> dict[str, int]:
+    names: Any = [
         "ApproximateNumberOfMessages",
         "ApproximateNumberOfMessagesNotVisible",
         "ApproximateNumberOfMessagesDelayed",
     ]
-    for label, url in (("queue", stack.queue_url), ("dlq", stack.dead_letter_queue_url)):
-        attributes = stack.clients.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)
-        lines.append(f"{label}: {attributes.get('Attributes')}")
-    return "\n".join(lines[:40])
+    sqs = quick_clients(stack.clients.endpoint_url).sqs
+    queue = sqs.get_queue_attributes(QueueUrl=stack.queue_url, AttributeNames=names)
+    dlq = sqs.get_queue_attributes(QueueUrl=stack.dead_letter_queue_url, AttributeNames=names)
+    counts = [int(queue["Attributes"].get(name, "0")) for name in names]
+    return {
+        "visible": counts[0],
+        "in_flight": counts[1],
+        "delayed": counts[2],
+        "dlq": sum(int(dlq["Attributes"].get(name, "0")) for name in names),
+    }
+
+
+def _sample(stack: AwsStack, began: float, finished: int, sweeper: SweepSchedule) -> dict[str, Any]:
+    """Queue depth and progress at one moment (bounded: a sample is never worth a stall)."""
+    sample: dict[str, Any] = {"t": round(time.monotonic() - began), "finished": finished}
+    try:
+        sample.update(within(10.0, lambda: _queue_depth(stack), what="queue depth"))
+    except Exception as exc:  # DiagnosticTimeout included: a sample is optional
+        sample["error"] = str(exc)
+    sample["swept_runs"] = sweeper.redriven
+    return sample
+
+
+def _stall_report(stack: AwsStack) -> str:
+    """Where the unfinished runs stand and what the queues hold, in at most ~60 s."""
+    budget = Budget(total_seconds=60.0, per_call_seconds=10.0)
+    clients = quick_clients(stack.clients.endpoint_url)
+    store = DynamoDBStateStore(clients.dynamodb, table_name=stack.table)
+    unfinished = budget.call(
+        "list unfinished runs", lambda: store.list_runs(saga="order", statuses=ACTIVE, limit=1000)
+    )
+    lines = [f"unfinished runs: {'?' if unfinished is None else len(unfinished)}"]
+    now = time.time()
+    for header in (unfinished or [])[:30]:
+        load = functools.partial(store.load_run, run_id=header.run_id)
+        snapshot = budget.call(f"load {header.run_id}", load)
+        if snapshot is None:
+            continue
+        steps = ", ".join(
+            f"{r.name}={r.status.value}#{r.attempt}"
+            + (f" lease{r.lease_until - now:+.0f}s" if r.lease_until else "")
+            + (f" retry{r.retry_at - now:+.0f}s" if r.retry_at else "")
+            for r in snapshot.steps.values()
+        )
+        swept = f" (re-driven {snapshot.run.redrive_count}x)" if snapshot.run.redrive_count else ""
+        lines.append(f"{header.run_id} {snapshot.run.status.value}{swept}: {steps}")
+    depth = budget.call("queue depth", lambda: _queue_depth(stack))
+    lines.append(f"queues: {depth}")
+    return "\n".join(lines + budget.notes)

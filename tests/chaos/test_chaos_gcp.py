@@ -15,15 +15,21 @@ functions-framework server (gunicorn with one uvicorn worker) behind the token p
   calling ``POST /v1/sweep``: here a thread POSTs through the proxy every few seconds.
   With an emulator that retries forever it should rarely find anything; it is the
   backstop for a task Cloud Tasks gave up on.
+
+The campaign waits for a condition (every run terminal) under a deadline generous for a
+loaded 2-core machine; every read of the state it makes is bounded in time, and so is the
+stall report it prints if the deadline passes (``tests/support/stall.py``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -32,15 +38,22 @@ from core.faults import CRASH_EXIT_CODE
 from functions.sagas.order import demo_inputs
 from tests.support.gcp import FirestoreEmulator, PubSubEmulator, TasksEmulator
 from tests.support.gcp_stack import GcpStack, gcp_stack, http_call
+from tests.support.stall import Budget, DiagnosticTimeout, within
 from tooling.checks import check_runs
+
+if TYPE_CHECKING:
+    from core.engine.engine import Engine
 
 CHAOS_RUNS = 100
 FAULTS = "*:fail@0.2;*:crash@0.05;seed=29"
 DUPLICATES = 0.1
-CAMPAIGN_SECONDS = 200
+CAMPAIGN_SECONDS = 420
+"""The deadline; idle, the campaign takes a fraction of it (figures printed)."""
+LIST_TIMEOUT_SECONDS = 30.0
 SWEEP_EVERY_SECONDS = 5.0
 SWEEP_STALE_SECONDS = 30.0
 TERMINAL = [RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.FAILED, RunStatus.CANCELLED]
+ACTIVE = [RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.COMPENSATING]
 
 
 @pytest.fixture
@@ -96,7 +109,7 @@ class SweepJob:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(CAMPAIGN_SECONDS + 120)
+@pytest.mark.timeout(CAMPAIGN_SECONDS + 240)
 def test_chaos_campaign_on_the_gcp_stack_ends_clean(chaos_stack: GcpStack) -> None:
     """100 order runs under 20% failures, 5% crashes and 10% duplicates all end well."""
     stack = chaos_stack
@@ -106,20 +119,22 @@ def test_chaos_campaign_on_the_gcp_stack_ends_clean(chaos_stack: GcpStack) -> No
         for number, order in enumerate(demo_inputs(CHAOS_RUNS, seed=29))
     ]
     engine = stack.engine()
+    finished = 0
     try:
         with SweepJob(stack) as sweeper:
             deadline = time.monotonic() + CAMPAIGN_SECONDS
             while time.monotonic() < deadline:
                 stack.function.ensure_running()
-                finished = engine.runs.list(saga="order", statuses=TERMINAL, limit=1000)
-                if len(finished) >= CHAOS_RUNS:
+                finished = _finished(engine, finished)
+                if finished >= CHAOS_RUNS:
                     break
                 time.sleep(1.0)
-            else:
-                pytest.fail(
-                    f"runs not terminal after {CAMPAIGN_SECONDS}s "
-                    f"({len(finished)}/{CHAOS_RUNS}); log tail:\n{stack.function.logs()[-3000:]}"
-                )
+        if finished < CHAOS_RUNS:
+            pytest.fail(
+                f"{finished}/{CHAOS_RUNS} runs terminal after {CAMPAIGN_SECONDS}s "
+                f"({sweeper.calls} sweeps re-drove {sweeper.redriven} runs)\n"
+                + _stall_report(engine, stack)
+            )
         report = check_runs(engine, run_ids, data_dir=stack.data_dir)
     finally:
         engine.close()
@@ -148,3 +163,47 @@ def test_chaos_campaign_on_the_gcp_stack_ends_clean(chaos_stack: GcpStack) -> No
     assert figures["injected_failures"] > 0
     assert figures["worker_exits_137"] > 0, "no crash was injected"
     assert figures["duplicate_deliveries"] > 0
+
+
+def _finished(engine: Engine, last: int) -> int:
+    """How many runs are terminal (the last count if Firestore does not answer in time)."""
+    try:
+        runs = within(
+            LIST_TIMEOUT_SECONDS,
+            lambda: engine.runs.list(saga="order", statuses=TERMINAL, limit=1000),
+            what="list finished runs",
+        )
+    except DiagnosticTimeout:
+        return last
+    return len(runs)
+
+
+def _stall_report(engine: Engine, stack: GcpStack) -> str:
+    """Where the unfinished runs stand, what the proxy saw, the log tail: at most ~60 s."""
+    budget = Budget(total_seconds=60.0, per_call_seconds=10.0)
+    unfinished = budget.call(
+        "list unfinished runs",
+        lambda: engine.runs.list(saga="order", statuses=ACTIVE, limit=1000),
+    )
+    lines = [f"unfinished runs: {'?' if unfinished is None else len(unfinished)}"]
+    now = time.time()
+    for header in (unfinished or [])[:30]:
+        load = functools.partial(engine.runs.get, header.run_id)
+        snapshot = budget.call(f"load {header.run_id}", load)
+        if snapshot is None:
+            continue
+        steps = ", ".join(
+            f"{r.name}={r.status.value}#{r.attempt}"
+            + (f" lease{r.lease_until - now:+.0f}s" if r.lease_until else "")
+            + (f" retry{r.retry_at - now:+.0f}s" if r.retry_at else "")
+            for r in snapshot.steps.values()
+        )
+        swept = f" (re-driven {snapshot.run.redrive_count}x)" if snapshot.run.redrive_count else ""
+        lines.append(f"{header.run_id} {snapshot.run.status.value}{swept}: {steps}")
+    counters = stack.proxy.counters
+    lines.append(
+        f"proxy: {counters.requests} deliveries, {counters.duplicates} duplicated, "
+        f"answers {dict(sorted(counters.statuses.items()))}"
+    )
+    lines.append("function log tail:\n" + stack.function.logs()[-3000:])
+    return "\n".join(lines + budget.notes)

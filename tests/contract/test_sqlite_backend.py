@@ -15,7 +15,12 @@ from core.domain.status import Action, RunStatus
 from core.errors import ConcurrencyConflict, ConfigurationError, QueueUnavailable, StoreUnavailable
 from infra.local.sqlite_db import SQLiteDatabase
 from infra.local.sqlite_queue import SQLiteTaskQueue
-from infra.local.sqlite_schema import INSERT_MESSAGE_SQL, message_row
+from infra.local.sqlite_schema import (
+    _SCHEMA_V1,
+    INSERT_MESSAGE_SQL,
+    SCHEMA_VERSION,
+    message_row,
+)
 from infra.local.sqlite_store import SQLiteStateStore
 
 T0 = 1_700_000_000.0
@@ -191,6 +196,39 @@ def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigurationError, match="schema version 99"):
         SQLiteDatabase(tmp_path / "relay.db")
+
+
+def test_a_version_1_file_is_migrated_and_keeps_its_runs(tmp_path: Path) -> None:
+    """A file written before the sweeper's back-off columns opens, migrates, and stays usable."""
+    raw = sqlite3.connect(tmp_path / "relay.db")
+    with raw:
+        raw.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        raw.execute("INSERT INTO schema_version (version) VALUES (1)")
+        for statement in _SCHEMA_V1:
+            raw.execute(statement)
+        raw.execute(
+            "INSERT INTO runs VALUES ('r-1', 'order', 'RUNNING', '{}', 'null', NULL, 'h',"
+            " NULL, ?, ?, 0, 4)",
+            (T0, T0 + 1),
+        )
+    raw.close()
+
+    store = SQLiteStateStore(SQLiteDatabase(tmp_path / "relay.db"))
+    try:
+        snapshot = store.load_run(run_id=RunId("r-1"))
+        assert snapshot is not None
+        assert (snapshot.run.version, snapshot.run.redrive_count, snapshot.run.redriven_at) == (
+            4,
+            0,
+            None,
+        )
+        redriven = snapshot.run.redriven(now=T0 + 60)
+        store.apply(change=StateChange(RunId("r-1"), run=redriven))
+        assert store.list_runs() == [redriven]
+        versions = store.database.connection().execute("SELECT version FROM schema_version")
+        assert [row[0] for row in versions] == list(range(1, SCHEMA_VERSION + 1))
+    finally:
+        store.database.close()
 
 
 def test_closed_database_refuses_new_connections(tmp_path: Path) -> None:

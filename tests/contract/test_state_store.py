@@ -342,6 +342,8 @@ def test_records_round_trip_every_field(state_store: StateStore) -> None:
         compensation_reason="why: ✓",
         is_cancel_requested=True,
         version=1,
+        redrive_count=3,
+        redriven_at=T0 + 7.000001,
     )
     step = StepRecord(
         run_id=run.run_id,
@@ -395,6 +397,31 @@ def test_updates_store_the_compensation_counts_and_reason(state_store: StateStor
     )
     assert after.step("reserve") == undoing
     assert (undoing.execute_attempts, undoing.compensation_attempts) == (1, 1)
+
+
+def test_redrive_bookkeeping_persists_and_is_fenced_like_any_write(
+    state_store: StateStore,
+) -> None:
+    """The sweeper's back-off (count, time) is stored, read back, listed, and version-fenced."""
+    create(state_store, status=RunStatus.RUNNING)
+    snapshot = state_store.load_run(run_id=RunId("r-1"))
+    assert snapshot is not None
+    assert (snapshot.run.redrive_count, snapshot.run.redriven_at) == (0, None)
+    first = snapshot.run.redriven(now=NOW)
+    check = VersionCheck(StepName("reserve"), snapshot.step("reserve").version)
+    state_store.apply(change=StateChange(RunId("r-1"), run=first, checks=(check,)))
+    second = first.redriven(now=NOW + 20.25)
+    state_store.apply(change=StateChange(RunId("r-1"), run=second))
+
+    with pytest.raises(ConcurrencyConflict):  # a second sweeper acting on the old header
+        state_store.apply(change=StateChange(RunId("r-1"), run=first.redriven(now=NOW + 21)))
+    again = state_store.load_run(run_id=RunId("r-1"))
+
+    assert again is not None
+    assert again.run == second
+    assert (again.run.redrive_count, again.run.redriven_at) == (2, NOW + 20.25)
+    assert again.run.updated_at == T0  # bookkeeping is not progress of the run
+    assert state_store.list_runs(statuses=[RunStatus.RUNNING]) == [second]
 
 
 def test_stored_json_is_isolated_from_caller_objects(state_store: StateStore) -> None:

@@ -567,9 +567,9 @@ def test_sweeper_redrives_a_run_whose_message_was_lost(
     started = h.engine.runs.start("linear", {})
     item = h.queue.lease_due(now=h.clock.now(), limit=1, lease_seconds=5)[0]
     h.queue.ack(receipts=[item.receipt])  # the message is gone, nothing ran
-    assert h.engine.runs.sweep(stale_after_seconds=60) == 0  # not stale yet
+    assert h.engine.sweeper.sweep(stale_after_seconds=60).redriven == 0  # not stale yet
     h.clock.advance(120)
-    assert h.engine.runs.sweep(stale_after_seconds=60) == 1
+    assert h.engine.sweeper.sweep(stale_after_seconds=60).redriven == 1
     h.pump()
     assert h.engine.runs.get(started.run.run_id).run.status is RunStatus.COMPLETED
 

@@ -56,8 +56,10 @@ def test_the_sweeper_restores_a_lost_wake_up(saga_harness: MakeHarness) -> None:
     lost = h.queue.lease_due(now=h.clock.now() + 2 * HOUR, limit=10, lease_seconds=60.0)
     assert [item.message.action for item in lost] == [Action.RESUME]
     h.queue.ack(receipts=[item.receipt for item in lost])  # e.g. a queue purged by hand
-    assert h.engine.runs.sweep(stale_after_seconds=0.0) == 1
+    # Before the deadline nothing says the wake-up is lost: the sweeper sends nothing.
+    assert h.engine.sweeper.sweep(stale_after_seconds=0.0).redriven == 0
     h.clock.advance(HOUR + 1)
+    assert h.engine.sweeper.sweep(stale_after_seconds=0.0).redriven == 1
     h.drain()
     assert h.snapshot(run_id).run.status is RunStatus.COMPLETED
 

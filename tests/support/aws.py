@@ -11,7 +11,9 @@ every table, queue and bucket a unique name (``unique_name``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
+import json
 import sys
 import urllib.error
 import urllib.request
@@ -118,6 +120,61 @@ def aws_clients(moto_endpoint: str) -> Iterator[AwsClients]:
         clients.dynamodb.close()
         clients.sqs.close()
         clients.s3.close()
+
+
+@functools.cache
+def quick_clients(endpoint_url: str) -> AwsClients:
+    """Clients for diagnostics: 2 s to connect, 5 s to answer, no retries.
+
+    A stall report must not wait on a busy moto for a client's default 30 s read timeout
+    times its retries (``tests/support/stall.py`` bounds the whole report too).
+    """
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+    config = Config(
+        connect_timeout=2,
+        read_timeout=5,
+        retries={"mode": "standard", "max_attempts": 1},
+        s3={"addressing_style": "path"},
+    )
+    options: dict[str, Any] = {"endpoint_url": endpoint_url, "config": config}
+    return AwsClients(
+        endpoint_url=endpoint_url,
+        dynamodb=session.client("dynamodb", **options),
+        sqs=session.client("sqs", **options),
+        s3=session.client("s3", **options),
+    )
+
+
+def moto_stats(endpoint_url: str, *, timeout_seconds: float = 5.0) -> dict[str, dict[str, Any]]:
+    """moto's request counters by operation (``_moto_server.py``: count, seconds, waits)."""
+    url = f"{endpoint_url}/relay-stats/"
+    with urllib.request.urlopen(url, timeout=timeout_seconds) as response:
+        stats: dict[str, dict[str, Any]] = json.loads(response.read())
+    return stats
+
+
+def stats_delta(
+    after: dict[str, dict[str, Any]], before: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, float]]:
+    """What happened between two ``moto_stats`` readings: count and seconds per operation."""
+    delta: dict[str, dict[str, float]] = {}
+    for op, now in after.items():
+        then = before.get(op, {})
+        count = now["count"] - then.get("count", 0)
+        if count:
+            delta[op] = {
+                "count": count,
+                "seconds": round(now["seconds"] - then.get("seconds", 0.0), 2),
+                "lock_wait_seconds": round(
+                    now["lock_wait_seconds"] - then.get("lock_wait_seconds", 0.0), 2
+                ),
+            }
+    return delta
 
 
 def delete_bucket(aws: AwsClients, bucket: str) -> None:
