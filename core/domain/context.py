@@ -40,6 +40,9 @@ class StepContext(Generic[InputT_co]):
     them as a given type (a pydantic model, ``dict[str, int]``...).
     In a compensation, ``output`` is this step's own output (None when the step failed)
     and ``error`` says why the run is compensating.
+    ``attempt`` counts this function's own attempts from 1: the step's when it executes,
+    the compensation's when it compensates (so a compensation with ``max_attempts=2``
+    never sees 3, whatever the step went through before).
     """
 
     run_id: str

@@ -190,3 +190,32 @@ def test_messages_for_unknown_runs_steps_and_actions_are_acknowledged(
     assert resumed.outcome is Outcome.DROPPED
     h.pump()
     assert h.engine.runs.get(run_id).run.status is RunStatus.COMPLETED
+
+
+def test_attempt_numbers_count_each_function_from_one(saga_harness: MakeHarness) -> None:
+    """A step retried twice, then its compensation retried once: ctx.attempt is 1, 2, 3 and
+    then 1, 2 (the compensation's own count), and the step record keeps them apart."""
+    seen: list[tuple[str, int]] = []
+    saga = Saga("counts")
+    quick = RetryPolicy(max_attempts=3, initial_delay_seconds=1.0, jitter=0.0)
+
+    @saga.step(retry=quick)
+    def flaky(ctx: StepContext) -> None:
+        seen.append((ctx.action.value, ctx.attempt))
+        raise RuntimeError("still broken")
+
+    @flaky.compensation(retry=RetryPolicy(max_attempts=2, initial_delay_seconds=1.0, jitter=0.0))
+    def undo_flaky(ctx: StepContext) -> None:
+        seen.append((ctx.action.value, ctx.attempt))
+        if ctx.attempt == 1:
+            raise RuntimeError("undo hiccup")
+
+    h = saga_harness([saga])
+    snap = h.run("counts", {})
+
+    assert snap.run.status is RunStatus.COMPENSATED
+    assert seen == [("execute", 1), ("execute", 2), ("execute", 3), ("compensate", 1),
+                    ("compensate", 2)]  # fmt: skip
+    record = snap.step("flaky")
+    assert (record.execute_attempts, record.compensation_attempts) == (3, 2)
+    assert "failed after 3 attempt(s)" in (snap.run.error or "")

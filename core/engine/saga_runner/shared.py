@@ -107,7 +107,11 @@ class SharedSteps:
             saga=saga.name,
             step=claimed.name,
             action=action,
-            attempt=claimed.attempt,
+            attempt=(
+                claimed.compensation_attempts
+                if action is Action.COMPENSATE
+                else claimed.execute_attempts
+            ),
             idempotency_key=f"{run.run_id}:{claimed.name}",
             input=saga.parse_input(run.input),
             outputs=outputs.outputs_of(snapshot),
