@@ -374,7 +374,9 @@ def _guarded(endpoint: Endpoint) -> Endpoint:
             mapped = _engine_error(exc)
             if mapped is None:
                 return _internal_error(request, exc)
-            if mapped.status >= 500:
+            if isinstance(exc, ConfigurationError):  # the deployment's fault, not the caller's
+                log.error("request failed on configuration: %s", exc, extra=_log_context(request))
+            elif mapped.status >= 500:
                 log.warning("request deferred: %s", exc, extra=_log_context(request))
             elif isinstance(exc, RequestRejected):  # an operator may have to act (limits)
                 log.warning("request rejected by the backend: %s", exc, extra=_log_context(request))
@@ -397,6 +399,18 @@ def _engine_error(exc: EngineError) -> HttpError | None:
         return HttpError(409, "idempotency_key_reused", str(exc), run_id=exc.run_id)
     if isinstance(exc, InvalidRunStateError):
         return HttpError(409, "invalid_run_state", str(exc), run_id=exc.run_id, status=exc.status)
+    if isinstance(exc, ConfigurationError):
+        # A saga module that does not import, a missing setting: the operator must act, the
+        # caller may retry later. The details go to the log only (they name modules and
+        # settings), never to the public body.
+        return HttpError(
+            503,
+            "misconfigured",
+            "this deployment cannot serve the request (a configuration error, logged for "
+            "its operator)",
+            headers={"Retry-After": _retry_after_header(INFRASTRUCTURE_RETRY_SECONDS)},
+            retry_after_seconds=INFRASTRUCTURE_RETRY_SECONDS,
+        )
     if isinstance(exc, RequestRejected):
         # For good: a redelivery would be refused again (a queue drops it as poison).
         return HttpError(422, "request_rejected", str(exc), service=exc.service)

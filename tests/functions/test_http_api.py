@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from core.domain.records import Message, RunId, StepName
 from core.domain.status import Action
 from core.engine.engine import Engine
+from core.registry import SagaRegistry
 from functions.http.app import MAX_BODY_BYTES, PUBLIC_API, create_app
 from functions.http.auth import HmacVerifier
 from infra.local.sqlite_queue import SQLiteTaskQueue
@@ -111,6 +113,30 @@ def test_unknown_saga_is_404(
 
     assert response.status_code == 404
     assert response.json()["error"] == "unknown_saga"
+    assert_nothing_written(sqlite_store, sqlite_queue)
+
+
+def test_a_saga_that_does_not_import_is_503_without_its_details(
+    sqlite_store: SQLiteStateStore, sqlite_queue: SQLiteTaskQueue, tmp_path: Path
+) -> None:
+    """A deployed saga module that fails to import: 503 (retry later), nothing written, and
+    the public body names neither the module nor the error (the log has them)."""
+    (tmp_path / "trip.py").write_text("import secret_internal_billing_lib\n")
+    broken = Engine(
+        registry=SagaRegistry({"trip": f"{tmp_path / 'trip.py'}:saga"}),
+        store=sqlite_store,
+        queue=sqlite_queue,
+    )
+    app = create_app(
+        engine=lambda: broken, verifier=HmacVerifier(SIGNING_KEY), include=frozenset({PUBLIC_API})
+    )
+    with TestClient(app) as client:
+        response = client.post("/v1/sagas/trip/runs", json={})
+    broken.close()
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "misconfigured"
+    assert "secret_internal_billing_lib" not in response.text and "trip.py" not in response.text
     assert_nothing_written(sqlite_store, sqlite_queue)
 
 
