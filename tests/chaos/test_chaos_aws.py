@@ -22,7 +22,6 @@ queues hold, with every call bounded (``tests/support/stall.py``).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -49,7 +48,7 @@ from tests.support.aws_stack import (
     configure_aws_env,
     start_order,
 )
-from tests.support.stall import Budget, DiagnosticTimeout, within
+from tests.support.stall import Budget, DiagnosticTimeout, unfinished_runs, within
 from tooling.checks import check_runs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -267,24 +266,11 @@ def _stall_report(stack: AwsStack) -> str:
     budget = Budget(total_seconds=60.0, per_call_seconds=10.0)
     clients = quick_clients(stack.clients.endpoint_url)
     store = DynamoDBStateStore(clients.dynamodb, table_name=stack.table)
-    unfinished = budget.call(
-        "list unfinished runs", lambda: store.list_runs(saga="order", statuses=ACTIVE, limit=1000)
+    lines = unfinished_runs(
+        budget,
+        list_unfinished=lambda: store.list_runs(saga="order", statuses=ACTIVE, limit=1000),
+        load=lambda run_id: store.load_run(run_id=run_id),
     )
-    lines = [f"unfinished runs: {'?' if unfinished is None else len(unfinished)}"]
-    now = time.time()
-    for header in (unfinished or [])[:30]:
-        load = functools.partial(store.load_run, run_id=header.run_id)
-        snapshot = budget.call(f"load {header.run_id}", load)
-        if snapshot is None:
-            continue
-        steps = ", ".join(
-            f"{r.name}={r.status.value}#{r.attempt}"
-            + (f" lease{r.lease_until - now:+.0f}s" if r.lease_until else "")
-            + (f" retry{r.retry_at - now:+.0f}s" if r.retry_at else "")
-            for r in snapshot.steps.values()
-        )
-        swept = f" (re-driven {snapshot.run.redrive_count}x)" if snapshot.run.redrive_count else ""
-        lines.append(f"{header.run_id} {snapshot.run.status.value}{swept}: {steps}")
     depth = budget.call("queue depth", lambda: _queue_depth(stack))
     lines.append(f"queues: {depth}")
     return "\n".join(lines + budget.notes)

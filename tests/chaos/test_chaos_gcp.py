@@ -23,7 +23,6 @@ stall report it prints if the deadline passes (``tests/support/stall.py``).
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
 import time
@@ -38,7 +37,7 @@ from core.faults import CRASH_EXIT_CODE
 from functions.sagas.order import demo_inputs
 from tests.support.gcp import FirestoreEmulator, PubSubEmulator, TasksEmulator
 from tests.support.gcp_stack import GcpStack, gcp_stack, http_call
-from tests.support.stall import Budget, DiagnosticTimeout, within
+from tests.support.stall import Budget, DiagnosticTimeout, unfinished_runs, within
 from tooling.checks import check_runs
 
 if TYPE_CHECKING:
@@ -181,25 +180,11 @@ def _finished(engine: Engine, last: int) -> int:
 def _stall_report(engine: Engine, stack: GcpStack) -> str:
     """Where the unfinished runs stand, what the proxy saw, the log tail: at most ~60 s."""
     budget = Budget(total_seconds=60.0, per_call_seconds=10.0)
-    unfinished = budget.call(
-        "list unfinished runs",
-        lambda: engine.runs.list(saga="order", statuses=ACTIVE, limit=1000),
+    lines = unfinished_runs(
+        budget,
+        list_unfinished=lambda: engine.runs.list(saga="order", statuses=ACTIVE, limit=1000),
+        load=engine.runs.get,
     )
-    lines = [f"unfinished runs: {'?' if unfinished is None else len(unfinished)}"]
-    now = time.time()
-    for header in (unfinished or [])[:30]:
-        load = functools.partial(engine.runs.get, header.run_id)
-        snapshot = budget.call(f"load {header.run_id}", load)
-        if snapshot is None:
-            continue
-        steps = ", ".join(
-            f"{r.name}={r.status.value}#{r.attempt}"
-            + (f" lease{r.lease_until - now:+.0f}s" if r.lease_until else "")
-            + (f" retry{r.retry_at - now:+.0f}s" if r.retry_at else "")
-            for r in snapshot.steps.values()
-        )
-        swept = f" (re-driven {snapshot.run.redrive_count}x)" if snapshot.run.redrive_count else ""
-        lines.append(f"{header.run_id} {snapshot.run.status.value}{swept}: {steps}")
     counters = stack.proxy.counters
     lines.append(
         f"proxy: {counters.requests} deliveries, {counters.duplicates} duplicated, "

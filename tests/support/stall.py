@@ -11,11 +11,14 @@ whole report, and records what it had to skip instead of raising.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
+
+from core.domain.records import RunId, RunRecord, RunSnapshot
 
 T = TypeVar("T")
 
@@ -79,3 +82,33 @@ class Budget:
         except Exception as exc:
             self.notes.append(f"{what}: {type(exc).__name__}: {exc}")
         return None
+
+
+def unfinished_runs(
+    budget: Budget,
+    *,
+    list_unfinished: Callable[[], Sequence[RunRecord]],
+    load: Callable[[RunId], RunSnapshot | None],
+    limit: int = 30,
+) -> list[str]:
+    """One line per unfinished run (up to ``limit``): where each step stands, bounded.
+
+    ``name=STATUS#attempt`` per step, with the lease or retry time from now, and how often
+    the sweeper re-drove the run: what a stall needs to be understood.
+    """
+    unfinished = budget.call("list unfinished runs", list_unfinished)
+    lines = [f"unfinished runs: {'?' if unfinished is None else len(unfinished)}"]
+    now = time.time()
+    for header in list(unfinished or [])[:limit]:
+        snapshot = budget.call(f"load {header.run_id}", functools.partial(load, header.run_id))
+        if snapshot is None:
+            continue
+        steps = ", ".join(
+            f"{r.name}={r.status.value}#{r.attempt}"
+            + (f" lease{r.lease_until - now:+.0f}s" if r.lease_until else "")
+            + (f" retry{r.retry_at - now:+.0f}s" if r.retry_at else "")
+            for r in snapshot.steps.values()
+        )
+        swept = f" (re-driven {snapshot.run.redrive_count}x)" if snapshot.run.redrive_count else ""
+        lines.append(f"{header.run_id} {snapshot.run.status.value}{swept}: {steps}")
+    return lines
