@@ -3,7 +3,8 @@
 Mangum only understands HTTP events, so SQS batches, EventBridge Scheduler invocations,
 EventBridge events and SNS notifications are recognised and dispatched first; whatever
 is HTTP goes through Mangum around Relay's routed app (DESIGN.md, "One app, three
-hosts"). Each shape has a parser class with ``infer(event) -> bool``, tried in order::
+hosts"). Each shape has a parser class with ``infer(event) -> bool`` (``functions/aws_events.py``),
+tried in order::
 
     shape (parser)        recognised by                                handled by
     SQS batch             Records[0].eventSource == "aws:sqs"          _handle_sqs_batch
@@ -30,12 +31,22 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from core.domain.records import Message
 from core.errors import ConcurrencyConflict, EngineError, InfrastructureError, RequestRejected
+from functions.aws_events import (
+    SHAPES,
+    Event,
+    EventBridgeEvent,
+    HttpRequest,
+    SchedulerInvocation,
+    SnsNotification,
+    SqsBatch,
+    SweepInvocation,
+    TopicEvent,
+    UnknownEventShapeError,
+)
 from functions.logs import bind_request, configure_logging, reset_request
 
 if TYPE_CHECKING:
@@ -46,181 +57,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("relay.aws")
 
-Event = Mapping[str, Any]
-SCHEDULE_MARKER: Final = "schedule"
-"""Value of ``relay`` in the Input we configure on EventBridge Scheduler targets::
-
-    {"relay": "schedule", "schedule": "<name>", "scheduled_time": "<aws.scheduler.scheduled-time>"}
-"""
 MAX_VISIBILITY_SECONDS: Final = 12 * 3600
 """SQS's limit on a message's visibility timeout: the longest a record can be held back."""
-
-
-class UnknownEventShapeError(EngineError):
-    """Raised when an invocation's event matches none of the shapes this handler serves."""
-
-    def __init__(self, *, keys: list[str], tried: list[str]) -> None:
-        self.keys = keys
-        self.tried = tried
-        super().__init__(
-            f"the Lambda event (top-level keys: {', '.join(keys) or 'none'}) matches none of "
-            f"the shapes this handler serves: {', '.join(tried)}. Check the event source "
-            "mapping, the scheduler target's Input, or the test payload"
-        )
-
-
-# -- event shapes ---------------------------------------------------------------------
-
-
-def _first_record(event: Event) -> Mapping[str, Any]:
-    records = event.get("Records")
-    if isinstance(records, list) and records and isinstance(records[0], Mapping):
-        return records[0]
-    return {}
-
-
-class SqsBatch:
-    """An SQS event source mapping batch."""
-
-    name: ClassVar[str] = "SQS batch (Records[].eventSource = aws:sqs)"
-
-    @classmethod
-    def infer(cls, event: Event) -> bool:
-        """True for ``{"Records": [{"eventSource": "aws:sqs", ...}]}``."""
-        return _first_record(event).get("eventSource") == "aws:sqs"
-
-
-SWEEP_MARKER: Final = "sweep"
-"""Value of ``relay`` in the sweeper schedule's Input: ``{"relay": "sweep"}``, optionally
-with ``"stale_after_seconds": N`` (the HTTP hosts' ``POST /v1/sweep``)."""
-
-
-class SweepInvocation:
-    """The sweeper's EventBridge Scheduler invocation: re-drive runs that stopped."""
-
-    name: ClassVar[str] = 'sweeper invocation ({"relay": "sweep"})'
-
-    @classmethod
-    def infer(cls, event: Event) -> bool:
-        """True for the sweeper schedule's Input (``relay`` = ``sweep``)."""
-        return event.get("relay") == SWEEP_MARKER
-
-    @staticmethod
-    def parse(event: Event, default: float) -> float:
-        """How long a run may make no progress before it is re-driven (seconds).
-
-        Raises:
-            ValueError: ``stale_after_seconds`` is not a non-negative number.
-        """
-        value = event.get("stale_after_seconds", default)
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise ValueError("sweeper input 'stale_after_seconds' must be a non-negative number")
-        return float(value)
-
-
-class SchedulerInvocation:
-    """An EventBridge Scheduler target invocation with the Input we configure."""
-
-    name: ClassVar[str] = 'scheduler invocation ({"relay": "schedule", "schedule": ...})'
-
-    @classmethod
-    def infer(cls, event: Event) -> bool:
-        """True for our scheduler Input (``relay`` = ``schedule``)."""
-        return event.get("relay") == SCHEDULE_MARKER and "schedule" in event
-
-    @staticmethod
-    def parse(event: Event) -> tuple[str, float]:
-        """The schedule name and its scheduled time (epoch seconds).
-
-        Raises:
-            ValueError: the name is missing or the time is not an ISO-8601 string.
-        """
-        name, text = event.get("schedule"), event.get("scheduled_time")
-        if not isinstance(name, str) or not name:
-            raise ValueError("scheduler input field 'schedule' must be a non-empty string")
-        if not isinstance(text, str):
-            # Without the scheduler's time a retry would start a second run; refuse.
-            raise ValueError("scheduler input needs 'scheduled_time' (an ISO-8601 string)")
-        moment = datetime.fromisoformat(text)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return name, moment.timestamp()
-
-
-@dataclass(frozen=True)
-class TopicEvent:
-    """An event for the trigger service: its topic, its data and its (unique) id."""
-
-    topic: str
-    data: Any
-    event_id: str
-
-
-class EventBridgeEvent:
-    """An EventBridge event delivered by a rule; its ``detail-type`` is the topic."""
-
-    name: ClassVar[str] = "EventBridge event (detail-type, source, detail, id)"
-
-    @classmethod
-    def infer(cls, event: Event) -> bool:
-        """True for an EventBridge event envelope."""
-        return all(key in event for key in ("detail-type", "source", "detail", "id"))
-
-    @staticmethod
-    def parse(event: Event) -> list[TopicEvent]:
-        """One event: topic = ``detail-type``, data = ``detail``, id = the event id."""
-        return [TopicEvent(str(event["detail-type"]), event["detail"], str(event["id"]))]
-
-
-class SnsNotification:
-    """SNS records; the topic is the ``topic`` message attribute, else the subject."""
-
-    name: ClassVar[str] = "SNS notification (Records[].EventSource = aws:sns)"
-
-    @classmethod
-    def infer(cls, event: Event) -> bool:
-        """True for ``{"Records": [{"EventSource": "aws:sns", ...}]}``."""
-        return _first_record(event).get("EventSource") == "aws:sns"
-
-    @staticmethod
-    def parse(event: Event) -> list[TopicEvent]:
-        """Each record: data is the message parsed as JSON (the raw text if it is not)."""
-        events: list[TopicEvent] = []
-        for record in event["Records"]:
-            sns = record.get("Sns", {})
-            attribute = sns.get("MessageAttributes", {}).get("topic", {}).get("Value")
-            text = sns.get("Message", "")
-            try:
-                data: Any = json.loads(text)
-            except ValueError:
-                data = text
-            topic = attribute or sns.get("Subject") or ""
-            events.append(TopicEvent(str(topic), data, str(sns.get("MessageId", ""))))
-        return events
-
-
-class HttpRequest:
-    """API Gateway (HTTP API v2, REST v1), Lambda Function URL and ALB requests."""
-
-    name: ClassVar[str] = "HTTP (API Gateway v1/v2, Function URL, ALB)"
-
-    @classmethod
-    def infer(cls, event: Event) -> bool:
-        """True when the event carries a request context, as every HTTP source does."""
-        context = event.get("requestContext")
-        return isinstance(context, Mapping) and (
-            "http" in context or "httpMethod" in event or "elb" in context
-        )
-
-
-_SHAPES: Final = (
-    SqsBatch,
-    SchedulerInvocation,
-    SweepInvocation,
-    EventBridgeEvent,
-    SnsNotification,
-    HttpRequest,
-)
 
 
 # -- the entry point ------------------------------------------------------------------
@@ -244,7 +82,7 @@ def handler(event: Event, context: Any) -> Any:
 
 def _dispatch(event: Event, context: Any) -> Any:
     """Route ``event`` by shape (see the module docstring)."""
-    if not _is_warm and any(shape.infer(event) for shape in _SHAPES):
+    if not _is_warm and any(shape.infer(event) for shape in SHAPES):
         _warm_up(is_http=HttpRequest.infer(event))
     if SqsBatch.infer(event):
         return _handle_sqs_batch(event)
@@ -259,7 +97,7 @@ def _dispatch(event: Event, context: Any) -> Any:
     if HttpRequest.infer(event):
         return _http_handler()(dict(event), context)
     keys = sorted(str(key) for key in event) if isinstance(event, Mapping) else []
-    raise UnknownEventShapeError(keys=keys, tried=[shape.name for shape in _SHAPES])
+    raise UnknownEventShapeError(keys=keys, tried=[shape.name for shape in SHAPES])
 
 
 _is_warm = False

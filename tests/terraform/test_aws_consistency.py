@@ -713,7 +713,7 @@ def test_schedules_invoke_the_worker_with_the_input_the_handler_parses(
     tmp_path: Path,
 ) -> None:
     """One schedule per manifest schedule, in its time zone, with functions/aws.py's Input."""
-    from functions.aws import SCHEDULE_MARKER, SchedulerInvocation
+    from functions.aws_events import SCHEDULE_MARKER, SchedulerInvocation
 
     assert _expr(module_locals["schedules"]) == "{for s in local.manifest.schedules : s.name => s}"
     call = module_calls(module)["eventbridge"]
@@ -749,7 +749,7 @@ def test_sweeper_schedule_invokes_the_worker_with_the_input_the_handler_parses(
     module: dict[str, dict[str, Any]], manifest: dict[str, Any], tmp_path: Path
 ) -> None:
     """The manifest's sweeper runs on its cron and sends what functions/aws.py sweeps with."""
-    from functions.aws import SweepInvocation
+    from functions.aws_events import SweepInvocation
 
     call = module_calls(module)["sweeper_cron"]
     assert {k: _expr(v) for k, v in call["schedules"].items()} == {
@@ -783,7 +783,7 @@ def test_event_rules_target_the_worker_by_detail_type(
     module: dict[str, dict[str, Any]], module_locals: dict[str, Any], manifest: dict[str, Any]
 ) -> None:
     """One rule per distinct manifest pattern, filtering detail-type, the handler's topic."""
-    from functions.aws import EventBridgeEvent
+    from functions.aws_events import EventBridgeEvent
 
     assert _expr(module_locals["event_patterns"]) == (
         "toset([for e in local.manifest.events : e.pattern])"

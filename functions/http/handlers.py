@@ -1,0 +1,261 @@
+"""The handlers of the HTTP API: each parses a request, makes one engine call, shapes the answer.
+
+``PublicHandlers`` serve the run API (start, read, list); ``WorkerHandlers`` the deliveries
+(queue, events, schedules, sweep) and the operator actions (retry, cancel), which are
+authenticated by the delivery verifier before a byte of their body is parsed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from core.domain.records import RunRecord
+from functions.http.auth import DeliveryVerifier, Forbidden, Unauthenticated
+from functions.http.errors import retry_later
+from functions.http.push_parsing import (
+    DeadLetter,
+    is_schedule_time_given,
+    latest_fire_time,
+    log_dead_letter,
+    parse_pushed_event,
+)
+from functions.http.request_parsing import (
+    HttpError,
+    idempotency_key,
+    json_object,
+    parse_json,
+    parse_limit,
+    parse_message,
+    parse_statuses,
+    read_body,
+    scheduled_time,
+)
+from functions.http.views import run_header_view, run_view
+
+if TYPE_CHECKING:
+    from core.engine.engine import Engine
+    from core.engine.runs import StartResult
+
+log = logging.getLogger("relay.http")
+
+T = TypeVar("T")
+
+
+class Handlers:
+    """The handlers; each one parses, makes one engine call, and shapes the answer.
+
+    Args:
+        engine: Returns the engine (per request, in a worker thread: the first request,
+            not the import, builds it).
+        verifier: Authenticates deliveries and operator actions before anything is parsed.
+        max_body_bytes: Larger request bodies are refused with 413.
+        event_topics: Returns ``RELAY_PUBSUB_TOPICS`` for messages without a topic.
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: Callable[[], Engine],
+        verifier: DeliveryVerifier,
+        max_body_bytes: int,
+        event_topics: Callable[[], Mapping[str, str]] = dict,
+    ) -> None:
+        self._engine = engine
+        self._verifier = verifier
+        self._max_body_bytes = max_body_bytes
+        self._event_topics = event_topics
+
+    async def healthz(self, request: Request) -> Response:
+        """Liveness only: answers without building the engine (cold start)."""
+        return JSONResponse({"status": "ok"})
+
+    async def start_run(self, request: Request) -> Response:
+        """``POST /v1/sagas/{name}/runs``: validate the input and start (or find) the run."""
+        name = request.path_params["name"]
+        key = idempotency_key(request.headers)
+        raw_input = parse_json(await self._body(request), what="request body")
+        result = await self._call(lambda e: e.runs.start(name, raw_input, idempotency_key=key))
+        return _started(result)
+
+    async def get_run(self, request: Request) -> Response:
+        """``GET /v1/runs/{run_id}``: the run with its steps in definition order."""
+        run_id = request.path_params["run_id"]
+        return JSONResponse(await self._call(lambda e: _run_view_of(e, run_id)))
+
+    async def list_runs(self, request: Request) -> Response:
+        """``GET /v1/runs?saga=&status=&limit=``: run headers, newest first."""
+        query = request.query_params
+        saga = query.get("saga") or None
+        statuses = parse_statuses(query.getlist("status"))
+        limit = parse_limit(query.get("limit"))
+        runs = await self._call(lambda e: e.runs.list(saga=saga, statuses=statuses, limit=limit))
+        return JSONResponse({"runs": [run_header_view(run) for run in runs]})
+
+    async def deliver_step(self, request: Request) -> Response:
+        """``POST /v1/steps``: one queue delivery; 200 acknowledges, 503 asks for redelivery."""
+        body = await self._authenticated_body(request)
+        message = parse_message(body)
+        request.state.run_id = message.run_id
+        cloud_task = _cloud_task_headers(request)
+        if cloud_task:  # which Cloud Tasks task and try this is, beside the message's attempt
+            context = {"run_id": message.run_id, "step": message.step, "attempt": message.attempt}
+            log.info("step delivery from Cloud Tasks", extra={**context, **cloud_task})
+        result = await self._call(lambda e: e.handle(message))
+        if result.is_done:
+            return JSONResponse({"status": "done", "detail": result.detail})
+        retry = {"status": "retry", "detail": result.detail}
+        return retry_later(result.retry_after_seconds, retry)
+
+    async def deliver_event(self, request: Request) -> Response:
+        """``POST /v1/events``: a Pub/Sub push or Relay event, published to the engine.
+
+        A Pub/Sub message that can never be processed is acknowledged (200) and logged
+        as dead-lettered; a retryable engine error answers 503 so Pub/Sub redelivers.
+        """
+        body = await self._authenticated_body(request)
+        try:
+            event = parse_pushed_event(body, topics=self._event_topics())
+        except DeadLetter as exc:
+            log_dead_letter(exc)
+            dead = {"status": "dead_lettered", "message_id": exc.message_id, "reason": exc.reason}
+            return JSONResponse(dead, status_code=200)
+        outcome = await self._call(
+            lambda e: e.triggers.publish(
+                topic=event.topic, data=event.data, event_id=event.event_id
+            )
+        )
+        runs = [started.run.run_id for started in outcome.started]
+        return JSONResponse(
+            {"runs": runs, "resumed": outcome.resumed, "rejected": outcome.rejected},
+            status_code=202,
+        )
+
+    async def fire_schedule(self, request: Request) -> Response:
+        """``POST /v1/schedules/{name}``: start the run of one scheduled time (idempotent)."""
+        from core.engine.triggers import UnknownScheduleError  # the engine is loaded by now
+
+        body = await self._authenticated_body(request)
+        name = request.path_params["name"]
+        scheduled_at = scheduled_time(body, request.headers)
+        is_given = is_schedule_time_given(body, request.headers)
+
+        def fire(e: Engine) -> StartResult:
+            # Without a scheduled time, the cron's latest one: a retried call finds the run.
+            at = scheduled_at
+            if not is_given:
+                at = latest_fire_time([s for _, s in e.triggers.schedules()], name=name, now=at)
+            return e.triggers.fire_schedule(name=name, scheduled_at=at)
+
+        try:
+            result = await self._call(fire)
+        except UnknownScheduleError as exc:
+            raise HttpError(404, "unknown_schedule", str(exc), schedule=name) from None
+        return _started(result)
+
+    async def sweep(self, request: Request) -> Response:
+        """``POST /v1/sweep``: re-send overdue messages of stalled runs (a scheduler job calls it).
+
+        Optional body ``{"stale_after_seconds": N}`` (default 120): a run is re-driven when
+        a message its state needs is overdue by more than N seconds, at most once per
+        back-off period of that run, within a bounded amount of work per call
+        (``core/engine/sweeper.py``). Answers the sweep's report (``redriven`` and counts).
+        """
+        from core.engine.sweeper import DEFAULT_SWEEP_STALE_SECONDS  # the engine is loaded now
+
+        body = await self._authenticated_body(request)
+        stale = DEFAULT_SWEEP_STALE_SECONDS
+        if body.strip():
+            value = json_object(body, what="sweep").get("stale_after_seconds", stale)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                message = "stale_after_seconds must be a non-negative number"
+                raise HttpError(400, "malformed_sweep", message)
+            stale = float(value)
+        report = await self._call(lambda e: e.sweeper.sweep(stale_after_seconds=stale))
+        return JSONResponse(report.to_json())
+
+    async def retry_run(self, request: Request) -> Response:
+        """``POST /v1/runs/{run_id}/retry``: resume a FAILED run with fresh retry budgets."""
+        await self._authenticated_body(request)
+        run_id = request.state.run_id = request.path_params["run_id"]
+        return JSONResponse(await self._call(lambda e: _run_view_after(e, run_id, e.runs.retry)))
+
+    async def cancel_run(self, request: Request) -> Response:
+        """``POST /v1/runs/{run_id}/cancel``: undo finished steps, then end CANCELLED."""
+        await self._authenticated_body(request)
+        run_id = request.state.run_id = request.path_params["run_id"]
+        return JSONResponse(await self._call(lambda e: _run_view_after(e, run_id, e.runs.cancel)))
+
+    # -- shared --------------------------------------------------------------------
+
+    async def _call(self, operation: Callable[[Engine], T]) -> T:
+        """Run ``operation`` on the engine in a worker thread (the engine blocks)."""
+        return await run_in_threadpool(_with_engine, self._engine, operation)
+
+    async def _body(self, request: Request) -> bytes:
+        return await read_body(request, limit=self._max_body_bytes)
+
+    async def _authenticated_body(self, request: Request) -> bytes:
+        """The body, once the verifier accepted it; nothing is parsed before that."""
+        body = await self._body(request)
+        try:
+            # In a thread: verifiers may read a key file or fetch signing certificates.
+            await run_in_threadpool(self._verifier.verify, body, request.headers)
+        except Unauthenticated as exc:
+            challenge = {"WWW-Authenticate": exc.challenge}
+            raise HttpError(401, "unauthenticated", str(exc), headers=challenge) from None
+        except Forbidden as exc:
+            raise HttpError(403, "forbidden", str(exc)) from None
+        return body
+
+
+_CLOUD_TASKS_HEADERS: Final = {
+    "X-CloudTasks-TaskName": "task_name",
+    "X-CloudTasks-QueueName": "queue_name",
+    "X-CloudTasks-TaskRetryCount": "task_retry_count",
+    "X-CloudTasks-TaskExecutionCount": "task_execution_count",
+}
+
+
+def _cloud_task_headers(request: Request) -> dict[str, str | int]:
+    """The Cloud Tasks headers of a delivery as log fields (counts as integers); {} if none.
+
+    Read only after authentication, so they come from Cloud Tasks (which overrides any
+    task-supplied values) or from a holder of the worker's service-account token.
+    """
+    fields: dict[str, str | int] = {}
+    for header, field in _CLOUD_TASKS_HEADERS.items():
+        value = request.headers.get(header)
+        if value is not None:
+            fields[field] = int(value) if value.isascii() and value.isdigit() else value[:500]
+    return fields
+
+
+def _with_engine(factory: Callable[[], Engine], operation: Callable[[Engine], T]) -> T:
+    return operation(factory())
+
+
+def _started(result: StartResult) -> Response:
+    run = result.run
+    return JSONResponse(
+        {"run_id": run.run_id, "status": run.status.value, "created": result.is_created},
+        status_code=202,
+        headers={"Location": f"/v1/runs/{run.run_id}"},
+    )
+
+
+def _run_view_of(engine: Engine, run_id: str) -> dict[str, Any]:
+    snapshot = engine.runs.get(run_id)
+    return run_view(snapshot, [step.name for step in engine.ordered_steps(snapshot)])
+
+
+def _run_view_after(
+    engine: Engine, run_id: str, operation: Callable[[str], RunRecord]
+) -> dict[str, Any]:
+    operation(run_id)
+    return _run_view_of(engine, run_id)
