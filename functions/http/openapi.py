@@ -117,7 +117,8 @@ def build_document(sagas: Iterable[Saga], *, include: Iterable[str]) -> dict[str
         paths["/v1/sagas/{name}/runs"] = {"post": _start(refs, None)}
         paths.update(_run_api(refs))
     if WORKER in groups:
-        paths.update(_deliveries(refs))
+        schedules = sorted(item.name for saga in served for item in saga.schedules)
+        paths.update(_deliveries(refs, schedules))
     if ADMIN in groups:
         paths.update(_operator_actions(refs))
     return {
@@ -311,7 +312,7 @@ def _run_api(refs: _Refs) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _deliveries(refs: _Refs) -> dict[str, Any]:
+def _deliveries(refs: _Refs, schedules: Iterable[str]) -> dict[str, Any]:
     from functions.http import schemas
 
     errors = (400, 401, 403, 413, 415, 422, 503)
@@ -331,7 +332,17 @@ def _deliveries(refs: _Refs) -> dict[str, Any]:
         "description": "the scheduled time when the body names none (Cloud Scheduler)",
         "schema": {"type": "string", "format": "date-time"},
     }
-    return {
+    fire = {
+        f"/v1/schedules/{name}": {"post": _operation(
+            "fireSchedule_" + re.sub(r"[^A-Za-z0-9_]", "_", name),
+            f"start the run of one scheduled time of {name} (idempotent per time)",
+            {"202": _ok("the run of that time", schemas.StartedRun)}, refs,
+            errors=(*errors, 409), security=_DELIVERY_SECURITY, parameters=[schedule_time],
+            body=_body(refs.body(schemas.ScheduleFire), is_required=False),
+        )}
+        for name in schedules
+    }  # fmt: skip
+    return fire | {
         "/v1/steps": {"post": _operation(
             "deliverStep", "one queue delivery (Cloud Tasks, the local dispatcher)",
             step_answers, refs, errors=errors, security=_DELIVERY_SECURITY,

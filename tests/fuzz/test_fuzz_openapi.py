@@ -1,0 +1,170 @@
+"""Schemathesis against ``relay dev`` over its own ``/openapi.json`` (issue 10, item 9).
+
+Every operation of the document gets a fixed, reproducible budget of generated requests
+(valid and invalid: the seed and ``deterministic`` make the run the same each time), signed
+like the local dispatcher signs when the route wants a signature, so the parsers behind the
+verifier are fuzzed too. Each answer must be no 5xx and match the document: documented
+status, content type, headers and body schema. Afterwards, every run in the database must
+be one a request was told about (a 202 with its id): a refused request wrote nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import hypothesis
+import pytest
+import requests
+import schemathesis
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.fuzz.stack import TALLY, FuzzStack, is_signed
+
+MAX_EXAMPLES = 30
+"""Generated requests per operation and generation mode (positive, negative): a fixed
+budget, drawn the same way every run (``derandomize``)."""
+CONFIG = """
+[generation]
+deterministic = true
+database = "none"
+"""
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+REPORTED_RUNS: set[str] = set()
+"""Every run id an accepted request was told about (starts, schedules, events)."""
+
+
+class Signer(requests.auth.AuthBase):
+    """Signs requests to the signed routes the way the local dispatcher does."""
+
+    def __init__(self, stack: FuzzStack) -> None:
+        self._stack = stack
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        parts = urlsplit(request.url or "")
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        if is_signed(parts.path):
+            body = request.body or b""
+            body = body.encode() if isinstance(body, str) else body
+            method = request.method or "POST"
+            request.headers["X-Relay-Signature"] = self._stack.sign(method, path, body)
+        return request
+
+
+def _operations() -> list[tuple[str, str]]:
+    """(method, path) of every operation of the stack's document, known before it starts.
+
+    The document is built here, in this process, from the same sagas the stack serves (the
+    test then fuzzes the one the stack answers): so each operation is a test item of its own.
+    """
+    from core.registry import SagaRegistry
+    from functions.http.app import ALL_ROUTES
+    from functions.http.openapi import build_document
+    from tests.fuzz import fuzz_sagas
+
+    sagas = SagaRegistry(
+        {s.name: s for s in (fuzz_sagas.order, fuzz_sagas.free, fuzz_sagas.nightly)}
+    )
+    paths = build_document(sagas.loaded(), include=ALL_ROUTES)["paths"]
+    return [(method.upper(), path) for path, item in paths.items() for method in item]
+
+
+OPERATIONS = _operations()
+
+
+@pytest.fixture(scope="session")
+def fuzz_schema(fuzz_stack: FuzzStack) -> Any:
+    config = schemathesis.Config.from_str(CONFIG)
+    return schemathesis.openapi.from_url(f"{fuzz_stack.url}/openapi.json", config=config)
+
+
+@pytest.fixture(scope="session")
+def signed_session(fuzz_stack: FuzzStack) -> Any:
+    with requests.Session() as session:
+        session.auth = Signer(fuzz_stack)
+        yield session
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_every_generated_request_is_answered_as_documented(
+    fuzz_schema: Any, signed_session: Any, method: str, path: str, mode: GenerationMode
+) -> None:
+    """No 5xx, and status, content type, headers and body as the document says."""
+    operation = fuzz_schema[path][method]
+
+    @hypothesis.settings(
+        max_examples=MAX_EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate, hypothesis.Phase.shrink],
+    )
+    @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
+    def call_and_check(case: Any) -> None:
+        _call_and_check(case, signed_session)
+
+    try:
+        call_and_check()
+    except hypothesis.errors.Unsatisfiable:
+        # Negative mode on an operation with nothing to get wrong (no parameter, no body).
+        assert mode is GenerationMode.NEGATIVE
+
+
+def _call_and_check(case: Any, session: Any) -> None:
+    response = case.call(session=session, timeout=30)
+    TALLY.add(requests=1)
+    TALLY.answered(f"{case.method} {case.operation.path}", response.status_code)
+    if response.status_code >= 500:
+        TALLY.add(server_errors=1)
+        TALLY.note(f"{response.status_code} for {case.method} {case.formatted_path}")
+    if response.status_code in (200, 202):
+        REPORTED_RUNS.update(_run_ids(response))
+    try:
+        case.validate_response(response, checks=CHECKS)
+    except BaseException:  # schemathesis's FailureGroup is a BaseExceptionGroup
+        if response.status_code < 500:
+            TALLY.add(schema_violations=1)
+            TALLY.note(
+                f"schema violation: {case.method} {case.formatted_path} -> {response.status_code}"
+            )
+        raise
+
+
+def _run_ids(response: Any) -> list[str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    if not isinstance(body, dict):
+        return []
+    ids = [body["run_id"]] if isinstance(body.get("run_id"), str) else []
+    return ids + [i for i in body.get("runs", []) if isinstance(i, str)]
+
+
+@pytest.mark.slow
+def test_every_stored_run_was_started_by_an_accepted_request(fuzz_stack: FuzzStack) -> None:
+    """A run in the database that no 202 reported was written by a refused request."""
+    if not REPORTED_RUNS:
+        pytest.skip("the schemathesis test did not run in this session")
+    fuzz_stack.db.wait_quiet()
+    stray = fuzz_stack.db.run_ids() - REPORTED_RUNS
+    orphans = fuzz_stack.db.count("steps", "run_id NOT IN (SELECT run_id FROM runs)")
+    TALLY.add(stray_writes=len(stray) + orphans)
+    assert not stray, f"runs no accepted request reported: {sorted(stray)[:10]}"
+    assert not orphans, f"{orphans} step records of runs that do not exist"
