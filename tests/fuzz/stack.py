@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,16 +95,30 @@ class Tally:
 
 TALLY = Tally()
 """The session's tally (one pytest process runs the suite once)."""
+REPORTED_RUNS: set[str] = set()
+"""Every run id an accepted request was told about (starts, schedules, events)."""
 
 
-def counted(response: httpx.Response) -> httpx.Response:
-    """Count one request and its answer (a response >= 500 is noted)."""
+def report_runs(status: int, body: bytes) -> None:
+    """Remember the run ids a 200/202 answer reports (``run_id``, ``runs``)."""
+    if status not in (200, 202):
+        return
+    answer = json_of(body)
+    ids = [answer["run_id"]] if isinstance(answer.get("run_id"), str) else []
+    runs = answer.get("runs")
+    ids += [i for i in runs if isinstance(i, str)] if isinstance(runs, list) else []
+    REPORTED_RUNS.update(ids)
+
+
+def counted(response: httpx.Response) -> None:
+    """httpx response hook: count the request, note a response >= 500, keep run ids."""
     TALLY.add(requests=1)
     if response.status_code >= 500:
         TALLY.add(server_errors=1)
         request = response.request
         TALLY.note(f"{response.status_code} for {request.method} {request.url.raw_path!r}")
-    return response
+    if response.status_code in (200, 202):
+        report_runs(response.status_code, response.read())
 
 
 # -- the stack ---------------------------------------------------------------------------
@@ -258,11 +272,33 @@ def diff(before: Snapshot, after: Snapshot) -> list[str]:
     return changes
 
 
+def check_outcome(stack: FuzzStack, send: Callable[[], tuple[int, bytes]]) -> tuple[int, bytes]:
+    """Send one request to a quiet stack; a refusal (>= 400) must have written nothing.
+
+    An accepted start (202) may add its own run and nothing else. Counts stray writes.
+    """
+    before = stack.db.wait_quiet()
+    status, body = send()
+    after = stack.db.snapshot()
+    changes = diff(before, after)
+    if status == 202:
+        run_id = json_of(body).get("run_id")
+        changes = [c for c in changes if not (run_id and repr(run_id) in c)]
+    if changes:
+        TALLY.add(stray_writes=1)
+        TALLY.note(f"{status} answer wrote: {changes[0]}")
+    assert status < 500, f"{status}: {body[:300]!r}"
+    assert not changes, f"a {status} answer changed the database: {changes[:5]}"
+    return status, body
+
+
 # -- raw HTTP ----------------------------------------------------------------------------
 
 
-def raw_request(url: str, request: bytes, *, timeout_seconds: float = 10.0) -> tuple[int, bytes]:
-    """Send ``request`` as is (paths and headers no client would send); status and body."""
+def raw_request(
+    url: str, request: bytes, *, timeout_seconds: float = 10.0
+) -> tuple[int, bytes, bytes]:
+    """Send ``request`` as is (paths and headers no client would send): status, head, body."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=timeout_seconds) as sock:
         sock.sendall(request)
@@ -281,7 +317,9 @@ def raw_request(url: str, request: bytes, *, timeout_seconds: float = 10.0) -> t
     if status >= 500 or status == 0:
         TALLY.add(server_errors=1)
         TALLY.note(f"{status or 'no answer'} for raw request {request[:120]!r}")
-    return status, rest.partition(b"\r\n\r\n")[2]
+    head, _, body = rest.partition(b"\r\n\r\n")
+    report_runs(status, body)
+    return status, head, body
 
 
 def _is_complete(answer: bytes) -> bool:

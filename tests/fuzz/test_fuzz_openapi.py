@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.fuzz.stack import TALLY, FuzzStack, is_signed
+from tests.fuzz.stack import REPORTED_RUNS, TALLY, FuzzStack, is_signed, report_runs
 
 MAX_EXAMPLES = 30
 """Generated requests per operation and generation mode (positive, negative): a fixed
@@ -43,8 +43,6 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-REPORTED_RUNS: set[str] = set()
-"""Every run id an accepted request was told about (starts, schedules, events)."""
 
 
 class Signer(requests.auth.AuthBase):
@@ -133,8 +131,7 @@ def _call_and_check(case: Any, session: Any) -> None:
     if response.status_code >= 500:
         TALLY.add(server_errors=1)
         TALLY.note(f"{response.status_code} for {case.method} {case.formatted_path}")
-    if response.status_code in (200, 202):
-        REPORTED_RUNS.update(_run_ids(response))
+    report_runs(response.status_code, response.content)
     try:
         case.validate_response(response, checks=CHECKS)
     except BaseException:  # schemathesis's FailureGroup is a BaseExceptionGroup
@@ -146,22 +143,11 @@ def _call_and_check(case: Any, session: Any) -> None:
         raise
 
 
-def _run_ids(response: Any) -> list[str]:
-    try:
-        body = response.json()
-    except ValueError:
-        return []
-    if not isinstance(body, dict):
-        return []
-    ids = [body["run_id"]] if isinstance(body.get("run_id"), str) else []
-    return ids + [i for i in body.get("runs", []) if isinstance(i, str)]
-
-
 @pytest.mark.slow
 def test_every_stored_run_was_started_by_an_accepted_request(fuzz_stack: FuzzStack) -> None:
     """A run in the database that no 202 reported was written by a refused request."""
     if not REPORTED_RUNS:
-        pytest.skip("the schemathesis test did not run in this session")
+        pytest.skip("no request of this session started a run")
     fuzz_stack.db.wait_quiet()
     stray = fuzz_stack.db.run_ids() - REPORTED_RUNS
     orphans = fuzz_stack.db.count("steps", "run_id NOT IN (SELECT run_id FROM runs)")
