@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.fuzz.stack import REPORTED_RUNS, TALLY, FuzzStack, is_signed, report_runs
 
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = 40
 """Generated requests per operation and generation mode (positive, negative): a fixed
 budget, drawn the same way every run (``derandomize``)."""
 CONFIG = """
