@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from core.engine.engine import Engine
 
 OPENAPI_PATH: Final = "/openapi.json"
+# The route groups of functions/http/app.py (PUBLIC_API, WORKER, ADMIN), spelled here because
+# app.py imports this module; tests/fuzz/test_openapi_document.py checks they still match.
+PUBLIC_API: Final = "api"
+WORKER: Final = "worker"
+ADMIN: Final = "admin"
 IDEMPOTENCY_KEY_MAX_LENGTH: Final = 200
 """Issue 10: printable ASCII, 1 to 200 characters (``request_parsing.idempotency_key``)."""
 
@@ -99,7 +104,6 @@ class OpenApiEndpoint:
 def build_document(sagas: Iterable[Saga], *, include: Iterable[str]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of an app serving ``sagas`` and the route groups ``include``."""
     from functions.http import schemas
-    from functions.http.app import ADMIN, PUBLIC_API, WORKER
 
     groups = frozenset(include)
     served = sorted(sagas, key=lambda saga: saga.name)

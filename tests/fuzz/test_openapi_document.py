@@ -20,7 +20,8 @@ from core.domain.status import RunStatus, StepStatus
 from core.engine.engine import Engine
 from core.registry import SagaRegistry
 from functions.bundle import SAGA_MODULES
-from functions.http.app import ALL_ROUTES, PUBLIC_API, WORKER, create_app
+from functions.http import openapi
+from functions.http.app import ADMIN, ALL_ROUTES, PUBLIC_API, WORKER, create_app
 from functions.http.auth import HmacVerifier
 from functions.http.openapi import OPENAPI_PATH, build_document
 from functions.http.schemas import RunHeader, RunView
@@ -76,6 +77,12 @@ def test_document_names_every_route_the_app_serves_and_no_other(
         if "{" in path or not path.startswith(("/v1/sagas/", "/v1/schedules/"))
     }
     assert documented == served
+
+
+def test_route_group_names_match_the_app() -> None:
+    """openapi.py spells the app's route groups itself (app.py imports it): they agree."""
+    assert (openapi.PUBLIC_API, openapi.WORKER, openapi.ADMIN) == (PUBLIC_API, WORKER, ADMIN)
+    assert frozenset({openapi.PUBLIC_API, openapi.WORKER, openapi.ADMIN}) == ALL_ROUTES
 
 
 def test_openapi_json_is_built_on_first_request_and_cached(engine: Engine) -> None:
