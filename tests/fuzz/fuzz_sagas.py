@@ -43,8 +43,14 @@ def reserve(ctx: StepContext[OrderInput]) -> dict[str, int]:
     return {"lines": len(ctx.input.items)}
 
 
+class Declined(Exception):
+    """Raised by ``charge`` for the note "decline": the run compensates."""
+
+
 def charge(ctx: StepContext[OrderInput]) -> dict[str, str]:
-    """Pretend to charge."""
+    """Pretend to charge; the note "decline" fails the step (the run compensates)."""
+    if ctx.input.note == "decline":
+        raise Declined(f"card of {ctx.input.customer} declined")
     return {"charged": ctx.input.customer[:8]}
 
 
