@@ -53,7 +53,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     terminalreporter.section("fuzz")
     terminalreporter.write_line(TALLY.summary())
-    for note in TALLY.notes[:20]:
+    for note in TALLY.notes[:12]:
         terminalreporter.write_line(f"  {note}")
     if "path" in _REPORT:
         terminalreporter.write_line(f"report: {_REPORT['path']}")

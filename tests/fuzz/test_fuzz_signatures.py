@@ -11,6 +11,7 @@ the run of a schedule or an event.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fuzz.stack import TALLY, TERMINAL, FuzzStack, check_outcome, signature
+from tests.fuzz.stack import TALLY, TERMINAL, FuzzStack, check_outcome, json_of, signature
 
 SIGNING = "issue 10: fixed by the signing branch"
 ERRORS = "issue 10: fixed by the errors branch"
@@ -231,3 +232,80 @@ def test_client_key_cannot_occupy_the_run_of_an_event(
     (run_id,) = published.json()["runs"]
     assert run_id != squat.json().get("run_id")
     assert client.get(f"/v1/runs/{run_id}").json()["input"] != {"forged": True}
+
+
+def _pubsub(data: bytes, **message: Any) -> bytes:
+    envelope = {"message": {"data": base64.b64encode(data).decode(), **message}}
+    return json.dumps({**envelope, "subscription": "projects/p/subscriptions/s"}).encode()
+
+
+DEEP = 100_000
+JUNK: list[tuple[str, bytes]] = [
+    ("nested-arrays-100k", b"[" * DEEP + b"]" * DEEP),
+    ("nested-objects-20k", b'{"a":' * 20_000 + b"1" + b"}" * 20_000),
+    ("array", b"[]"),
+    ("null", b"null"),
+    ("string", b'"text"'),
+    ("NaN", b'{"x": NaN}'),
+    ("invalid-utf8", b'{"a": "\xff"}'),
+    ("escaped-NUL", b'{"a": "\\u0000", "\\u0000": 1}'),
+    ("100KB-key", b'{"' + b"k" * 100_000 + b'": 1}'),
+    ("bad-fields", b'{"format": true, "run_id": [], "step": {}, "attempt": -1}'),
+    (
+        "attempt-1e400",
+        b'{"format": 2, "saga": null, "run_id": "x", "step": "y", "action": "execute",'
+        b' "attempt": 1e400}',
+    ),
+    ("sweep-inf", b'{"stale_after_seconds": 1e999}'),
+    ("sweep-negative", b'{"stale_after_seconds": -1}'),
+    ("bad-time", b'{"scheduled_time": "9999-99-99"}'),
+    ("time-overflow", b'{"scheduled_time": "+275760-09-13T00:00:00Z"}'),
+    ("time-not-a-string", b'{"scheduled_time": 1e999}'),
+    ("bad-topic", b'{"topic": "a..b", "id": "x"}'),
+    ("long-topic", b'{"topic": "fuzz.' + b"a" * 10_000 + b'", "id": "x", "data": 1}'),
+    ("pubsub-nested", _pubsub(b"[" * DEEP + b"]" * DEEP, messageId="m1")),
+    ("pubsub-NaN", _pubsub(b"NaN", messageId="m2")),
+    ("pubsub-bad-types", _pubsub(b"{}", messageId=7, attributes={"topic": 1})),
+    ("pubsub-not-base64", b'{"message": {"data": "%%%not-base64"}}'),
+]
+
+
+KNOWN_JUNK_FAILURES = {
+    # 1e999 parses as inf: the sweep runs with it and its report cannot be sent (500).
+    ("sweep", "sweep-inf"): SIGNING + " (strict JSON: no non-finite float)",
+}
+
+
+def _junk_cases() -> list[Any]:
+    cases = []
+    for route_name in ("steps", "events", "schedules", "sweep"):
+        for name, body in JUNK:
+            reason = KNOWN_JUNK_FAILURES.get((route_name, name))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            cases.append(pytest.param(route_name, body, id=f"{route_name}-{name}", marks=marks))
+    return cases
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("route_name", "body"), _junk_cases())
+def test_signed_junk_is_refused_without_writes(
+    quiet: FuzzStack, client: httpx.Client, done_run: str, route_name: str, body: bytes
+) -> None:
+    """Behind a valid signature, junk is a 4xx, a dead letter, or harmless.
+
+    Harmless: the schedule ignores unknown fields and fires its latest time, an event with
+    a long but valid topic is published, a sweep runs; ``check_outcome`` then allows only
+    the writes of the runs the answer reports.
+    """
+    path, _ = route(route_name, done_run)
+    signed = quiet.sign("POST", path, body)
+    headers = {"Content-Type": "application/json", "X-Relay-Signature": signed}
+
+    def send() -> tuple[int, bytes]:
+        response = client.post(path, content=body, headers=headers)
+        return response.status_code, response.content
+
+    status, answer = check_outcome(quiet, send)
+    dead_letter = status == 200 and json_of(answer).get("status") == "dead_lettered"
+    harmless = (route_name, status) in {("sweep", 200), ("schedules", 202), ("events", 202)}
+    assert 400 <= status < 500 or dead_letter or harmless
