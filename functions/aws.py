@@ -333,6 +333,17 @@ def _http_handler() -> Mangum:
     from mangum import Mangum
 
     from functions.http.app import PUBLIC_API, create_app
+    from functions.http.callers import LazyAuthenticator, authenticator_for
+    from functions.wiring import get_api_key_store, get_settings
 
-    app = create_app(engine=_engine, verifier=_NoDeliveries(), include=frozenset({PUBLIC_API}))
+    # Lazy: settings are read (and a bad RELAY_API_AUTH answered 503) per request, not here.
+    authenticator = LazyAuthenticator(
+        lambda: authenticator_for(get_settings(), api_keys=get_api_key_store)
+    )
+    app = create_app(
+        engine=_engine,
+        verifier=_NoDeliveries(),
+        authenticator=authenticator,
+        include=frozenset({PUBLIC_API}),
+    )
     return Mangum(app, lifespan="off")
