@@ -332,8 +332,9 @@ def _http_handler() -> Mangum:
     """Mangum around the public API (built on the first HTTP invocation)."""
     from mangum import Mangum
 
+    from functions.http.api_auth import authenticator_for
     from functions.http.app import PUBLIC_API, create_app
-    from functions.http.callers import LazyAuthenticator, authenticator_for
+    from functions.http.callers import LazyAuthenticator
     from functions.wiring import get_api_key_store, get_settings
 
     # Lazy: settings are read (and a bad RELAY_API_AUTH answered 503) per request, not here.

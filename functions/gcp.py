@@ -66,7 +66,7 @@ def _verifier() -> DeliveryVerifier:
 
 
 def _authenticator() -> Authenticator:
-    from functions.http.callers import authenticator_for
+    from functions.http.api_auth import authenticator_for
     from functions.wiring import get_api_key_store, get_settings
 
     return authenticator_for(get_settings(), api_keys=get_api_key_store)

@@ -35,6 +35,7 @@ from core.errors import ConfigurationError, EngineError
 from core.faults import FaultKind, FaultPlan
 from functions.settings import Settings
 from infra.local.runtime.supervisor import HOST, WorkerSupervisor
+from tooling.dev_auth import auth_description, check_exposure, dev_authenticator
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -182,10 +183,7 @@ class DevStack:
 
     def auth_description(self) -> str:
         """How run API callers authenticate on this stack (for the banner)."""
-        from functions.http.callers import auth_modes
-
-        modes = auth_modes(self.settings, is_loopback_dev=is_loopback(self.host))
-        return "open (loopback)" if modes == ("local",) else ",".join(modes)
+        return auth_description(self.settings, host=self.host)
 
     async def start(self) -> None:
         """Bind the API port, start the workers, the dispatcher, the sweeper and the API.
@@ -277,7 +275,8 @@ class DevStack:
             # margin is plenty and keeps the post-crash hiding time short.
             lease_margin_seconds=5.0,
         )
-        await self._start_api(build_api_app(engine, key, self._authenticator()))
+        authenticator = dev_authenticator(self.settings, host=self.host, store=engine.store)
+        await self._start_api(build_api_app(engine, key, authenticator))
         if isinstance(delivery, HttpDelivery):
             self._supervisor = WorkerSupervisor(
                 count=self.worker_count,
@@ -298,49 +297,9 @@ class DevStack:
         """Refuse to serve the run API beyond loopback without credentials.
 
         Raises:
-            ConfigurationError: bound to a non-loopback address with ``RELAY_API_AUTH``
-                unset, or with API keys only and no valid key; the message names the fix.
+            ConfigurationError: naming the fix (see ``tooling/dev_auth.py``).
         """
-        if is_loopback(self.host):
-            return
-        from functions.http.callers import auth_modes
-
-        if not self.settings.api_auth:
-            raise ConfigurationError(
-                f"relay dev --host {self.host} would serve the run API beyond this machine "
-                "with no credentials: set RELAY_API_AUTH=api_key and create a key "
-                "(relay keys create --grant 'SAGA:start,read'), or RELAY_API_AUTH=jwt with "
-                "RELAY_JWT_ISSUER and RELAY_JWT_AUDIENCE; RELAY_API_AUTH=public serves it "
-                "open on purpose"
-            )
-        modes = auth_modes(self.settings)
-        if modes == ("api_key",):
-            from infra.local.sqlite_api_keys import SQLiteApiKeyStore
-
-            store = SQLiteApiKeyStore.from_settings(self.data_dir)
-            try:
-                valid = [k for k in store.list_keys() if not k.is_revoked]
-            finally:
-                store.database.close()
-            if not valid:
-                raise ConfigurationError(
-                    f"relay dev --host {self.host} accepts API keys only and {self.data_dir} "
-                    "holds no valid key: create one with relay keys create --grant "
-                    "'SAGA:start,read' (RELAY_DATA_DIR pointing at this data dir)"
-                )
-
-    def _authenticator(self) -> Authenticator:
-        from functions.http.callers import authenticator_for
-        from infra.local.sqlite_api_keys import SQLiteApiKeyStore
-        from infra.local.sqlite_store import SQLiteStateStore
-
-        store = self.engine.store
-        if not isinstance(store, SQLiteStateStore):  # build_engine on RELAY_BACKEND=local
-            raise ConfigurationError(f"relay dev needs the SQLite store, got {type(store)}")
-        keys = SQLiteApiKeyStore(store.database)
-        return authenticator_for(
-            self.settings, api_keys=lambda: keys, is_loopback_dev=is_loopback(self.host)
-        )
+        check_exposure(self.settings, host=self.host, data_dir=self.data_dir)
 
     def _build_engine(self) -> Engine:
         from functions.wiring import build_engine
@@ -399,18 +358,6 @@ def build_api_app(engine: Engine, key: bytes, authenticator: Authenticator) -> A
         authenticator=authenticator,
         include=ALL_ROUTES,
     )
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _bind(host: str, port: int) -> socket.socket:
