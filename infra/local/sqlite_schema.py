@@ -150,7 +150,9 @@ def create_schema_txn(conn: sqlite3.Connection, path: str) -> None:
         for statement in _SCHEMA_V1:
             conn.execute(statement)
         found = 1
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
     for version in range(found + 1, SCHEMA_VERSION + 1):
         for statement in _MIGRATIONS[version]:
             conn.execute(statement)
-    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        # One row per version reached: the table is the file's migration history.
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
