@@ -293,11 +293,13 @@ class JwtCheck:
             value = claims.get(name)
             if value is None and name != "exp":
                 continue
+            # The range check first: it is exact for any int (10**400 included) and
+            # false for NaN; math.isfinite would overflow on a huge int.
             if (
                 isinstance(value, bool)
                 or not isinstance(value, int | float)
-                or not math.isfinite(value)
                 or not -1e12 < value < 1e12
+                or not math.isfinite(value)
             ):
                 raise Forbidden(f"JWT claim {name} is not a finite time")
         if claims["exp"] > now + MAX_LIFETIME_SECONDS:
