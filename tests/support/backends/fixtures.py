@@ -33,12 +33,12 @@ import pytest
 from core.domain.saga import Saga
 from core.engine.saga_runner import RunnerSettings
 from core.faults import FaultPlan
+from core.ports.api_keys import ApiKeyStore
 from core.ports.clock import FixedClock
 from core.ports.io_manager import IOManager
 from core.ports.state_store import StateStore
 from core.ports.task_queue import PullQueue
 from core.testing import DEFAULT_SETTINGS, SagaHarness
-from core.ports.api_keys import ApiKeyStore
 from infra.local.fs_io_manager import FilesystemIOManager
 from infra.local.sqlite_api_keys import SQLiteApiKeyStore
 from infra.local.sqlite_db import SQLiteDatabase
