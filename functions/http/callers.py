@@ -339,11 +339,15 @@ def _is_clean(text: str) -> bool:
 def _google_email(headers: Mapping[str, str]) -> str | None:
     """The email claim of the Google ID token Cloud Run IAM verified (read, not verified).
 
-    Cloud Run passes the ``Authorization`` header on after checking it; anything odd
-    just leaves the identity unknown: the request was already let through.
+    Cloud Run passes ``Authorization`` (or ``X-Serverless-Authorization``, minus its
+    signature) on after checking it; anything odd just leaves the identity unknown: the
+    request was already let through.
     """
     try:
         token = bearer_token(headers)
+        if token is None:  # the header Cloud Run also accepts (it strips the signature)
+            served = header(headers, "X-Serverless-Authorization")
+            token = bearer_token({"Authorization": served}) if served else None
     except Forbidden:
         return None
     if token is None or token.count(".") != 2:

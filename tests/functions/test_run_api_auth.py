@@ -261,6 +261,9 @@ def test_platform_callers_are_named_by_what_the_platform_verified() -> None:
     )
     assert gcp.authenticate(ask({"Authorization": "Bearer junk.é.x"})).identity == "gcp:unknown"
     assert gcp.authenticate(ask({})).identity == "gcp:unknown"
+    stripped = token.rsplit(".", 1)[0] + "."
+    served = {"X-Serverless-Authorization": f"Bearer {stripped}"}
+    assert gcp.authenticate(ask(served)).identity == "gcp:ci@p.iam.gserviceaccount.com"
     assert aws.authenticate(ask({}, iam)).identity == "aws:iam:arn:aws:iam::1:user/ci"
     assert aws.authenticate(ask({}, jwt)).identity == "aws:jwt:u-7"
     caller = aws.authenticate(ask({}, {"aws.event": {"requestContext": "odd"}}))

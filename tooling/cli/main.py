@@ -96,6 +96,12 @@ def dev(port: int, host: str, workers: int, in_process: bool, data_dir: Path | N
 @click.option("--idempotency-key", default=None, help="The same key always names the same run.")
 @click.option("--wait", is_flag=True, help="Wait until the run ends and show its timeline.")
 @click.option("--url", default=None, help="Start through the HTTP API at this base URL.")
+@click.option(
+    "--api-key",
+    default=None,
+    help="With --url: the API key to present (relay keys create); prefer @file to keep it "
+    "out of the shell history.",
+)
 @click.option("--timeout", default=60.0, show_default=True, help="Longest --wait, in seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead.")
 def start(
@@ -105,6 +111,7 @@ def start(
     idempotency_key: str | None,
     wait: bool,
     url: str | None,
+    api_key: str | None,
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -113,7 +120,12 @@ def start(
     if url:
         from tooling.remote import RemoteRuns
 
-        with RemoteRuns(url) as remote:
+        if api_key and api_key.startswith("@"):
+            try:
+                api_key = Path(api_key[1:]).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise click.BadParameter(f"cannot read {api_key[1:]}: {exc}") from None
+        with RemoteRuns(url, api_key=api_key) as remote:
             run_id = remote.start(saga, raw_input, idempotency_key=idempotency_key)
             view = remote.wait(run_id, timeout_seconds=timeout) if wait else None
     else:
