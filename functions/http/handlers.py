@@ -1,14 +1,15 @@
 """The handlers of the HTTP API: each parses a request, makes one engine call, shapes the answer.
 
-``PublicHandlers`` serve the run API (start, read, list); ``WorkerHandlers`` the deliveries
-(queue, events, schedules, sweep) and the operator actions (retry, cancel), which are
-authenticated by the delivery verifier before a byte of their body is parsed.
+``PublicHandlers`` serve the run API (start, read, list) to callers the authenticator names,
+within their grants (``functions/http/callers.py``); ``WorkerHandlers`` the deliveries
+(queue, events, schedules, sweep) and the operator actions (retry, cancel, audited in the
+run), which are authenticated by the delivery verifier before a byte of their body is parsed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -17,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from core.domain.audit import AuditEntry
 from core.domain.records import RunRecord
+from core.domain.status import RunStatus
 from core.errors import RunNotFoundError
 from functions.http.auth import DeliveryVerifier, Forbidden, Unauthenticated
 from functions.http.callers import Authenticator, Caller, CallerRequest, Grants
@@ -328,7 +330,7 @@ def _readable_runs(
     *,
     saga: str | None,
     readable: frozenset[str] | None,
-    statuses: Any,
+    statuses: Sequence[RunStatus] | None,
     limit: int,
 ) -> list[RunRecord]:
     """The newest ``limit`` runs of ``saga``, or of the ``readable`` sagas (None: all)."""
