@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core.domain.records import RunId, RunRecord, StepName, StepRecord
 from core.domain.status import RunStatus
@@ -332,3 +334,25 @@ def test_chain_tells_missing_from_unrecognised_credentials() -> None:
         chain.authenticate(
             CallerRequest(headers={"Authorization": "Bearer a.b.c"}, source="x", scope={})
         )
+
+
+_HEADER_BYTES = st.binary(min_size=0, max_size=300).map(
+    lambda raw: bytes(b for b in raw if b not in (0x0A, 0x0D)).strip()
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=st.sampled_from(["Authorization", "X-Api-Key"]),
+    prefix=st.sampled_from([b"", b"Bearer ", b"bearer rk_", b"rk_", b"Bearer a.b."]),
+    value=_HEADER_BYTES,
+)
+def test_any_credential_bytes_get_401_or_403_never_5xx(
+    keyed_client: TestClient, name: str, prefix: bytes, value: bytes
+) -> None:
+    """Whatever bytes a credential header holds, the answer is 401 or 403."""
+    response = keyed_client.get("/v1/runs", headers={name: prefix + value})
+
+    assert response.status_code in (401, 403), response.text
