@@ -332,19 +332,15 @@ def _http_handler() -> Mangum:
     """Mangum around the public API (built on the first HTTP invocation)."""
     from mangum import Mangum
 
-    from functions.http.api_auth import authenticator_for
     from functions.http.app import PUBLIC_API, create_app
     from functions.http.callers import LazyAuthenticator
-    from functions.wiring import get_api_key_store, get_settings
+    from functions.wiring import get_authenticator
 
-    # Lazy: settings are read (and a bad RELAY_API_AUTH answered 503) per request, not here.
-    authenticator = LazyAuthenticator(
-        lambda: authenticator_for(get_settings(), api_keys=get_api_key_store)
-    )
     app = create_app(
         engine=_engine,
         verifier=_NoDeliveries(),
-        authenticator=authenticator,
+        # Settings are read (a bad RELAY_API_AUTH answered 503) on a request, not here.
+        authenticator=LazyAuthenticator(get_authenticator),
         include=frozenset({PUBLIC_API}),
     )
     return Mangum(app, lifespan="off")

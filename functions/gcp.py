@@ -66,10 +66,9 @@ def _verifier() -> DeliveryVerifier:
 
 
 def _authenticator() -> Authenticator:
-    from functions.http.api_auth import authenticator_for
-    from functions.wiring import get_api_key_store, get_settings
+    from functions.wiring import get_authenticator
 
-    return authenticator_for(get_settings(), api_keys=get_api_key_store)
+    return get_authenticator()
 
 
 def _event_topics() -> Mapping[str, str]:

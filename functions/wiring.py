@@ -26,6 +26,7 @@ from core.ports.metrics import BufferedMetricsSink, NullMetrics
 from core.ports.state_store import StateStore
 from core.ports.task_queue import TaskQueue
 from core.registry import SagaRegistry
+from functions.http.callers import Authenticator
 from functions.settings import Settings
 
 _log = logging.getLogger("relay.wiring")
@@ -364,10 +365,30 @@ def get_api_key_store() -> ApiKeyStore:
         return _api_keys
 
 
-def reset_engine() -> None:
-    """Drop the cached settings, engine and key store (tests that change the environment)."""
-    global _engine, _api_keys
+_authenticator: Authenticator | None = None
+
+
+def get_authenticator() -> Authenticator:
+    """The run API's authenticator of this warm container (``RELAY_API_AUTH``), built once.
+
+    Raises:
+        ConfigurationError: a mode lacks its settings (the request is answered 503).
+    """
+    from functions.http.api_auth import authenticator_for
+
+    global _authenticator
     with _lock:
+        if _authenticator is None:
+            # JWT key sets are cached inside it; the key store is built on first use.
+            _authenticator = authenticator_for(get_settings(), api_keys=get_api_key_store)
+        return _authenticator
+
+
+def reset_engine() -> None:
+    """Drop the cached settings, engine, key store and authenticator (tests, new env)."""
+    global _engine, _api_keys, _authenticator
+    with _lock:
+        _authenticator = None
         if _engine is not None:
             _engine.close()
         _engine = None

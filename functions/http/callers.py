@@ -24,7 +24,6 @@ import binascii
 import json
 import logging
 import re
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
@@ -280,20 +279,19 @@ class PlatformAuthenticator:
 
 
 class LazyAuthenticator:
-    """An authenticator built on first use, so a function's import reads no settings."""
+    """Delegates to the authenticator ``current()`` returns, asked per request.
 
-    def __init__(self, factory: Callable[[], Authenticator]) -> None:
-        self._factory = factory
-        self._built: Authenticator | None = None
-        self._lock = threading.Lock()
+    A function's import then reads no settings, and ``current`` (typically
+    ``functions.wiring.get_authenticator``, which caches it per warm container and drops
+    it with ``reset_engine``) decides when one is built.
+    """
+
+    def __init__(self, current: Callable[[], Authenticator]) -> None:
+        self._current = current
 
     def authenticate(self, request: CallerRequest) -> Caller:
-        """Build the real authenticator once, then delegate to it."""
-        with self._lock:
-            if self._built is None:
-                self._built = self._factory()
-            built = self._built
-        return built.authenticate(request)
+        """The caller, as the current authenticator names it."""
+        return self._current().authenticate(request)
 
 
 # -- parsing helpers ---------------------------------------------------------------------
