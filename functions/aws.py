@@ -333,6 +333,14 @@ def _http_handler() -> Mangum:
     from mangum import Mangum
 
     from functions.http.app import PUBLIC_API, create_app
+    from functions.http.callers import LazyAuthenticator
+    from functions.wiring import get_authenticator
 
-    app = create_app(engine=_engine, verifier=_NoDeliveries(), include=frozenset({PUBLIC_API}))
+    app = create_app(
+        engine=_engine,
+        verifier=_NoDeliveries(),
+        # Settings are read (a bad RELAY_API_AUTH answered 503) on a request, not here.
+        authenticator=LazyAuthenticator(get_authenticator),
+        include=frozenset({PUBLIC_API}),
+    )
     return Mangum(app, lifespan="off")

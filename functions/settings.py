@@ -32,6 +32,7 @@ from functions.bundle import SAGA_MODULES
 from functions.env_table import (
     ALL_BACKENDS,
     ALL_ROLES,
+    API_ROLES,
     AWS,
     BACKENDS,
     CLOUD,
@@ -286,6 +287,54 @@ class Settings:
         "JSON object: a Pub/Sub subscription or topic id -> the Relay topic of its messages"
         " (for messages without a relay_topic attribute)",
         parse=string_map,
+    )
+
+    # -- who may call the run API (functions/http/callers.py) ------------------------------
+    api_auth: str | None = setting(
+        "RELAY_API_AUTH",
+        ALL_BACKENDS,
+        API_ROLES,
+        "how run API callers authenticate: api_key, jwt, api_key,jwt, platform or public"
+        " (empty: platform on gcp/aws, api_key locally; relay dev on loopback is open)",
+        parse=optional_text,
+    )
+    platform_grants: str = setting(
+        "RELAY_PLATFORM_GRANTS",
+        CLOUD,
+        API_ROLES,
+        "with RELAY_API_AUTH=platform: what every caller the platform let through may do"
+        " (saga:start,read;other:read syntax, * for every saga)",
+        parse=text,
+        default="*:start,read",
+    )
+    jwt_issuer: str | None = setting(
+        "RELAY_JWT_ISSUER",
+        ALL_BACKENDS,
+        API_ROLES,
+        "with RELAY_API_AUTH=jwt: the exact iss of accepted tokens (https)",
+        parse=optional_text,
+    )
+    jwt_audience: str | None = setting(
+        "RELAY_JWT_AUDIENCE",
+        ALL_BACKENDS,
+        API_ROLES,
+        "with RELAY_API_AUTH=jwt: the aud accepted tokens must carry",
+        parse=optional_text,
+    )
+    jwt_jwks_url: str | None = setting(
+        "RELAY_JWT_JWKS_URL",
+        ALL_BACKENDS,
+        API_ROLES,
+        "with RELAY_API_AUTH=jwt: the issuer's JWKS (empty: jwks_uri of its OIDC discovery)",
+        parse=optional_text,
+    )
+    jwt_grants_claim: str = setting(
+        "RELAY_JWT_GRANTS_CLAIM",
+        ALL_BACKENDS,
+        API_ROLES,
+        "with RELAY_API_AUTH=jwt: the claim holding the caller's grants (grant syntax)",
+        parse=text,
+        default="relay_grants",
     )
 
     @classmethod

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from core.domain.audit import AuditEntry, appended
 from core.domain.messages import MESSAGE_FORMAT, Message, RunId, StepName
 from core.domain.status import RUN_TRANSITIONS, STEP_TRANSITIONS, RunStatus, StepStatus
 from core.errors import IllegalTransitionError
@@ -24,6 +25,7 @@ from core.errors import IllegalTransitionError
 __all__ = [
     "JSON",
     "MESSAGE_FORMAT",
+    "AuditEntry",
     "Message",
     "RunId",
     "RunRecord",
@@ -87,6 +89,15 @@ class RunRecord:
     version: int = 1
     redrive_count: int = 0
     redriven_at: float | None = None
+    # Operator actions (retry, cancel by hand), oldest first: core/domain/audit.py.
+    audit: tuple[AuditEntry, ...] = ()
+
+    def audited(self, entry: AuditEntry | None) -> RunRecord:
+        """This record with ``entry`` appended to its audit trail, at the same version.
+
+        The entry rides on the transition it records (retried, compensating...).
+        """
+        return replace(self, audit=appended(self.audit, entry))
 
     def running(self, *, now: float) -> RunRecord:
         """A step started or a retry is due: the run is RUNNING."""

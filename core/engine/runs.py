@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.domain.records import (
+    AuditEntry,
     RunId,
     RunRecord,
     RunSnapshot,
@@ -136,11 +137,13 @@ class RunService:
         """Run headers, newest first."""
         return self._store.list_runs(saga=saga, statuses=statuses, limit=limit)
 
-    def retry(self, run_id: str) -> RunRecord:
+    def retry(self, run_id: str, *, audit: AuditEntry | None = None) -> RunRecord:
         """Resume a FAILED run where it stopped, with fresh retry budgets.
 
         A run that failed while compensating resumes compensating; one that failed
         before (definition drift, a saga the worker did not serve) resumes running.
+        ``audit`` (who asked, from where) is appended to the run's audit trail in the
+        same conditional write.
 
         Raises:
             RunNotFoundError: no such run.
@@ -166,7 +169,7 @@ class RunService:
             }
             new_run = run.retried(
                 now=now, definition_hash=saga.definition_hash, is_compensating=was_compensating
-            )
+            ).audited(audit)
             status = new_run.status
             view = RunSnapshot(new_run, {**snapshot.steps, **refreshed})
             change = StateChange(
@@ -183,8 +186,11 @@ class RunService:
             return new_run
         raise ConcurrencyConflict(run_id=run_id, detail="run kept changing during retry")
 
-    def cancel(self, run_id: str) -> RunRecord:
+    def cancel(self, run_id: str, *, audit: AuditEntry | None = None) -> RunRecord:
         """Stop a run: undo finished steps in reverse order, then end CANCELLED.
+
+        ``audit`` (who asked, from where) is appended to the run's audit trail in the
+        same conditional write.
 
         Raises:
             RunNotFoundError: no such run.
@@ -202,14 +208,17 @@ class RunService:
                 )
             now = self._clock.now()
             if run.status is RunStatus.COMPENSATING:
-                change = StateChange(run.run_id, run=run.cancel_requested(now=now))
+                change = StateChange(run.run_id, run=run.cancel_requested(now=now).audited(audit))
             else:
                 saga = self._registry.get(run.saga)
                 new_run, changed, outbox = planner.begin_compensation(
                     saga, run, snapshot.steps, now=now, error="cancelled by request", is_cancel=True
                 )
                 change = StateChange(
-                    run.run_id, run=new_run, steps=tuple(changed), outbox=tuple(outbox)
+                    run.run_id,
+                    run=new_run.audited(audit),
+                    steps=tuple(changed),
+                    outbox=tuple(outbox),
                 )
             try:
                 self._apply(change)

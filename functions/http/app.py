@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.errors import ConfigurationError
 from functions.http.auth import DeliveryVerifier
+from functions.http.callers import Authenticator
 from functions.http.errors import guarded, http_exception, unhandled_exception
 from functions.http.handlers import Handlers
 from functions.logs import bind_request, reset_request
@@ -42,6 +43,7 @@ def create_app(
     *,
     engine: Callable[[], Engine],
     verifier: DeliveryVerifier,
+    authenticator: Authenticator,
     include: frozenset[str] = ALL_ROUTES,
     max_body_bytes: int = MAX_BODY_BYTES,
     event_topics: Callable[[], Mapping[str, str]] = dict,
@@ -52,6 +54,8 @@ def create_app(
         engine: Returns the engine; called per request, in a worker thread, so the
             first request (not the import) builds it and health checks never do.
         verifier: Authenticates worker and admin requests before anything is parsed.
+        authenticator: Authenticates run API callers; their grants decide which sagas
+            they may start and read (``functions/http/callers.py``).
         include: Route groups to serve (``PUBLIC_API``, ``WORKER``, ``ADMIN``), so a
             public function does not expose the worker's routes.
         max_body_bytes: Larger request bodies are refused with 413.
@@ -69,6 +73,7 @@ def create_app(
     api = Handlers(
         engine=engine,
         verifier=verifier,
+        authenticator=authenticator,
         max_body_bytes=max_body_bytes,
         event_topics=event_topics,
     )

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from core.domain.audit import audit_from_json, audit_to_json
 from core.domain.records import (
     Message,
     RunId,
@@ -33,6 +34,7 @@ _RUN_COLUMNS: Final = (
     "run_id, saga, status, input, output, error, definition_hash, idempotency_key,"
     " created_at, updated_at, is_cancel_requested, version, compensation_reason,"
     " redrive_count, redriven_at"
+    ", audit"  # schema version 4 (RunRecord.audit)
 )
 _STEP_COLUMNS: Final = (
     "run_id, name, status, attempt, budget_start, lease_until, retry_at, output, error,"
@@ -40,7 +42,9 @@ _STEP_COLUMNS: Final = (
 )
 
 _INSERT_RUN: Final = (
-    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    ", ?"  # audit
+    ")"
     " ON CONFLICT (run_id) DO NOTHING"
 )
 # The set list omits run_id, saga and created_at: they never change after creation.
@@ -48,6 +52,7 @@ _UPDATE_RUN: Final = (
     "UPDATE runs SET status = ?, input = ?, output = ?, error = ?, definition_hash = ?,"
     " idempotency_key = ?, updated_at = ?, is_cancel_requested = ?, version = ?,"
     " compensation_reason = ?, redrive_count = ?, redriven_at = ?"
+    ", audit = ?"
     " WHERE run_id = ? AND version = ?"
 )
 _SELECT_RUN: Final = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"
@@ -258,6 +263,7 @@ def _run_row(run: RunRecord) -> tuple[Any, ...]:
         run.compensation_reason,
         run.redrive_count,
         run.redriven_at,
+        audit_to_json(run.audit),
     )
 
 
@@ -276,6 +282,7 @@ def _run_update_params(run: RunRecord) -> tuple[Any, ...]:
         run.compensation_reason,
         run.redrive_count,
         run.redriven_at,
+        audit_to_json(run.audit),
         run.run_id,
         run.version - 1,
     )
@@ -298,6 +305,7 @@ def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
         compensation_reason=row[12],
         redrive_count=row[13],
         redriven_at=row[14],
+        audit=audit_from_json(row[15]),
     )
 
 

@@ -308,7 +308,9 @@ def test_a_version_1_file_is_migrated_and_its_queued_messages_still_load(tmp_pat
         database.close()
     raw = sqlite3.connect(tmp_path / "relay.db")
     try:
-        assert raw.execute("SELECT MAX(version) FROM schema_version").fetchone() == (2,)
+        assert raw.execute("SELECT MAX(version) FROM schema_version").fetchone() == (
+            SCHEMA_VERSION,
+        )
     finally:
         raw.close()
     SQLiteDatabase(tmp_path / "relay.db").close()  # opening a migrated file again is a no-op

@@ -20,11 +20,13 @@ from core.domain.records import Message, RunId, StateChange, StepName
 from core.domain.saga import Saga
 from core.domain.status import Action
 from core.errors import ConfigurationError
+from core.ports.api_keys import issue_key
 from core.registry import SagaRegistry
 from functions import wiring
 from functions.http.verifiers import verifier_for
 from functions.settings import Settings
 from infra.gcp.cloud_tasks import CloudTasksQueue
+from infra.local.sqlite_api_keys import SQLiteApiKeyStore
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from tests.support.entry_points import SIGNING_KEY, STEP_CALLS, TestClient, json_body, signed
 from tests.support.gcp import TasksEmulator
@@ -43,10 +45,18 @@ def target_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[T
     monkeypatch.setenv("RELAY_SAGA_MODULES", "greet=tests.support.entry_points:greet")
     monkeypatch.setenv("RELAY_SAGAS", "greet")
     monkeypatch.setenv("RELAY_SIGNING_KEY", SIGNING_KEY.decode())
+    # The local default is RELAY_API_AUTH=api_key: the run API is called with a real key.
+    keys = SQLiteApiKeyStore.from_settings(tmp_path / "relay-data")
+    issued = issue_key(grants="*:start,read", description="tests", now=time.time())
+    keys.create_key(record=issued.record)
+    keys.database.close()
     clients: list[TestClient] = []
 
     def open_client(target: str) -> TestClient:
-        client = TestClient(create_asgi_app(target=target, source=str(SOURCE)))
+        client = TestClient(
+            create_asgi_app(target=target, source=str(SOURCE)),
+            headers={"X-Api-Key": issued.text},
+        )
         clients.append(client.__enter__())
         return client
 

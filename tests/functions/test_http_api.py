@@ -15,10 +15,12 @@ from core.engine.engine import Engine
 from core.registry import SagaRegistry
 from functions.http.app import MAX_BODY_BYTES, PUBLIC_API, create_app
 from functions.http.auth import HmacVerifier
+from functions.http.callers import OpenAuthenticator
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore
 from tests.support.entry_points import SIGNING_KEY, TestClient, assert_nothing_written
 
+OPEN = OpenAuthenticator("local")
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -128,7 +130,10 @@ def test_a_saga_that_does_not_import_is_503_without_its_details(
         queue=sqlite_queue,
     )
     app = create_app(
-        engine=lambda: broken, verifier=HmacVerifier(SIGNING_KEY), include=frozenset({PUBLIC_API})
+        engine=lambda: broken,
+        verifier=HmacVerifier(SIGNING_KEY),
+        authenticator=OPEN,
+        include=frozenset({PUBLIC_API}),
     )
     with TestClient(app) as client:
         response = client.post("/v1/sagas/trip/runs", json={})
@@ -236,8 +241,10 @@ def test_run_view_has_the_contract_shape_with_steps_in_definition_order(
         "created_at",
         "updated_at",
         "compensation_reason",
+        "audit",
         "steps",
     }
+    assert view["audit"] == []
     assert (view["run_id"], view["saga"], view["status"]) == (run_id, "greet", "RUNNING")
     assert view["input"] == {"name": "Ada", "times": 2}
     assert (view["output"], view["error"]) == (None, None)
@@ -277,7 +284,7 @@ def test_unknown_run_is_404(client: TestClient) -> None:
 
 
 def test_list_filters_by_saga_and_status_and_limits(client: TestClient, engine: Engine) -> None:
-    """GET /v1/runs returns headers without steps, newest first, filtered and limited."""
+    """GET /v1/runs returns entries without steps or run data, newest first, filtered, limited."""
     older = start(client, {"name": "Ada"}).json()["run_id"]
     newer = start(client, {"name": "Grace"}).json()["run_id"]
     engine.handle(Message(RunId(older), StepName("write_text"), Action.EXECUTE, 1))
@@ -289,8 +296,7 @@ def test_list_filters_by_saga_and_status_and_limits(client: TestClient, engine: 
     limited = client.get("/v1/runs", params={"limit": "1"}).json()["runs"]
 
     assert [run["run_id"] for run in every] == [newer, older]
-    assert "steps" not in every[0]
-    assert every[0]["input"] == {"name": "Grace", "times": 1}
+    assert set(every[0]) == {"run_id", "saga", "status", "created_at", "updated_at"}
     assert [run["run_id"] for run in running] == [older]
     assert len(either.json()["runs"]) == 2
     assert other_saga == []
@@ -332,7 +338,7 @@ def test_healthz_answers_without_building_the_engine() -> None:
         calls.append("built")
         raise AssertionError("healthz must not build the engine")
 
-    app = create_app(engine=engine_factory, verifier=HmacVerifier(SIGNING_KEY))
+    app = create_app(engine=engine_factory, verifier=HmacVerifier(SIGNING_KEY), authenticator=OPEN)
     with TestClient(app) as client:
         response = client.get("/healthz")
 
@@ -352,7 +358,10 @@ def test_unknown_routes_and_methods_answer_json_errors(client: TestClient) -> No
 def test_public_api_app_does_not_serve_worker_routes(engine: Engine) -> None:
     """An app built for the public API group has no delivery or admin routes."""
     app = create_app(
-        engine=lambda: engine, verifier=HmacVerifier(SIGNING_KEY), include=frozenset({PUBLIC_API})
+        engine=lambda: engine,
+        verifier=HmacVerifier(SIGNING_KEY),
+        authenticator=OPEN,
+        include=frozenset({PUBLIC_API}),
     )
     with TestClient(app) as client:
         assert client.post("/v1/steps", content=b"{}").status_code == 404
@@ -368,7 +377,7 @@ def test_unexpected_failure_is_500_without_leaking_details(
     def broken_engine() -> Engine:
         raise RuntimeError("database password is hunter2")
 
-    app = create_app(engine=broken_engine, verifier=HmacVerifier(SIGNING_KEY))
+    app = create_app(engine=broken_engine, verifier=HmacVerifier(SIGNING_KEY), authenticator=OPEN)
     with TestClient(app) as client:
         response = client.get("/v1/runs/r-1")
 

@@ -33,6 +33,7 @@ from core.errors import ConfigurationError, InfrastructureError
 from functions import wiring
 from functions.http.app import ALL_ROUTES, create_app
 from functions.http.auth import Forbidden, Unauthenticated
+from functions.http.callers import OpenAuthenticator
 from functions.http.oidc import CachedCerts, OidcVerifier
 from functions.http.verifiers import verifier_for
 from functions.settings import Settings
@@ -407,7 +408,12 @@ def test_missing_configuration_is_named(settings: Settings, variable: str) -> No
 @pytest.fixture
 def oidc_client(engine: Engine, verifier: OidcVerifier) -> Iterator[TestClient]:
     """The whole HTTP app over the SQLite engine, verifying deliveries with OIDC."""
-    app = create_app(engine=lambda: engine, verifier=verifier, include=ALL_ROUTES)
+    app = create_app(
+        engine=lambda: engine,
+        verifier=verifier,
+        authenticator=OpenAuthenticator("local"),
+        include=ALL_ROUTES,
+    )
     with TestClient(app) as test_client:
         yield test_client
 

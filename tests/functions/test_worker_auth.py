@@ -16,6 +16,7 @@ from core.errors import StoreUnavailable
 from core.signing import SIGNATURE_HEADER
 from functions.http.app import create_app
 from functions.http.auth import HmacVerifier
+from functions.http.callers import OpenAuthenticator
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore
 from tests.support.entry_points import (
@@ -269,7 +270,11 @@ def test_engine_failures_ask_the_queue_to_redeliver(
 ) -> None:
     """An outage answers 503 with Retry-After 1; a bug answers 500, logged with the run id."""
     failing = _FailingEngine(error)
-    app = create_app(engine=lambda: failing, verifier=HmacVerifier(SIGNING_KEY))  # type: ignore[arg-type, return-value]
+    app = create_app(
+        engine=lambda: failing,  # type: ignore[arg-type, return-value]
+        verifier=HmacVerifier(SIGNING_KEY),
+        authenticator=OpenAuthenticator("local"),
+    )
     body = json_body(Message(RunId("r-7"), StepName("write_text"), Action.EXECUTE, 1).to_json())
 
     with TestClient(app) as client:
