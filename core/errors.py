@@ -13,6 +13,7 @@ parsing messages::
     ├── InvalidRunStateError
     ├── IllegalTransitionError
     ├── IdempotencyKeyReusedError
+    ├── InvalidIdempotencyKeyError
     ├── ConcurrencyConflict
     ├── RequestRejected
     ├── InfrastructureError            (retryable)
@@ -115,6 +116,14 @@ class IdempotencyKeyReusedError(EngineError):
             f"idempotency key already started run {run_id!r} of saga {saga!r} "
             "with a different input; use a new key for a new run"
         )
+
+
+class InvalidIdempotencyKeyError(EngineError):
+    """Raised when a client's idempotency key is empty, too long or not printable ASCII."""
+
+    def __init__(self, *, max_length: int) -> None:
+        self.max_length = max_length
+        super().__init__(f"an idempotency key must be 1 to {max_length} printable ASCII characters")
 
 
 class ConcurrencyConflict(EngineError):
