@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.domain.errors_text import Redactor, describe_exception
 from core.domain.records import RunId
 from core.domain.run_ids import RUN_ID_PATTERN, RunKey, run_id_for_client_key
 from core.domain.saga import Saga
@@ -117,9 +118,10 @@ class TriggerService:
             try:
                 correlation = step.wait.correlation(event)
             except Exception as exc:  # user code: a bad event must not fail the others
+                detail = Redactor.for_values(event).redact(describe_exception(exc).detail)
                 log.warning(
                     "correlation function failed; event not delivered to this step",
-                    extra={"saga": saga.name, "step": step.name, "error": repr(exc)},
+                    extra={"saga": saga.name, "step": step.name, "error": detail},
                 )
                 continue
             if not isinstance(correlation, str) or not correlation:

@@ -195,6 +195,7 @@ def run_item(run: RunRecord, expires_at: float | None) -> Item:
     set_optional(item, "compensation_reason", run.compensation_reason)
     set_optional(item, "idempotency_key", run.idempotency_key)
     set_optional(item, "redriven_at", run.redriven_at)
+    set_optional(item, "error_detail", run.error_detail)
     if expires_at is not None:
         item[TTL_ATTRIBUTE] = number(int(expires_at))
     return item
@@ -218,6 +219,7 @@ def run_from_item(item: Mapping[str, Any]) -> RunRecord:
         # Absent from items written before the sweeper kept a back-off.
         redrive_count=int(read_number(item, "redrive_count") or 0),
         redriven_at=read_number(item, "redriven_at"),
+        error_detail=read_string(item, "error_detail"),  # absent before issue 10
     )
 
 
@@ -237,6 +239,7 @@ def step_item(step: StepRecord, expires_at: float | None) -> Item:
     set_optional(item, "error", step.error)
     set_optional(item, "started_at", step.started_at)
     set_optional(item, "finished_at", step.finished_at)
+    set_optional(item, "error_detail", step.error_detail)
     if expires_at is not None:
         item[TTL_ATTRIBUTE] = number(int(expires_at))
     return item
@@ -259,6 +262,7 @@ def step_from_item(item: Mapping[str, Any]) -> StepRecord:
         finished_at=read_number(item, "finished_at"),
         updated_at=float(item["updated_at"]["N"]),
         version=int(item["version"]["N"]),
+        error_detail=read_string(item, "error_detail"),  # absent before issue 10
     )
 
 

@@ -89,6 +89,7 @@ def run_to_document(run: RunRecord, *, expires_at: datetime | None) -> dict[str,
         "compensation_reason": run.compensation_reason,
         "redrive_count": run.redrive_count,
         "redriven_at": _float_or_none(run.redriven_at),
+        "error_detail": run.error_detail,
         VERSION: run.version,
         EXPIRES_AT: expires_at,
     }
@@ -113,6 +114,7 @@ def run_from_document(doc: dict[str, Any]) -> RunRecord:
         # Absent from documents written before the sweeper kept a back-off.
         redrive_count=int(doc.get("redrive_count") or 0),
         redriven_at=_float_or_none(doc.get("redriven_at")),
+        error_detail=doc.get("error_detail"),  # absent before issue 10
     )
 
 
@@ -132,6 +134,7 @@ def step_to_document(step: StepRecord, *, expires_at: datetime | None) -> dict[s
         "started_at": _float_or_none(step.started_at),
         "finished_at": _float_or_none(step.finished_at),
         "updated_at": float(step.updated_at),
+        "error_detail": step.error_detail,
         VERSION: step.version,
         EXPIRES_AT: expires_at,
     }
@@ -154,4 +157,5 @@ def step_from_document(doc: dict[str, Any]) -> StepRecord:
         finished_at=doc["finished_at"],
         updated_at=doc["updated_at"],
         version=doc[VERSION],
+        error_detail=doc.get("error_detail"),  # absent before issue 10
     )

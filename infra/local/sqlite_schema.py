@@ -12,7 +12,7 @@ from typing import Final
 from core.domain.records import Message
 from core.errors import ConfigurationError
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """Bumped, with a migration step in ``_MIGRATIONS``, whenever a table changes."""
 
 DB_FILE_NAME: Final = "relay.db"
@@ -80,6 +80,12 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "ALTER TABLE runs ADD COLUMN compensation_reason TEXT",
         "ALTER TABLE runs ADD COLUMN redrive_count INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN redriven_at REAL",
+    ),
+    # 2 -> 3: the full, redacted error text beside the public one (issue 10); NULL for
+    # rows written before, whose ``error`` is all there is.
+    3: (
+        "ALTER TABLE runs ADD COLUMN error_detail TEXT",
+        "ALTER TABLE steps ADD COLUMN error_detail TEXT",
     ),
 }
 """The statements that take a file from the version before each key to that version."""

@@ -236,6 +236,7 @@ def test_run_view_has_the_contract_shape_with_steps_in_definition_order(
         "created_at",
         "updated_at",
         "compensation_reason",
+        "error_detail",
         "steps",
     }
     assert (view["run_id"], view["saga"], view["status"]) == (run_id, "greet", "RUNNING")
@@ -252,6 +253,7 @@ def test_run_view_has_the_contract_shape_with_steps_in_definition_order(
         "started_at",
         "finished_at",
         "error",
+        "error_detail",
     }
     assert (first["name"], first["status"], first["attempts"]) == ("write_text", "SUCCEEDED", 1)
     assert (first["execute_attempts"], first["compensation_attempts"]) == (1, 0)
@@ -265,6 +267,7 @@ def test_run_view_has_the_contract_shape_with_steps_in_definition_order(
         "started_at": None,
         "finished_at": None,
         "error": None,
+        "error_detail": None,
     }
 
 
