@@ -24,11 +24,10 @@ card numbers that pass the Luhn check) become ``[redacted]``.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
-
-from pydantic import BaseModel, SecretBytes, SecretStr
 
 REDACTED: Final = "[redacted]"
 """What a secret is replaced with."""
@@ -42,6 +41,15 @@ SECRET_NAME: Final = re.compile(
     re.IGNORECASE,
 )
 """A field or parameter name whose value is treated as secret."""
+
+MAX_PUBLIC_CHARS: Final = 2_000
+"""The longest public error kept (an exception may carry megabytes of text)."""
+
+MAX_DETAIL_CHARS: Final = 16_000
+"""The longest error detail kept: records stay far below DynamoDB's 400 KB item limit."""
+
+MAX_DEPTH: Final = 32
+"""How deep ``secret_values`` walks an input (deeper values are not searched)."""
 
 MIN_SECRET_LENGTH: Final = 4
 """Shorter input values are not searched for (``"1"`` would redact every digit)."""
@@ -128,6 +136,16 @@ class Redactor:
         """A redactor for the secrets found in ``sources`` (JSON values, pydantic models)."""
         return cls(value for source in sources for value in secret_values(source))
 
+    def redact_bounded(self, text: str, limit: int) -> str:
+        """``redact(text)`` cut to ``limit`` characters, saying how much was cut.
+
+        Only a bounded prefix is searched, so a huge message costs bounded time.
+        """
+        redacted = self.redact(text[: limit * 4])
+        if len(redacted) <= limit and len(text) <= limit * 4:
+            return redacted
+        return f"{redacted[: limit - 40]}… [{len(text) - (limit - 40)} more characters]"
+
     def redact(self, text: str) -> str:
         """``text`` with every secret value and credential pattern replaced."""
         for value in self._values:
@@ -151,50 +169,67 @@ def _passes_luhn(digits: list[int]) -> bool:
     return total % 10 == 0
 
 
-def secret_values(source: object, *, _depth: int = 0) -> Iterator[str]:
+def _pydantic_types() -> tuple[type, type, type] | None:
+    """Pydantic's BaseModel, SecretStr and SecretBytes, if pydantic is loaded.
+
+    Looked up, never imported: a process that has not loaded pydantic holds no pydantic
+    object, and importing it would cost the Lambda entry point's cold start ~100 ms.
+    """
+    module = sys.modules.get("pydantic")
+    if module is None:
+        return None
+    return module.BaseModel, module.SecretStr, module.SecretBytes
+
+
+def secret_values(source: object) -> Iterator[str]:
     """The secret text in ``source``: values under secret-looking names, and Secret* fields.
 
     Walks dicts, lists and pydantic models (at most 32 levels deep); a value under a
     secret-looking name is secret with everything inside it.
     """
-    if _depth > 32:
+    return _secret_values(source, _pydantic_types(), depth=0)
+
+
+def _secret_values(
+    source: object, types: tuple[type, type, type] | None, *, depth: int
+) -> Iterator[str]:
+    if depth > MAX_DEPTH:
         return
-    if isinstance(source, SecretStr | SecretBytes):
-        yield from _leaf_texts(source)
-    elif isinstance(source, BaseModel):
-        for name in type(source).model_fields:
+    if types is not None and isinstance(source, types[1] | types[2]):
+        yield from _leaf_texts(source, types, depth=depth)
+    elif types is not None and isinstance(source, types[0]):
+        for name in type(source).model_fields:  # type: ignore[attr-defined]
             value = getattr(source, name, None)
             if SECRET_NAME.search(name):
-                yield from _leaf_texts(value)
+                yield from _leaf_texts(value, types, depth=depth + 1)
             else:
-                yield from secret_values(value, _depth=_depth + 1)
+                yield from _secret_values(value, types, depth=depth + 1)
     elif isinstance(source, dict):
         for key, value in source.items():
             if isinstance(key, str) and SECRET_NAME.search(key):
-                yield from _leaf_texts(value)
+                yield from _leaf_texts(value, types, depth=depth + 1)
             else:
-                yield from secret_values(value, _depth=_depth + 1)
+                yield from _secret_values(value, types, depth=depth + 1)
     elif isinstance(source, list | tuple):
         for item in source:
-            yield from secret_values(item, _depth=_depth + 1)
+            yield from _secret_values(item, types, depth=depth + 1)
 
 
-def _leaf_texts(value: Any, *, depth: int = 0) -> Iterator[str]:
+def _leaf_texts(value: Any, types: tuple[type, type, type] | None, *, depth: int) -> Iterator[str]:
     """Every scalar inside ``value`` as text (a secret's whole content)."""
-    if depth > 32 or value is None or isinstance(value, bool):
+    if depth > MAX_DEPTH or value is None or isinstance(value, bool):
         return
-    if isinstance(value, SecretStr):
-        yield value.get_secret_value()
-    elif isinstance(value, SecretBytes):
-        yield value.get_secret_value().decode("utf-8", "replace")
+    if types is not None and isinstance(value, types[1] | types[2]):
+        secret = value.get_secret_value()  # type: ignore[attr-defined]
+        yield secret.decode("utf-8", "replace") if isinstance(secret, bytes) else str(secret)
     elif isinstance(value, str | int | float):
         yield str(value)
-    elif isinstance(value, BaseModel):
-        for name in type(value).model_fields:
-            yield from _leaf_texts(getattr(value, name, None), depth=depth + 1)
+    elif types is not None and isinstance(value, types[0]):
+        for name in type(value).model_fields:  # type: ignore[attr-defined]
+            yield from _leaf_texts(getattr(value, name, None), types, depth=depth + 1)
     elif isinstance(value, dict):
         for item in value.values():
-            yield from _leaf_texts(item, depth=depth + 1)
+            yield from _leaf_texts(item, types, depth=depth + 1)
     elif isinstance(value, list | tuple):
         for item in value:
-            yield from _leaf_texts(item, depth=depth + 1)
+            yield from _leaf_texts(item, types, depth=depth + 1)

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 from core.domain.context import StepContext
 from core.domain.errors_text import (
+    MAX_DETAIL_CHARS,
+    MAX_PUBLIC_CHARS,
     ErrorText,
     Redactor,
     describe_exception,
@@ -57,10 +59,13 @@ class AttemptOutcome:
         """The outcome with secrets removed from both error texts."""
         if self.error is None and self.error_detail is None:
             return self
+        error, detail = self.error, self.detail
         return replace(
             self,
-            error=None if self.error is None else redactor.redact(self.error),
-            error_detail=None if self.detail is None else redactor.redact(self.detail),
+            error=None if error is None else redactor.redact_bounded(error, MAX_PUBLIC_CHARS),
+            error_detail=None
+            if detail is None
+            else redactor.redact_bounded(detail, MAX_DETAIL_CHARS),
         )
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, SecretStr
 
 from core import NonRetryableStepError, RetryPolicy, RunStatus, Saga, StepContext
 from core.domain.errors_text import (
+    MAX_DETAIL_CHARS,
     REDACTED,
     WITHHELD,
     Redactor,
@@ -172,3 +173,18 @@ def test_describe_exception_without_a_message_is_just_the_class() -> None:
     """An exception with no text has the class name as its detail."""
     text = describe_exception(KeyError())
     assert (text.public, text.detail) == (f"KeyError: {WITHHELD}", "KeyError")
+
+
+def test_a_huge_exception_message_is_kept_bounded() -> None:
+    """A megabyte of exception text is cut (saying so) before it reaches the records."""
+    _, run_detail, step_error, step_detail = run_failing(RuntimeError("x" * 1_000_000))
+    assert len(step_detail) <= MAX_DETAIL_CHARS and step_detail.endswith("more characters]")
+    assert len(run_detail) <= MAX_DETAIL_CHARS + 100
+    assert step_error == f"RuntimeError: {WITHHELD}"
+
+
+def test_bounded_redaction_still_redacts_what_it_keeps() -> None:
+    """The kept prefix of a long text is redacted like any text."""
+    text = f"password={TOKEN} " + "y" * 50_000
+    kept = Redactor().redact_bounded(text, 1_000)
+    assert TOKEN not in kept and kept.startswith(f"password={REDACTED}") and len(kept) <= 1_000
