@@ -186,19 +186,28 @@ class SnsNotification:
 
     @staticmethod
     def parse(event: Event) -> list[TopicEvent]:
-        """Each record: data is the message parsed as JSON (the raw text if it is not)."""
+        """Each record: data is the message parsed as JSON (the raw text if it is not).
+
+        A record of the wrong shape becomes an event with an empty topic, which the
+        trigger service refuses for that record alone (as any malformed event).
+        """
         events: list[TopicEvent] = []
         for record in event["Records"]:
-            sns = record.get("Sns", {})
-            attribute = sns.get("MessageAttributes", {}).get("topic", {}).get("Value")
+            sns = _mapping(_mapping(record).get("Sns"))
+            attribute = _mapping(_mapping(sns.get("MessageAttributes")).get("topic")).get("Value")
             text = sns.get("Message", "")
             try:
-                data: Any = json.loads(text)
-            except ValueError:
+                data: Any = json.loads(text) if isinstance(text, str) else text
+            except (ValueError, RecursionError):  # not JSON, or nested past the parser
                 data = text
             topic = attribute or sns.get("Subject") or ""
             events.append(TopicEvent(str(topic), data, str(sns.get("MessageId", ""))))
         return events
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    """``value`` when it is a mapping, else an empty one (a field of the wrong shape)."""
+    return value if isinstance(value, Mapping) else {}
 
 
 class HttpRequest:

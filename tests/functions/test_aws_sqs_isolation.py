@@ -308,3 +308,17 @@ def test_real_poison_goes_to_the_dead_letter_queue_and_good_messages_do_not(
     assert sorted(m["Body"] for m in dead) == sorted(REAL_POISON.values())
     assert STEP_CALLS["write_text"] >= 1  # the run went on (its later steps need no poison)
     assert receive_all(greet_lambda) == []
+
+
+def test_sns_records_of_the_wrong_shape_are_refused_one_by_one(greet_lambda: AwsStack) -> None:
+    """Junk SNS records (nested message, missing fields, not a record) never stop the good one."""
+    good = golden("sns_event")["Records"][0]
+    nested = copy.deepcopy(good)
+    nested["Sns"]["Message"] = "[" * NESTED
+    nested["Sns"]["MessageId"] = "sns-nested"
+    broken = {"EventSource": "aws:sns", "Sns": {"MessageAttributes": ["x"], "Message": 7}}
+
+    outcome = lambda_entry.handler({"Records": [nested, good, broken, "junk"]}, CONTEXT)
+
+    assert len(outcome["runs"]) == 1  # the good record; the nested one's data is not an input
+    assert set(outcome["rejected"]) == {"greet", "?"}
