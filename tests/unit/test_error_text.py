@@ -188,3 +188,34 @@ def test_bounded_redaction_still_redacts_what_it_keeps() -> None:
     text = f"password={TOKEN} " + "y" * 50_000
     kept = Redactor().redact_bounded(text, 1_000)
     assert TOKEN not in kept and kept.startswith(f"password={REDACTED}") and len(kept) <= 1_000
+
+
+def test_a_compensation_that_runs_out_keeps_its_secret_out_of_the_run_error() -> None:
+    """A failing compensation's run error says what to do; the detail has the redacted cause."""
+    saga = Saga("refunds", input_model=Checkout)
+
+    @saga.step
+    def charge(ctx: StepContext[Checkout]) -> str:
+        return "charged"
+
+    @charge.compensation(retry=RetryPolicy(max_attempts=1))
+    def refund(ctx: StepContext[Checkout]) -> None:
+        raise ConnectionError(f"refund of {ctx.input.payment_token} refused")
+
+    @saga.step(retry=RetryPolicy(max_attempts=1))
+    def ship(ctx: StepContext[Checkout]) -> None:
+        raise NonRetryableStepError("no courier", public_message="no courier available")
+
+    h = memory_harness([saga])
+    snapshot = h.run("refunds", {"customer": "c-1", "payment_token": TOKEN})
+
+    run = snapshot.run
+    assert run.status is RunStatus.FAILED
+    assert run.error is not None and run.error_detail is not None
+    assert "relay runs retry" in run.error and f"ConnectionError: {WITHHELD}" in run.error
+    assert f"ConnectionError: refund of {REDACTED} refused" in run.error_detail
+    assert run.compensation_reason is not None
+    assert run.compensation_reason.endswith("NonRetryableStepError: no courier available")
+    texts = [run.error, run.error_detail, run.compensation_reason]
+    texts += [text for step in snapshot.steps.values() for text in (step.error, step.error_detail)]
+    assert all(TOKEN not in (text or "") for text in texts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from core.domain.records import Message, RunSnapshot, StateChange, StepRecord
+from core.domain.records import Message, RunRecord, RunSnapshot, StateChange, StepRecord
 from core.domain.saga import Saga
 from core.domain.status import Action, RunStatus, StepStatus
 from core.engine import planner
@@ -113,15 +113,8 @@ class CompensatePath:
             )
             retry = planner.compensation_message(saga, {waiting.name: waiting}, waiting.name)
             return StateChange(run.run_id, steps=(waiting,), outbox=(retry,))
-        public, detail = (
-            CompensationFailed(
-                run_id=run.run_id,
-                step=claimed.name,
-                attempt=claimed.compensation_attempts,
-                reason=reason or "?",
-            )
-            for reason in (outcome.error, outcome.detail)
-        )
+        public = self._failed_error(run, claimed, outcome.error)
+        detail = self._failed_error(run, claimed, outcome.detail)
         stuck = claimed.compensation_failed(
             now=now,
             error=f"compensation failed: {outcome.error}",
@@ -132,5 +125,17 @@ class CompensatePath:
             outcome.detail,  # redacted by SharedSteps.attempt
             extra={"run_id": run.run_id, "step": claimed.name},
         )
-        failed = run.failed(now=now, error=str(public), error_detail=str(detail))
+        failed = run.failed(now=now, error=public, error_detail=detail)
         return StateChange(run.run_id, run=failed, steps=(stuck,))
+
+    @staticmethod
+    def _failed_error(run: RunRecord, claimed: StepRecord, reason: str | None) -> str:
+        """The run's error when ``claimed``'s compensation ran out of attempts over ``reason``."""
+        return str(
+            CompensationFailed(
+                run_id=run.run_id,
+                step=claimed.name,
+                attempt=claimed.compensation_attempts,
+                reason=reason or "?",
+            )
+        )
