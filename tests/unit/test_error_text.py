@@ -117,6 +117,7 @@ def test_logs_carry_the_redacted_detail_never_the_raw_text(
     run_failing(RuntimeError(f"boom {TOKEN} password=hunter2-pass"))
     logged = "\n".join(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)
     assert TOKEN not in logged and "hunter2-pass" not in logged
+    assert f"boom {REDACTED} password={REDACTED}" in logged  # the operator sees the detail
 
 
 @pytest.mark.parametrize(

@@ -125,6 +125,14 @@ class SharedSteps:
             # Before anything stores or logs it: the run's secret input values and
             # credential-shaped text leave neither the public error nor the detail.
             outcome = outcome.redacted(Redactor.for_values(run.input, ctx.input))
+            log.warning(
+                "%s attempt %d of step %r failed: %s",
+                action.value,
+                ctx.attempt,
+                claimed.name,
+                outcome.detail,
+                extra={"run_id": run.run_id, "step": claimed.name, "saga": saga.name},
+            )
         status = (
             "succeeded"
             if outcome.is_success
