@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from core.domain.messages import MESSAGE_FORMAT, Message, RunId, StepName
 from core.domain.status import RUN_TRANSITIONS, RunStatus
-from core.domain.step_record import StepRecord
+from core.domain.step_record import JSON, StepRecord
 from core.errors import IllegalTransitionError
 
 __all__ = [
@@ -35,9 +34,6 @@ __all__ = [
     "StepRecord",
     "VersionCheck",
 ]
-
-JSON = Any
-"""A JSON value (dict, list, str, int, float, bool or None) as produced by ``json.loads``."""
 
 
 def _require(record: RunRecord, transition: str) -> None:

@@ -15,7 +15,7 @@ from core.domain.status import STEP_TRANSITIONS, StepStatus
 from core.errors import IllegalTransitionError
 
 JSON = Any
-"""A JSON value (the same alias as ``core.domain.records.JSON``)."""
+"""A JSON value (dict, list, str, int, float, bool or None) as produced by ``json.loads``."""
 
 
 def _require(record: StepRecord, transition: str) -> None:
