@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +15,7 @@ from core.domain.records import (
     StepName,
     StepRecord,
 )
+from core.domain.run_ids import RunKey, new_run_id
 from core.domain.status import RunStatus, StepStatus
 from core.engine import planner
 from core.errors import (
@@ -43,21 +42,6 @@ class StartResult:
     is_created: bool
 
 
-def new_run_id(now: float) -> RunId:
-    """A fresh, time-ordered run id (sorts by creation time as text)."""
-    return RunId(f"r-{int(now * 1000):012x}{secrets.token_hex(8)}")
-
-
-def run_id_for_key(saga: str, key: str) -> RunId:
-    """The run id an idempotency key maps to: the same key always names the same run.
-
-    Deriving the id (instead of indexing keys) makes "create if absent" one conditional
-    write on every backend, and a retried scheduled start the same run.
-    """
-    digest = hashlib.sha256(f"{saga}\x00{key}".encode()).hexdigest()
-    return RunId(f"k-{digest[:32]}")
-
-
 class RunService:
     """Operations on runs as a whole; the worker side is ``SagaRunner``."""
 
@@ -81,6 +65,21 @@ class RunService:
     ) -> StartResult:
         """Validate the input and create the run with its first messages.
 
+        ``idempotency_key`` is a client's key: it names a run in the client key space,
+        never one a schedule or an event starts (``core.domain.run_ids``).
+
+        Raises:
+            InvalidIdempotencyKeyError: the key is not 1-200 printable ASCII characters.
+            UnknownSagaError: no saga of that name (nothing written).
+            InputValidationError: the input does not match the model (nothing written).
+            IdempotencyKeyReusedError: the key already started a run with other input.
+        """
+        key = RunKey.client(idempotency_key) if idempotency_key is not None else None
+        return self.start_keyed(saga_name, raw_input, key=key)
+
+    def start_keyed(self, saga_name: str, raw_input: object, *, key: RunKey | None) -> StartResult:
+        """``start`` with a key of any space (the engine's schedules and events use this).
+
         Raises:
             UnknownSagaError: no saga of that name (nothing written).
             InputValidationError: the input does not match the model (nothing written).
@@ -89,7 +88,7 @@ class RunService:
         saga = self._registry.get(saga_name)
         normalized = saga.validate_input(raw_input)
         now = self._clock.now()
-        run_id = run_id_for_key(saga.name, idempotency_key) if idempotency_key else new_run_id(now)
+        run_id = key.run_id(saga.name) if key is not None else new_run_id(now)
         run = RunRecord(
             run_id=run_id,
             saga=saga.name,
@@ -98,7 +97,7 @@ class RunService:
             definition_hash=saga.definition_hash,
             created_at=now,
             updated_at=now,
-            idempotency_key=idempotency_key,
+            idempotency_key=key.text if key is not None else None,
         )
         steps = [StepRecord(run_id, StepName(name), updated_at=now) for name in saga.steps]
         outbox = [

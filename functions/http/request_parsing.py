@@ -21,7 +21,6 @@ from core.domain.records import Message
 from core.domain.status import RunStatus
 from core.domain.triggers import validate_topic
 
-MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
 DEFAULT_LIST_LIMIT: Final = 50
 MAX_LIST_LIMIT: Final = 1000
 
@@ -108,21 +107,22 @@ def json_object(body: bytes, *, what: str) -> dict[str, Any]:
 
 
 def idempotency_key(headers: Headers) -> str | None:
-    """The ``Idempotency-Key`` header, checked: it becomes part of a stored run id."""
+    """The ``Idempotency-Key`` header, checked: it names a run in the client key space.
+
+    The rule is core's (``core.domain.run_ids``): one header of 1 to 200 printable ASCII
+    characters; anything else is a 400 naming the header, before anything is written.
+    """
+    from core.domain.run_ids import MAX_CLIENT_KEY_LENGTH, is_valid_client_key
+
     values = headers.getlist("idempotency-key")
     if not values:
         return None
     key = values[0]
-    is_valid = (
-        len(values) == 1
-        and 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH
-        and all(" " <= char <= "~" for char in key)
-    )
-    if not is_valid:
+    if len(values) != 1 or not is_valid_client_key(key):
         raise HttpError(
             400,
             "invalid_header",
-            f"Idempotency-Key must be one header of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} "
+            f"Idempotency-Key must be one header of 1 to {MAX_CLIENT_KEY_LENGTH} "
             "printable ASCII characters",
             header="Idempotency-Key",
         )

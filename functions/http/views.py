@@ -70,6 +70,7 @@ def step_view(step: StepRecord) -> dict[str, Any]:
         "started_at": iso_time(step.started_at),
         "finished_at": iso_time(step.finished_at),
         "error": step.error,
+        "error_detail": step.error_detail or step.error,
     }
 
 
@@ -90,5 +91,6 @@ def run_view(snapshot: RunSnapshot, step_order: Sequence[str] | None = None) -> 
     return {
         **run_header_view(snapshot.run),
         "compensation_reason": snapshot.run.compensation_reason,
+        "error_detail": snapshot.run.error_detail or snapshot.run.error,
         "steps": [step_view(r) for r in records],
     }

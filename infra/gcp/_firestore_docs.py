@@ -91,6 +91,7 @@ def run_to_document(run: RunRecord, *, expires_at: datetime | None) -> dict[str,
         "redrive_count": run.redrive_count,
         "redriven_at": _float_or_none(run.redriven_at),
         "audit": audit_to_json(run.audit),
+        "error_detail": run.error_detail,
         VERSION: run.version,
         EXPIRES_AT: expires_at,
     }
@@ -116,6 +117,7 @@ def run_from_document(doc: dict[str, Any]) -> RunRecord:
         redrive_count=int(doc.get("redrive_count") or 0),
         redriven_at=_float_or_none(doc.get("redriven_at")),
         audit=audit_from_json(doc.get("audit")),  # absent before audits existed
+        error_detail=doc.get("error_detail"),  # absent before issue 10
     )
 
 
@@ -135,6 +137,7 @@ def step_to_document(step: StepRecord, *, expires_at: datetime | None) -> dict[s
         "started_at": _float_or_none(step.started_at),
         "finished_at": _float_or_none(step.finished_at),
         "updated_at": float(step.updated_at),
+        "error_detail": step.error_detail,
         VERSION: step.version,
         EXPIRES_AT: expires_at,
     }
@@ -157,4 +160,5 @@ def step_from_document(doc: dict[str, Any]) -> StepRecord:
         finished_at=doc["finished_at"],
         updated_at=doc["updated_at"],
         version=doc[VERSION],
+        error_detail=doc.get("error_detail"),  # absent before issue 10
     )

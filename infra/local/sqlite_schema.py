@@ -81,9 +81,12 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "ALTER TABLE runs ADD COLUMN redrive_count INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN redriven_at REAL",
     ),
-    # 2 -> 3: the errors change (RunRecord/StepRecord.error_detail). Placeholder on the
-    # i10-apiauth branch until that migration is merged; keep the errors branch's entry.
-    3: (),
+    # 2 -> 3: the full, redacted error text beside the public one (issue 10); NULL for
+    # rows written before, whose ``error`` is all there is.
+    3: (
+        "ALTER TABLE runs ADD COLUMN error_detail TEXT",
+        "ALTER TABLE steps ADD COLUMN error_detail TEXT",
+    ),
     # 3 -> 4: API keys of the run API (core/ports/api_keys.py; only a sha256 of each
     # secret is stored), and the runs' audit trail of operator actions (JSON text).
     4: (

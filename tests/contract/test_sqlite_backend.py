@@ -295,6 +295,7 @@ def test_a_version_1_file_is_migrated_and_its_queued_messages_still_load(tmp_pat
         snapshot = store.load_run(run_id=RunId("r-1"))
         assert snapshot is not None
         assert (snapshot.run.error, snapshot.run.compensation_reason) == ("boom", None)
+        assert snapshot.run.error_detail is None  # written before the detail existed
         charge = snapshot.step("charge")
         assert (charge.attempt, charge.compensation_attempts, charge.version) == (1, 0, 3)
         undoing = charge.compensation_claimed(now=T0, lease_until=T0 + 30)

@@ -135,6 +135,7 @@ def test_runs_show_json_is_exactly_the_http_run_view(relay_data_dir: Path) -> No
         "started_at",
         "finished_at",
         "error",
+        "error_detail",
     }
 
 
@@ -153,6 +154,9 @@ def test_runs_show_draws_a_timeline_with_every_step_and_the_run_error(
         assert step in result.stdout
     assert "SKIPPED" in result.stdout
     assert "run error" in result.stdout and "PaymentDeclined" in result.stdout
+    assert "declined for payment" in result.stdout  # the full text, for whoever runs the CLI
+    error_lines = [line for line in result.stdout.splitlines() if "declined" in line]
+    assert error_lines and not any("tok_chargeDeclined" in line for line in error_lines)
     assert "█" in result.stdout  # the bars of the timeline
     charge = next(line for line in result.stdout.splitlines() if "charge_payment" in line)
     assert "1 + 1 undo" in charge  # declined once; its own compensation ran once

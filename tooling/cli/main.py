@@ -158,6 +158,7 @@ def _start_locally(saga: str, raw_input: Any, idempotency_key: str | None) -> st
     from core.errors import (
         IdempotencyKeyReusedError,
         InputValidationError,
+        InvalidIdempotencyKeyError,
         UnknownSagaError,
     )
 
@@ -168,7 +169,7 @@ def _start_locally(saga: str, raw_input: Any, idempotency_key: str | None) -> st
             fail(str(exc), code=EXIT_USAGE)
         except InputValidationError as exc:
             exit_with_field_errors(saga, exc.errors)
-        except IdempotencyKeyReusedError as exc:
+        except (IdempotencyKeyReusedError, InvalidIdempotencyKeyError) as exc:
             fail(str(exc), code=EXIT_USAGE)
     if not result.is_created:
         make_console(stderr=True).print(
