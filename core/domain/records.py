@@ -99,6 +99,7 @@ class RunRecord:
         The entry rides on the transition it records (retried, compensating...).
         """
         return replace(self, audit=appended(self.audit, entry))
+
     error_detail: str | None = None
 
     def running(self, *, now: float) -> RunRecord:
