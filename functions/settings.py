@@ -243,6 +243,30 @@ class Settings:
         "identity whose OIDC token Cloud Tasks attaches, and that the worker accepts",
         parse=optional_text,
     )
+    operator_emails: tuple[str, ...] = setting(
+        "RELAY_OPERATOR_EMAILS",
+        GCP,
+        DELIVERY_ROLES,
+        "comma-separated emails whose Google ID tokens may call the worker's retry and"
+        " cancel routes (empty: those routes answer 403)",
+        parse=comma_list,
+    )
+    scheduler_service_account: str | None = setting(
+        "RELAY_SCHEDULER_SERVICE_ACCOUNT",
+        GCP,
+        DELIVERY_ROLES,
+        "identity whose OIDC token Cloud Scheduler attaches to schedule and sweep calls"
+        " (empty: RELAY_TASKS_SERVICE_ACCOUNT)",
+        parse=optional_text,
+    )
+    push_service_account: str | None = setting(
+        "RELAY_PUSH_SERVICE_ACCOUNT",
+        GCP,
+        DELIVERY_ROLES,
+        "identity whose OIDC token Pub/Sub push attaches to event deliveries"
+        " (empty: RELAY_TASKS_SERVICE_ACCOUNT)",
+        parse=optional_text,
+    )
     tasks_audience: str | None = setting(
         "RELAY_TASKS_AUDIENCE",
         GCP,

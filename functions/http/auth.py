@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Final, Protocol
+
+from starlette.datastructures import Headers
 
 from core import signing
 from core.errors import ConfigurationError
@@ -33,54 +36,116 @@ class Forbidden(Exception):
 
 
 class DeliveryVerifier(Protocol):
-    """Decides whether a delivery may touch run state.
+    """Decides whether a delivery may touch run state, and who sent it.
 
-    ``verify`` must not change anything and must not echo secrets (expected digests,
-    keys) in the messages of the errors it raises: they reach logs and response bodies.
+    ``verify`` must not change run state and must not echo secrets (expected digests,
+    keys, tokens) in the messages of the errors it raises: they reach logs and response
+    bodies. It may remember what it accepted (a nonce cache refusing replays).
     """
 
-    def verify(self, request_body: bytes, headers: Mapping[str, str]) -> None:
-        """Return when the delivery is authentic.
+    def verify(self, *, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> str:
+        """Return the principal when the request is authentic.
+
+        Args:
+            method: The HTTP method of the request.
+            path: Its path with the query string (``/v1/runs/r-1/cancel?x=1``), as sent.
+            body: Its exact body bytes.
+            headers: Its headers (names compared case-insensitively).
+
+        Returns:
+            Who signed it, such as ``hmac:local`` or ``oidc:<email>``.
 
         Raises:
             Unauthenticated: no credentials were presented.
-            Forbidden: credentials were presented and do not check out.
+            Forbidden: credentials were presented and do not check out for this request.
         """
         ...
 
 
-class HmacVerifier:
-    """Checks ``X-Relay-Signature`` (see ``core.signing``) with a shared key.
+HMAC_PRINCIPAL: Final = "hmac:local"
+DEFAULT_NONCE_CAPACITY: Final = 250_000
+"""Nonces remembered at most: about 3,800 signed requests a second over the 65 s window."""
+
+
+class NonceCache:
+    """Nonces of accepted signatures, each kept until its signature could no longer pass.
+
+    Thread-safe and bounded: when full of live entries it refuses new ones (a replay must
+    never get through because an entry was evicted early). Only signatures whose MAC
+    verified are recorded, so a forger cannot fill it.
 
     Args:
-        key: The HMAC key the local dispatcher signs with.
-        tolerance_seconds: How old a signature may be before it counts as a replay.
+        capacity: Most nonces kept at once.
+    """
+
+    def __init__(self, *, capacity: int = DEFAULT_NONCE_CAPACITY) -> None:
+        self._capacity = capacity
+        self._expiry: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def remember(self, nonce: str, *, expires_at: float, now: float) -> None:
+        """Record ``nonce`` until ``expires_at``.
+
+        Raises:
+            Forbidden: the nonce was seen before (a replay), or the cache is full.
+        """
+        with self._lock:
+            self._prune_locked(now)
+            if nonce in self._expiry:
+                raise Forbidden("signature was already used (replay); sign each request afresh")
+            if len(self._expiry) >= self._capacity:
+                raise Forbidden("too many signed requests in the signature window; retry later")
+            self._expiry[nonce] = expires_at
+
+    def _prune_locked(self, now: float) -> None:
+        # Entries are appended roughly in time order; stopping at the first live one only
+        # keeps a few expired entries a little longer, never drops a live one.
+        while self._expiry:
+            nonce, expires_at = next(iter(self._expiry.items()))
+            if expires_at > now:
+                return
+            del self._expiry[nonce]
+
+
+class HmacVerifier:
+    """Checks ``X-Relay-Signature`` (``core.signing``, scheme v2) with a shared key.
+
+    Each signature passes once: its nonce is remembered for the signature window, so a
+    captured request cannot be sent again (to this process; each worker keeps its own).
+
+    Args:
+        key: The HMAC key the local signers use.
         clock: Epoch seconds; injectable so tests can present stale signatures.
+        nonces: The replay cache (one per verifier by default).
     """
 
     def __init__(
         self,
         key: bytes,
         *,
-        tolerance_seconds: float = signing.DEFAULT_TOLERANCE_SECONDS,
         clock: Callable[[], float] = time.time,
+        nonces: NonceCache | None = None,
     ) -> None:
         if not key:
             raise ConfigurationError("the HMAC signing key is empty; set RELAY_SIGNING_KEY")
         self._key = key
-        self._tolerance_seconds = tolerance_seconds
         self._clock = clock
+        self._nonces = nonces if nonces is not None else NonceCache()
 
     def __repr__(self) -> str:
         # The key must never reach a log line through a repr.
-        return f"HmacVerifier(tolerance_seconds={self._tolerance_seconds:g})"
+        return f"HmacVerifier(scheme={signing.SCHEME}, nonces={len(self._nonces)})"
 
-    def verify(self, request_body: bytes, headers: Mapping[str, str]) -> None:
-        """Accept the delivery only with a fresh signature over exactly this body.
+    def verify(self, *, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> str:
+        """Accept the request only with a fresh, unused signature over exactly it.
 
         Raises:
             Unauthenticated: the signature header is absent.
-            Forbidden: the header is malformed, stale, or signed with another key.
+            Forbidden: the header is malformed, stale, reused, or signed with another
+                key or for another method, path or body.
         """
         header = header_value(headers, signing.SIGNATURE_HEADER)
         if not header:
@@ -88,16 +153,16 @@ class HmacVerifier:
                 f"missing {signing.SIGNATURE_HEADER} header",
                 challenge=f'Relay-HMAC header="{signing.SIGNATURE_HEADER}"',
             )
+        now = self._clock()
         try:
-            signing.verify(
-                request_body,
-                header,
-                key=self._key,
-                now=self._clock(),
-                tolerance_seconds=self._tolerance_seconds,
+            signature = signing.verify(
+                header, method=method, path=path, body=body, key=self._key, now=now
             )
         except signing.SignatureError as exc:
             raise Forbidden(str(exc)) from None
+        expires_at = signature.timestamp + signing.MAX_PAST_SECONDS + 1.0
+        self._nonces.remember(signature.nonce, expires_at=expires_at, now=now)
+        return HMAC_PRINCIPAL
 
 
 class LazyVerifier:
@@ -112,17 +177,26 @@ class LazyVerifier:
         self._verifier: DeliveryVerifier | None = None
         self._lock = threading.Lock()
 
-    def verify(self, request_body: bytes, headers: Mapping[str, str]) -> None:
+    def verify(self, *, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> str:
         """Build the real verifier once, then delegate to it."""
         with self._lock:
             if self._verifier is None:
                 self._verifier = self._factory()
             verifier = self._verifier
-        verifier.verify(request_body, headers)
+        return verifier.verify(method=method, path=path, body=body, headers=headers)
 
 
 def header_value(headers: Mapping[str, str], name: str) -> str | None:
-    """``headers[name]`` compared case-insensitively (HTTP header names are)."""
+    """``headers[name]`` compared case-insensitively (HTTP header names are).
+
+    Raises:
+        Forbidden: the header is sent more than once (which one counts would be a guess).
+    """
+    if isinstance(headers, Headers):
+        values = headers.getlist(name)
+        if len(values) > 1:
+            raise Forbidden(f"{name} header is repeated; send it once")
+        return values[0] if values else None
     value = headers.get(name)
     if value is not None:
         return value

@@ -7,6 +7,7 @@ authenticated by the delivery verifier before a byte of their body is parsed.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -201,17 +202,44 @@ class Handlers:
         return await read_body(request, limit=self._max_body_bytes)
 
     async def _authenticated_body(self, request: Request) -> bytes:
-        """The body, once the verifier accepted it; nothing is parsed before that."""
+        """The body, once the verifier accepted it; nothing is parsed before that.
+
+        The verifier sees the method and the path with its query string as sent (a
+        signature or token is bound to them); who it says signed is kept as
+        ``request.state.principal``.
+        """
         body = await self._body(request)
         try:
             # In a thread: verifiers may read a key file or fetch signing certificates.
-            await run_in_threadpool(self._verifier.verify, body, request.headers)
+            principal = await run_in_threadpool(
+                functools.partial(
+                    self._verifier.verify,
+                    method=request.method,
+                    path=request_target(request),
+                    body=body,
+                    headers=request.headers,
+                )
+            )
         except Unauthenticated as exc:
             challenge = {"WWW-Authenticate": exc.challenge}
             raise HttpError(401, "unauthenticated", str(exc), headers=challenge) from None
         except Forbidden as exc:
             raise HttpError(403, "forbidden", str(exc)) from None
+        request.state.principal = principal
         return body
+
+
+def request_target(request: Request) -> str:
+    """The path and query string of ``request`` as the client sent them (what is signed).
+
+    ``raw_path`` (the undecoded path, when the server provides it) is preferred, so a
+    signer signs exactly the bytes it sends; the query string is appended after ``?``.
+    """
+    scope = request.scope
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else scope["path"]
+    query = scope.get("query_string", b"")
+    return f"{path}?{query.decode('latin-1')}" if query else path
 
 
 _CLOUD_TASKS_HEADERS: Final = {
