@@ -35,6 +35,7 @@ from functions.http.request_parsing import (
     parse_message,
     parse_statuses,
     read_body,
+    require_json_content_type,
     scheduled_time,
 )
 from functions.http.views import run_header_view, run_view
@@ -80,7 +81,9 @@ class Handlers:
         """``POST /v1/sagas/{name}/runs``: validate the input and start (or find) the run."""
         name = request.path_params["name"]
         key = idempotency_key(request.headers)
-        raw_input = parse_json(await self._body(request), what="request body")
+        body = await self._body(request)
+        require_json_content_type(request.headers, body)
+        raw_input = parse_json(body, what="request body")
         result = await self._call(lambda e: e.runs.start(name, raw_input, idempotency_key=key))
         return _started(result)
 
@@ -226,6 +229,7 @@ class Handlers:
         except Forbidden as exc:
             raise HttpError(403, "forbidden", str(exc)) from None
         request.state.principal = principal
+        require_json_content_type(request.headers, body)
         return body
 
 
