@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from core.ports.io_codec import SUFFIXES, check_key_component, decode_value, encode_value
 from core.ports.io_manager import Serializer
-from infra.local.private_files import PRIVATE_DIR_MODE, ensure_private_dir
+from infra.local.private_files import ensure_private_dir, make_private_dirs
 
 _ORDER_FILE: Final = "_order"
 RESULTS_DIR_NAME: Final = "outputs"
@@ -67,7 +67,7 @@ class FilesystemIOManager:
         step_dir = self._step_dir(run_id, step)
         check_key_component("result id", result_id)
         data = encode_value(value, serializer, f"{run_id}/{step}/{result_id}")
-        step_dir.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        make_private_dirs(step_dir)
         target = step_dir / (result_id + SUFFIXES[serializer])
         other = step_dir / (result_id + SUFFIXES["pickle" if serializer == "json" else "json"])
         if not target.exists() and not other.exists():

@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import Final
 
@@ -32,9 +33,24 @@ def ensure_private_dir(path: Path) -> Path:
     Returns:
         ``path``.
     """
-    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    make_private_dirs(path)
     _tighten(path, PRIVATE_DIR_MODE)
     return path
+
+
+def make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` where every directory created is 0700; existing ones are left alone.
+
+    ``Path.mkdir(parents=True)`` would give the parents it creates the default mode.
+    """
+    missing: list[Path] = []
+    for candidate in (path, *path.parents):
+        if candidate.is_dir():
+            break
+        missing.append(candidate)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            directory.mkdir(mode=PRIVATE_DIR_MODE)
 
 
 def ensure_private_file(path: Path | str) -> None:
@@ -57,17 +73,26 @@ def tighten_if_present(path: Path | str) -> None:
 def write_private_key(path: Path, key: bytes) -> bool:
     """Create ``path`` holding ``key``, mode 0600, unless it exists.
 
+    The key is written to a private temporary file that is then hard-linked into place,
+    so no reader ever sees the file empty or half-written.
+
     Returns:
         False when another process created it first (read theirs).
     """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".signing-", suffix=".tmp")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), PRIVATE_FILE_MODE)  # whatever the umask
-        handle.write(key)
-    return True
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), PRIVATE_FILE_MODE)  # mkstemp's 0600, made explicit
+            handle.write(key)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(temporary)
 
 
 def read_private_key(path: Path) -> bytes:
@@ -87,8 +112,8 @@ def read_private_key(path: Path) -> bytes:
             f"signing key file {path} is a symbolic link; replace it with the key file "
             "itself (mode 0600), or set RELAY_SIGNING_KEY"
         ) from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
             raise ConfigurationError(
                 f"signing key file {path} is not a regular file owned by this user "
@@ -101,7 +126,10 @@ def read_private_key(path: Path) -> bytes:
                 f"{stat.S_IMODE(info.st_mode):o}); run `chmod 600 {path}` (or delete it to "
                 "have a new key generated)"
             )
-        return handle.read().strip()
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read().strip()
+    finally:
+        os.close(fd)
 
 
 def _tighten(path: Path, mode: int) -> None:
