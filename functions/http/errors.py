@@ -119,11 +119,12 @@ def internal_error(request: Request, exc: BaseException) -> Response:
 
 
 def log_context(request: Request) -> dict[str, Any]:
-    """The request's method, path and run (when known) as log fields."""
+    """The request's method, path, run and principal (when known) as log fields."""
     context: dict[str, Any] = {"method": request.method, "path": request.url.path}
-    run_id = getattr(request.state, "run_id", None)
-    if run_id is not None:
-        context["run_id"] = run_id
+    for field in ("run_id", "principal"):
+        value = getattr(request.state, field, None)
+        if value is not None:
+            context[field] = value
     return context
 
 

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from core.domain.records import RunRecord
 from functions.http.auth import DeliveryVerifier, Forbidden, Unauthenticated
-from functions.http.errors import retry_later
+from functions.http.errors import log_context, retry_later
 from functions.http.push_parsing import (
     DeadLetter,
     is_schedule_time_given,
@@ -224,9 +224,11 @@ class Handlers:
                 )
             )
         except Unauthenticated as exc:
+            log.info("request refused: %s", exc, extra=log_context(request))
             challenge = {"WWW-Authenticate": exc.challenge}
             raise HttpError(401, "unauthenticated", str(exc), headers=challenge) from None
-        except Forbidden as exc:
+        except Forbidden as exc:  # the reason only: never the credential itself
+            log.warning("request refused: %s", exc, extra=log_context(request))
             raise HttpError(403, "forbidden", str(exc)) from None
         request.state.principal = principal
         require_json_content_type(request.headers, body)

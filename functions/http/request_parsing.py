@@ -89,27 +89,27 @@ MAX_JSON_INTEGER: Final = 2**63
 _MAX_NUMBER_TEXT: Final = 64
 
 
-class _JsonRefused(ValueError):
+class JsonRefused(ValueError):
     """Raised while parsing: the document is JSON but of a kind Relay does not accept."""
 
 
 def _reject_constant(name: str) -> Any:
-    raise _JsonRefused(f"contains {name}, which is not JSON (no NaN or Infinity)")
+    raise JsonRefused(f"contains {name}, which is not JSON (no NaN or Infinity)")
 
 
 def _checked_int(text: str) -> int:
     if len(text) > _MAX_NUMBER_TEXT:
-        raise _JsonRefused(f"contains an integer of {len(text)} digits (over 64-bit range)")
+        raise JsonRefused(f"contains an integer of {len(text)} digits (over 64-bit range)")
     value = int(text)
     if not -MAX_JSON_INTEGER <= value < MAX_JSON_INTEGER:
-        raise _JsonRefused("contains an integer outside the 64-bit range")
+        raise JsonRefused("contains an integer outside the 64-bit range")
     return value
 
 
 def _checked_float(text: str) -> float:
     value = float(text) if len(text) <= _MAX_NUMBER_TEXT else math.inf
     if not math.isfinite(value):
-        raise _JsonRefused("contains a number too long or too large for a 64-bit float")
+        raise JsonRefused("contains a number too long or too large for a 64-bit float")
     return value
 
 
@@ -118,7 +118,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for key, value in pairs:
         if key in result:
             shown = key if len(key) <= 40 and key.isprintable() else f"{key[:40]!r}..."
-            raise _JsonRefused(f"repeats the key {shown!r} in one object")
+            raise JsonRefused(f"repeats the key {shown!r} in one object")
         result[key] = value
     return result
 
@@ -130,7 +130,7 @@ def _check_depth(document: Any) -> None:
         value, depth = stack.pop()
         if isinstance(value, dict | list):
             if depth > MAX_JSON_DEPTH:
-                raise _JsonRefused(f"nests arrays or objects deeper than {MAX_JSON_DEPTH} levels")
+                raise JsonRefused(f"nests arrays or objects deeper than {MAX_JSON_DEPTH} levels")
             children = value.values() if isinstance(value, dict) else value
             stack.extend((child, depth + 1) for child in children)
 
@@ -153,7 +153,7 @@ def loads_strict(text: str) -> Any:
             object_pairs_hook=_unique_keys,
         )
     except RecursionError:
-        raise _JsonRefused(f"nests arrays or objects deeper than {MAX_JSON_DEPTH} levels") from None
+        raise JsonRefused(f"nests arrays or objects deeper than {MAX_JSON_DEPTH} levels") from None
     _check_depth(document)
     return document
 
@@ -168,7 +168,7 @@ def parse_json(body: bytes, *, what: str) -> Any:
         raise HttpError(400, "malformed_json", f"{what} is not UTF-8 encoded") from None
     try:
         return loads_strict(text)
-    except _JsonRefused as exc:
+    except JsonRefused as exc:
         raise HttpError(400, "malformed_json", f"{what} {exc}") from None
     except ValueError as exc:
         raise HttpError(400, "malformed_json", f"{what} is not valid JSON: {exc}") from None

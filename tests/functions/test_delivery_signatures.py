@@ -8,6 +8,7 @@ headers, and bearer tokens where a signature is expected. Each must be refused w
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -15,6 +16,8 @@ import pytest
 from core.domain.records import Message, RunId, RunSnapshot, StepName
 from core.domain.status import Action
 from core.signing import SIGNATURE_HEADER, sign
+from functions.http.app import create_app
+from functions.http.auth import HmacVerifier
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore
 from tests.support.entry_points import SIGNING_KEY, STEP_CALLS, TestClient, json_body, signed
@@ -257,3 +260,45 @@ def test_signature_by_method_is_upper_cased(client: TestClient) -> None:
     header = sign(method="post", path=path, body=b"", key=SIGNING_KEY)
 
     assert client.post(path, headers={SIGNATURE_HEADER: header}).status_code == 202
+
+
+# -- what is logged ---------------------------------------------------------------------
+
+
+class _BrokenEngine:
+    """An engine whose ``handle`` fails with a bug, so the request is logged."""
+
+    def handle(self, message: Message) -> None:
+        raise KeyError("bug")
+
+
+def test_failures_are_logged_with_the_principal(caplog: pytest.LogCaptureFixture) -> None:
+    """A failed authenticated request's log line names who signed it."""
+    broken = _BrokenEngine()
+    app = create_app(engine=lambda: broken, verifier=HmacVerifier(SIGNING_KEY))  # type: ignore[arg-type, return-value]
+    body = json_body(Message(RunId("r-9"), StepName("write_text"), Action.EXECUTE, 1).to_json())
+
+    with TestClient(app) as client, caplog.at_level(logging.INFO, logger="relay.http"):
+        response = client.post("/v1/steps", content=body, headers=signed(body, path="/v1/steps"))
+
+    assert response.status_code == 500
+    assert [getattr(r, "principal", None) for r in caplog.records if r.levelname == "ERROR"] == [
+        "hmac:local"
+    ]
+
+
+def test_refusals_are_logged_without_the_credential(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A forged signature is logged as refused with the reason, never the header's value."""
+    forged = f"t={int(time.time())},n={NONCE},v2={'a' * 64}"
+    headers = {SIGNATURE_HEADER: forged, "Content-Type": "application/json"}
+
+    with caplog.at_level(logging.INFO, logger="relay.http"):
+        response = client.post("/v1/sweep", headers=headers)
+
+    assert response.status_code == 403
+    [record] = [r for r in caplog.records if r.getMessage().startswith("request refused")]
+    assert record.levelname == "WARNING"
+    assert getattr(record, "path", None) == "/v1/sweep"
+    assert "a" * 64 not in record.getMessage()

@@ -8,6 +8,8 @@ the request's Host). Every refusal writes nothing.
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from infra.local.sqlite_queue import SQLiteTaskQueue
@@ -138,6 +140,41 @@ def test_malformed_signed_message_is_400_not_500(
     response = client.post("/v1/steps", content=body, headers=signed(body, path="/v1/steps"))
 
     assert response.status_code == 400
+    assert_nothing_written(sqlite_store, sqlite_queue)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'{"name": "Ada", "name": "Eve"}', "repeats the key"),
+        (b"[" * 5000 + b"]" * 5000, "deeper than 64"),
+        (b'{"name": NaN}', "NaN"),
+    ],
+    ids=["repeated-key", "deep", "nan"],
+)
+def test_pubsub_data_relay_cannot_store_is_dead_lettered(
+    client: TestClient,
+    sqlite_store: SQLiteStateStore,
+    sqlite_queue: SQLiteTaskQueue,
+    data: bytes,
+    reason: str,
+) -> None:
+    """Pub/Sub message data is held to the same JSON rules: acknowledged as dead, no run."""
+    envelope = {
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "attributes": {"relay_topic": "people.eu.joined"},
+            "messageId": "m-1",
+        },
+        "subscription": "projects/p/subscriptions/relay-events",
+    }
+    body = json_body(envelope)
+
+    response = client.post("/v1/events", content=body, headers=signed(body, path="/v1/events"))
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "dead_lettered"
+    assert reason in response.json()["reason"]
     assert_nothing_written(sqlite_store, sqlite_queue)
 
 
