@@ -14,7 +14,8 @@ Scheme v1 (``t=..,v1=..`` over timestamp and body only) is refused: both ends sh
 together. Parsing is strict ASCII; anything unexpected is a ``SignatureError``, never a
 ``ValueError``/``TypeError`` (a non-ASCII ``t=²`` passes ``str.isdigit`` and used to
 reach ``int()``). Refusing a *second* use of a signature is the verifier's job
-(``functions/http/auth.py``, a nonce cache over the same window).
+(``functions/http/auth.py``) with a ``NonceStore`` over the same window: in memory
+(``MemoryNonceStore``) or shared by every local process (``infra/local/sqlite_nonces.py``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 SIGNATURE_HEADER: Final = "X-Relay-Signature"
 SCHEME: Final = "v2"
@@ -165,3 +168,72 @@ def _mac(key: bytes, *, method: str, path: str, timestamp: int, nonce: str, body
     # encoding as UTF-8 only keeps a hand-made call from raising.
     signed = f"{SCHEME}\n{method.upper()}\n{path}\n{timestamp}\n{nonce}\n".encode()
     return hmac.new(key, signed + body, hashlib.sha256).hexdigest()
+
+
+DEFAULT_NONCE_CAPACITY: Final = 250_000
+"""Nonces remembered at most: about 3,800 signed requests a second over the 65 s window."""
+
+
+class NonceStore(Protocol):
+    """Remembers the nonces of accepted signatures until they could no longer pass.
+
+    Only signatures whose MAC verified are recorded, so a forger cannot fill it; a store
+    that is full refuses rather than forgets (forgetting early would let a replay in).
+    """
+
+    def remember(self, nonce: str, *, expires_at: float, now: float) -> None:
+        """Record ``nonce`` until ``expires_at`` (epoch seconds).
+
+        Raises:
+            SignatureError: the nonce was seen before (a replay), or the store is full.
+        """
+        ...
+
+
+class MemoryNonceStore:
+    """A thread-safe, bounded ``NonceStore`` in this process's memory.
+
+    Args:
+        capacity: Most nonces kept at once.
+    """
+
+    def __init__(self, *, capacity: int = DEFAULT_NONCE_CAPACITY) -> None:
+        self._capacity = capacity
+        self._expiry: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def remember(self, nonce: str, *, expires_at: float, now: float) -> None:
+        """Record ``nonce`` until ``expires_at``.
+
+        Raises:
+            SignatureError: the nonce was seen before (a replay), or the store is full.
+        """
+        with self._lock:
+            self._prune_locked(now)
+            if nonce in self._expiry:
+                raise replayed()
+            if len(self._expiry) >= self._capacity:
+                raise SignatureError("too many signed requests in the signature window; retry")
+            self._expiry[nonce] = expires_at
+
+    def _prune_locked(self, now: float) -> None:
+        # Entries are appended roughly in time order; stopping at the first live one only
+        # keeps a few expired entries a little longer, never drops a live one.
+        while self._expiry:
+            nonce, expires_at = next(iter(self._expiry.items()))
+            if expires_at > now:
+                return
+            del self._expiry[nonce]
+
+
+def replayed() -> SignatureError:
+    """The error for a nonce seen before."""
+    return SignatureError("signature was already used (replay); sign each request afresh")
+
+
+def nonce_expiry(signature: Signature) -> float:
+    """When a signature's nonce may be forgotten: once its time left the window."""
+    return signature.timestamp + MAX_PAST_SECONDS + 1.0

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
     from core.engine.engine import Engine
+    from functions.http.auth import DeliveryVerifier
     from infra.local.runtime.dispatcher import Dispatcher, HttpDelivery
 
 log = logging.getLogger("relay.dev")
@@ -222,6 +223,7 @@ class DevStack:
     # -- parts ---------------------------------------------------------------------
 
     async def _start_parts(self) -> None:
+        from functions.http.verifiers import verifier_for
         from infra.local.runtime.dispatcher import Dispatcher, HttpDelivery, InProcessDelivery
         from infra.local.sqlite_queue import SQLiteTaskQueue
 
@@ -259,7 +261,8 @@ class DevStack:
             # margin is plenty and keeps the post-crash hiding time short.
             lease_margin_seconds=5.0,
         )
-        await self._start_api(build_api_app(engine, key))
+        verifier = await asyncio.to_thread(verifier_for, self.settings)
+        await self._start_api(build_api_app(engine, verifier))
         if isinstance(delivery, HttpDelivery):
             self._supervisor = WorkerSupervisor(
                 count=self.worker_count,
@@ -322,12 +325,15 @@ class DevStack:
                 )
 
 
-def build_api_app(engine: Engine, key: bytes) -> ASGIApp:
-    """The full API (public, worker and admin routes) served by ``relay dev``."""
-    from functions.http.app import ALL_ROUTES, create_app
-    from functions.http.auth import HmacVerifier
+def build_api_app(engine: Engine, verifier: DeliveryVerifier) -> ASGIApp:
+    """The full API (public, worker and admin routes) served by ``relay dev``.
 
-    return create_app(engine=lambda: engine, verifier=HmacVerifier(key), include=ALL_ROUTES)
+    ``verifier`` is ``verifier_for(settings)``: the HMAC key and the nonce store that
+    ``relay dev`` shares with its worker processes.
+    """
+    from functions.http.app import ALL_ROUTES, create_app
+
+    return create_app(engine=lambda: engine, verifier=verifier, include=ALL_ROUTES)
 
 
 def _bind(port: int) -> socket.socket:

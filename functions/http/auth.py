@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Final, Protocol
 
@@ -63,63 +62,20 @@ class DeliveryVerifier(Protocol):
 
 
 HMAC_PRINCIPAL: Final = "hmac:local"
-DEFAULT_NONCE_CAPACITY: Final = 250_000
-"""Nonces remembered at most: about 3,800 signed requests a second over the 65 s window."""
-
-
-class NonceCache:
-    """Nonces of accepted signatures, each kept until its signature could no longer pass.
-
-    Thread-safe and bounded: when full of live entries it refuses new ones (a replay must
-    never get through because an entry was evicted early). Only signatures whose MAC
-    verified are recorded, so a forger cannot fill it.
-
-    Args:
-        capacity: Most nonces kept at once.
-    """
-
-    def __init__(self, *, capacity: int = DEFAULT_NONCE_CAPACITY) -> None:
-        self._capacity = capacity
-        self._expiry: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-    def remember(self, nonce: str, *, expires_at: float, now: float) -> None:
-        """Record ``nonce`` until ``expires_at``.
-
-        Raises:
-            Forbidden: the nonce was seen before (a replay), or the cache is full.
-        """
-        with self._lock:
-            self._prune_locked(now)
-            if nonce in self._expiry:
-                raise Forbidden("signature was already used (replay); sign each request afresh")
-            if len(self._expiry) >= self._capacity:
-                raise Forbidden("too many signed requests in the signature window; retry later")
-            self._expiry[nonce] = expires_at
-
-    def _prune_locked(self, now: float) -> None:
-        # Entries are appended roughly in time order; stopping at the first live one only
-        # keeps a few expired entries a little longer, never drops a live one.
-        while self._expiry:
-            nonce, expires_at = next(iter(self._expiry.items()))
-            if expires_at > now:
-                return
-            del self._expiry[nonce]
 
 
 class HmacVerifier:
     """Checks ``X-Relay-Signature`` (``core.signing``, scheme v2) with a shared key.
 
     Each signature passes once: its nonce is remembered for the signature window, so a
-    captured request cannot be sent again (to this process; each worker keeps its own).
+    captured request cannot be sent again.
 
     Args:
         key: The HMAC key the local signers use.
         clock: Epoch seconds; injectable so tests can present stale signatures.
-        nonces: The replay cache (one per verifier by default).
+        nonces: Where accepted nonces are remembered: in this process by default; give
+            every process of a data dir the shared ``SQLiteNonceStore`` so a request
+            replayed to another worker is refused too (``verifier_for`` does).
     """
 
     def __init__(
@@ -127,17 +83,17 @@ class HmacVerifier:
         key: bytes,
         *,
         clock: Callable[[], float] = time.time,
-        nonces: NonceCache | None = None,
+        nonces: signing.NonceStore | None = None,
     ) -> None:
         if not key:
             raise ConfigurationError("the HMAC signing key is empty; set RELAY_SIGNING_KEY")
         self._key = key
         self._clock = clock
-        self._nonces = nonces if nonces is not None else NonceCache()
+        self._nonces = nonces if nonces is not None else signing.MemoryNonceStore()
 
     def __repr__(self) -> str:
         # The key must never reach a log line through a repr.
-        return f"HmacVerifier(scheme={signing.SCHEME}, nonces={len(self._nonces)})"
+        return f"HmacVerifier(scheme={signing.SCHEME}, nonces={type(self._nonces).__name__})"
 
     def verify(self, *, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> str:
         """Accept the request only with a fresh, unused signature over exactly it.
@@ -158,10 +114,10 @@ class HmacVerifier:
             signature = signing.verify(
                 header, method=method, path=path, body=body, key=self._key, now=now
             )
+            expires_at = signing.nonce_expiry(signature)
+            self._nonces.remember(signature.nonce, expires_at=expires_at, now=now)
         except signing.SignatureError as exc:
             raise Forbidden(str(exc)) from None
-        expires_at = signature.timestamp + signing.MAX_PAST_SECONDS + 1.0
-        self._nonces.remember(signature.nonce, expires_at=expires_at, now=now)
         return HMAC_PRINCIPAL
 
 

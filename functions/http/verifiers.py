@@ -19,8 +19,14 @@ def verifier_for(settings: Settings) -> DeliveryVerifier:
         ConfigurationError: the backend's verifier lacks configuration (naming the
             variable), or the backend has no HTTP deliveries to verify.
     """
-    if settings.backend in ("local", "memory"):
+    if settings.backend == "memory":
         return HmacVerifier(settings.signing_key_bytes())
+    if settings.backend == "local":
+        from infra.local.sqlite_nonces import SQLiteNonceStore
+
+        # Shared by relay dev and its workers: a replay to another process is refused too.
+        nonces = SQLiteNonceStore.from_settings(settings.data_dir)
+        return HmacVerifier(settings.signing_key_bytes(), nonces=nonces)
     if settings.backend == "gcp":
         from functions.http.oidc import GOOGLE_CERTS_URL, OidcVerifier, RoutePrincipals
 

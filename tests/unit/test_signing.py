@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from core import signing
-from core.signing import SignatureError, parse, sign, verify
-from functions.http.auth import Forbidden, HmacVerifier, NonceCache, Unauthenticated
+from core.signing import MemoryNonceStore, SignatureError, parse, sign, verify
+from functions.http.auth import Forbidden, HmacVerifier, Unauthenticated
 
 KEY = b"unit-test-key-0123456789"
 NOW = 1_700_000_000.0
@@ -191,16 +191,16 @@ def test_missing_header_is_unauthenticated() -> None:
 
 def test_nonces_expire_with_the_window_and_the_cache_stays_bounded() -> None:
     """Entries leave once their signature could no longer pass; a full cache refuses."""
-    cache = NonceCache(capacity=2)
+    cache = MemoryNonceStore(capacity=2)
     cache.remember("n1", expires_at=100.0, now=0.0)
     cache.remember("n2", expires_at=200.0, now=0.0)
-    with pytest.raises(Forbidden, match="too many"):
+    with pytest.raises(SignatureError, match="too many"):
         cache.remember("n3", expires_at=300.0, now=50.0)
 
     cache.remember("n3", expires_at=300.0, now=150.0)  # n1 expired and was dropped
 
     assert len(cache) == 2
-    with pytest.raises(Forbidden, match="already used"):
+    with pytest.raises(SignatureError, match="already used"):
         cache.remember("n2", expires_at=200.0, now=150.0)
 
 
