@@ -1,9 +1,11 @@
 """Who may deliver step messages, events and scheduled invocations to a worker.
 
 Deliveries change run state, so the worker authenticates them before it parses a byte:
-HMAC signatures between Relay's own processes locally; OIDC tokens (Cloud Tasks, Pub/Sub
-push, Cloud Scheduler) on GCP (``functions/http/oidc.py``); IAM on AWS, where deliveries
-never come over HTTP. ``functions/http/verifiers.py`` picks the verifier for a backend.
+HMAC signatures between Relay's own processes locally (scheme v2, bound to method, path,
+time and body, each accepted once: ``core/signing.py``, ADR 6); OIDC tokens (Cloud Tasks,
+Pub/Sub push, Cloud Scheduler, operators) on GCP (``functions/http/oidc.py``); IAM on AWS,
+where deliveries never come over HTTP. ``functions/http/verifiers.py`` picks the verifier
+for a backend. A verifier answers *who* signed (the principal) or raises.
 """
 
 from __future__ import annotations
