@@ -62,7 +62,9 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     """The request body, refusing (413) more than ``limit`` bytes before buffering them."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.strip().isdigit():
+        declared = declared.strip()
+        # ASCII digits only: "²" passes str.isdigit and then fails int() (a 500).
+        if not (declared.isascii() and declared.isdigit() and len(declared) <= 18):
             raise HttpError(
                 400, "invalid_header", "Content-Length is not a number", header="Content-Length"
             )

@@ -178,6 +178,16 @@ def test_pubsub_data_relay_cannot_store_is_dead_lettered(
     assert_nothing_written(sqlite_store, sqlite_queue)
 
 
+@pytest.mark.parametrize("value", ["²", "1" * 5000, "-1", "1e3", "0x10"])
+def test_junk_content_length_is_400(client: TestClient, value: str) -> None:
+    """A Content-Length that is not plain ASCII digits is a 400 naming the header."""
+    headers = [(b"content-length", value.encode()), (b"content-type", b"application/json")]
+    response = client.post(START, headers=headers)
+
+    assert response.status_code == 400
+    assert response.json()["header"] == "Content-Length"
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [("GET", "/v1/runs/"), ("POST", "/v1/sagas/greet/runs/"), ("GET", "/healthz/")],
