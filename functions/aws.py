@@ -372,7 +372,7 @@ def _handle_topic_event(events: list[TopicEvent]) -> dict[str, Any]:
 class _NoDeliveries:
     """The verifier of an app that serves no authenticated route: refuses everything."""
 
-    def verify(self, request_body: bytes, headers: Mapping[str, str]) -> None:
+    def verify(self, *, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> str:
         from functions.http.auth import Forbidden
 
         raise Forbidden("deliveries are not served over HTTP on Lambda")

@@ -147,7 +147,8 @@ class Settings:
         "RELAY_SIGNING_KEY",
         LOCAL,
         ALL_ROLES,
-        "HMAC key of local deliveries (default: <data dir>/signing.key, created mode 0600)",
+        "HMAC key of local deliveries (default: <data dir>/signing.key, created mode 0600;"
+        " an existing one must be owned by the user and mode 0600 or stricter)",
         parse=optional_text,
         set_by="developer",
     )
@@ -242,6 +243,30 @@ class Settings:
         GCP,
         ALL_ROLES,
         "identity whose OIDC token Cloud Tasks attaches, and that the worker accepts",
+        parse=optional_text,
+    )
+    operator_emails: tuple[str, ...] = setting(
+        "RELAY_OPERATOR_EMAILS",
+        GCP,
+        DELIVERY_ROLES,
+        "comma-separated emails whose Google ID tokens may call the worker's retry and"
+        " cancel routes (empty: those routes answer 403)",
+        parse=comma_list,
+    )
+    scheduler_service_account: str | None = setting(
+        "RELAY_SCHEDULER_SERVICE_ACCOUNT",
+        GCP,
+        DELIVERY_ROLES,
+        "identity whose OIDC token Cloud Scheduler attaches to schedule and sweep calls"
+        " (empty: RELAY_TASKS_SERVICE_ACCOUNT)",
+        parse=optional_text,
+    )
+    push_service_account: str | None = setting(
+        "RELAY_PUSH_SERVICE_ACCOUNT",
+        GCP,
+        DELIVERY_ROLES,
+        "identity whose OIDC token Pub/Sub push attaches to event deliveries"
+        " (empty: RELAY_TASKS_SERVICE_ACCOUNT)",
         parse=optional_text,
     )
     tasks_audience: str | None = setting(
@@ -357,22 +382,29 @@ class Settings:
         return dataclasses.replace(read, metrics=_metrics_mode(env, read.metrics, read.backend))
 
     def signing_key_bytes(self) -> bytes:
-        """The HMAC key for local deliveries, creating a private key file on first use."""
+        """The HMAC key for local deliveries, creating a private key file on first use.
+
+        Raises:
+            ConfigurationError: an existing key file is not ours alone (it names the path
+                and the fix, such as ``chmod 600``).
+        """
+        from infra.local.private_files import (  # only the local backends sign
+            ensure_private_dir,
+            read_private_key,
+            write_private_key,
+        )
+
         if self.signing_key:
             return self.signing_key.encode()
         path = self.data_dir / KEY_FILE_NAME
         try:
-            return path.read_bytes().strip()
+            return read_private_key(path)
         except FileNotFoundError:
             pass
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.data_dir)
         key = secrets.token_hex(32).encode()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process created it first: use theirs
-            return path.read_bytes().strip()
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key)
+        if not write_private_key(path, key):  # another process created it first: use theirs
+            return read_private_key(path)
         return key
 
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
     from core.engine.engine import Engine
+    from functions.http.auth import DeliveryVerifier
     from functions.http.callers import Authenticator
     from infra.local.runtime.dispatcher import Dispatcher, HttpDelivery
 
@@ -238,6 +239,7 @@ class DevStack:
     # -- parts ---------------------------------------------------------------------
 
     async def _start_parts(self) -> None:
+        from functions.http.verifiers import verifier_for
         from infra.local.runtime.dispatcher import Dispatcher, HttpDelivery, InProcessDelivery
         from infra.local.sqlite_queue import SQLiteTaskQueue
 
@@ -275,8 +277,9 @@ class DevStack:
             # margin is plenty and keeps the post-crash hiding time short.
             lease_margin_seconds=5.0,
         )
+        verifier = await asyncio.to_thread(verifier_for, self.settings)
         authenticator = dev_authenticator(self.settings, host=self.host, store=engine.store)
-        await self._start_api(build_api_app(engine, key, authenticator))
+        await self._start_api(build_api_app(engine, verifier, authenticator))
         if isinstance(delivery, HttpDelivery):
             self._supervisor = WorkerSupervisor(
                 count=self.worker_count,
@@ -347,14 +350,20 @@ class DevStack:
                 )
 
 
-def build_api_app(engine: Engine, key: bytes, authenticator: Authenticator) -> ASGIApp:
-    """The full API (public, worker and admin routes) served by ``relay dev``."""
+def build_api_app(
+    engine: Engine, verifier: DeliveryVerifier, authenticator: Authenticator
+) -> ASGIApp:
+    """The full API (public, worker and admin routes) served by ``relay dev``.
+
+    ``verifier`` is ``verifier_for(settings)``: the HMAC key and the nonce store that
+    ``relay dev`` shares with its worker processes; ``authenticator`` decides who may call
+    the run API (open on loopback unless ``RELAY_API_AUTH`` says otherwise).
+    """
     from functions.http.app import ALL_ROUTES, create_app
-    from functions.http.auth import HmacVerifier
 
     return create_app(
         engine=lambda: engine,
-        verifier=HmacVerifier(key),
+        verifier=verifier,
         authenticator=authenticator,
         include=ALL_ROUTES,
     )

@@ -306,7 +306,7 @@ def _no_engine() -> Any:
 class _NoVerifier:
     """Stands in for the delivery verifier: listing routes authenticates nothing."""
 
-    def verify(self, request_body: bytes, headers: Mapping[str, str]) -> None:
+    def verify(self, *, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> str:
         raise AssertionError("the manifest lists routes; it never serves a request")
 
 

@@ -96,11 +96,15 @@ def create_app(
             Route("/v1/runs/{run_id}/retry", guarded(api.retry_run), methods=["POST"]),
             Route("/v1/runs/{run_id}/cancel", guarded(api.cancel_run), methods=["POST"]),
         ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(RequestContextMiddleware)],
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
     )
+    # No trailing-slash redirects: a 307 to the same path plus "/" built its Location from
+    # the request's Host header (issue 10, finding 10); an unknown path is a plain 404.
+    app.router.redirect_slashes = False
+    return app
 
 
 class RequestContextMiddleware:

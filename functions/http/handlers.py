@@ -8,6 +8,7 @@ run), which are authenticated by the delivery verifier before a byte of their bo
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -22,7 +23,7 @@ from core.domain.status import RunStatus
 from core.errors import RunNotFoundError
 from functions.http.auth import DeliveryVerifier, Forbidden, Unauthenticated
 from functions.http.callers import Authenticator, Caller, CallerRequest, Grants
-from functions.http.errors import retry_later
+from functions.http.errors import log_context, retry_later
 from functions.http.push_parsing import (
     DeadLetter,
     is_schedule_time_given,
@@ -39,6 +40,7 @@ from functions.http.request_parsing import (
     parse_message,
     parse_statuses,
     read_body,
+    require_json_content_type,
     scheduled_time,
 )
 from functions.http.views import run_list_view, run_view
@@ -94,7 +96,9 @@ class Handlers:
             message = f"{caller.identity} may not start runs of saga {name!r}"
             raise HttpError(403, "forbidden", message, saga=name)
         key = idempotency_key(request.headers)
-        raw_input = parse_json(await self._body(request), what="request body")
+        body = await self._body(request)
+        require_json_content_type(request.headers, body)
+        raw_input = parse_json(body, what="request body")
         result = await self._call(lambda e: e.runs.start(name, raw_input, idempotency_key=key))
         return _started(result)
 
@@ -269,17 +273,47 @@ class Handlers:
         return caller
 
     async def _authenticated_body(self, request: Request) -> bytes:
-        """The body, once the verifier accepted it; nothing is parsed before that."""
+        """The body, once the verifier accepted it; nothing is parsed before that.
+
+        The verifier sees the method and the path with its query string as sent (a
+        signature or token is bound to them); who it says signed is kept as
+        ``request.state.principal``.
+        """
         body = await self._body(request)
         try:
             # In a thread: verifiers may read a key file or fetch signing certificates.
-            await run_in_threadpool(self._verifier.verify, body, request.headers)
+            principal = await run_in_threadpool(
+                functools.partial(
+                    self._verifier.verify,
+                    method=request.method,
+                    path=request_target(request),
+                    body=body,
+                    headers=request.headers,
+                )
+            )
         except Unauthenticated as exc:
+            log.info("request refused: %s", exc, extra=log_context(request))
             challenge = {"WWW-Authenticate": exc.challenge}
             raise HttpError(401, "unauthenticated", str(exc), headers=challenge) from None
-        except Forbidden as exc:
+        except Forbidden as exc:  # the reason only: never the credential itself
+            log.warning("request refused: %s", exc, extra=log_context(request))
             raise HttpError(403, "forbidden", str(exc)) from None
+        request.state.principal = principal
+        require_json_content_type(request.headers, body)
         return body
+
+
+def request_target(request: Request) -> str:
+    """The path and query string of ``request`` as the client sent them (what is signed).
+
+    ``raw_path`` (the undecoded path, when the server provides it) is preferred, so a
+    signer signs exactly the bytes it sends; the query string is appended after ``?``.
+    """
+    scope = request.scope
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else scope["path"]
+    query = scope.get("query_string", b"")
+    return f"{path}?{query.decode('latin-1')}" if query else path
 
 
 _CLOUD_TASKS_HEADERS: Final = {

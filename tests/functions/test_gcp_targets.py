@@ -102,7 +102,7 @@ def test_relay_target_keeps_error_statuses_and_headers(target_client: TargetClie
     store.apply(change=StateChange(run.run.run_id, steps=(claimed,)))
     body = json_body(Message(RunId(run_id), StepName("write_text"), Action.EXECUTE, 1).to_json())
 
-    busy = client.post("/v1/steps", content=body, headers=signed(body))
+    busy = client.post("/v1/steps", content=body, headers=signed(body, path="/v1/steps"))
 
     assert invalid.status_code == 422
     assert invalid.json()["detail"][0]["loc"] == ["name"]
@@ -117,13 +117,16 @@ def test_worker_target_processes_a_signed_delivery(target_client: TargetClient) 
     body = json_body(Message(RunId(run_id), StepName("write_text"), Action.EXECUTE, 1).to_json())
 
     unsigned = worker.post("/v1/steps", content=body)
-    delivered = worker.post("/v1/steps", content=body, headers=signed(body))
+    delivered = worker.post("/v1/steps", content=body, headers=signed(body, path="/v1/steps"))
 
     assert unsigned.status_code == 401
     assert (delivered.status_code, delivered.json()["status"]) == (200, "done")
     assert STEP_CALLS == {"write_text": 1}
     assert worker.post("/v1/sagas/greet/runs", json={"name": "Ada"}).status_code == 404
-    assert api.post("/v1/steps", content=body, headers=signed(body)).status_code == 404
+    assert (
+        api.post("/v1/steps", content=body, headers=signed(body, path="/v1/steps")).status_code
+        == 404
+    )
 
 
 def test_importing_the_targets_builds_no_engine() -> None:
@@ -167,7 +170,7 @@ def pubsub_envelope(
 
 def post_signed(client: TestClient, path: str, payload: Any, **headers: str) -> Any:
     body = json_body(payload)
-    return client.post(path, content=body, headers={**signed(body), **headers})
+    return client.post(path, content=body, headers={**signed(body, path=path), **headers})
 
 
 def test_pubsub_push_starts_one_run_per_message_id(target_client: TargetClient) -> None:
