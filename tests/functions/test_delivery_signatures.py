@@ -18,6 +18,7 @@ from core.domain.status import Action
 from core.signing import SIGNATURE_HEADER, sign
 from functions.http.app import create_app
 from functions.http.auth import HmacVerifier
+from functions.http.callers import OpenAuthenticator
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore
 from tests.support.entry_points import SIGNING_KEY, STEP_CALLS, TestClient, json_body, signed
@@ -275,7 +276,11 @@ class _BrokenEngine:
 def test_failures_are_logged_with_the_principal(caplog: pytest.LogCaptureFixture) -> None:
     """A failed authenticated request's log line names who signed it."""
     broken = _BrokenEngine()
-    app = create_app(engine=lambda: broken, verifier=HmacVerifier(SIGNING_KEY))  # type: ignore[arg-type, return-value]
+    app = create_app(
+        engine=lambda: broken,  # type: ignore[arg-type, return-value]
+        verifier=HmacVerifier(SIGNING_KEY),
+        authenticator=OpenAuthenticator("local"),
+    )
     body = json_body(Message(RunId("r-9"), StepName("write_text"), Action.EXECUTE, 1).to_json())
 
     with TestClient(app) as client, caplog.at_level(logging.INFO, logger="relay.http"):

@@ -23,6 +23,7 @@ from core.engine.engine import Engine
 from core.errors import InfrastructureError
 from functions.http.app import ALL_ROUTES, create_app
 from functions.http.auth import Forbidden
+from functions.http.callers import OpenAuthenticator
 from functions.http.oidc import CachedCerts, OidcVerifier, RoutePrincipals
 from functions.http.verifiers import verifier_for
 from functions.settings import Settings
@@ -198,7 +199,12 @@ def test_huge_exp_through_http_is_403_and_writes_nothing(
     sqlite_queue: SQLiteTaskQueue,
 ) -> None:
     """``exp = 10**400`` (the audit's 500) answers 403 on the worker route."""
-    app = create_app(engine=lambda: engine, verifier=make_verifier(key), include=ALL_ROUTES)
+    app = create_app(
+        engine=lambda: engine,
+        verifier=make_verifier(key),
+        authenticator=OpenAuthenticator("local"),
+        include=ALL_ROUTES,
+    )
     value = raw_token(key, valid_claims_json(exp="1" + "0" * 400))
 
     with TestClient(app) as client:

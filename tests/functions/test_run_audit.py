@@ -6,8 +6,7 @@ The handlers take the principal the delivery verifier established; the CLI recor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
 
 import pytest
 
@@ -23,9 +22,9 @@ ISO = "Z"
 
 
 class AcceptingVerifier:
-    """Accepts every delivery as the principal ``test:operator`` (either verifier signature)."""
+    """Accepts every delivery as the principal ``test:operator``."""
 
-    def verify(self, *args: Any, **kwargs: Any) -> str:
+    def verify(self, *, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> str:
         return "test:operator"
 
 
@@ -72,8 +71,7 @@ def test_cancel_and_retry_append_who_from_where_and_when(
     assert [entry["action"] for entry in trail] == ["retry", "cancel"]
     assert retried.json()["audit"] == trail[:1]
     for entry in trail:
-        # "operator" until the verifier returns its principal (issue 10, signing change).
-        assert entry["actor"] in {"test:operator", "operator"}
+        assert entry["actor"] == "test:operator"
         assert entry["source"] == "testclient"
         assert entry["at"].endswith(ISO)
     stored = sqlite_store.load_run(run_id=RunId(run_id))
