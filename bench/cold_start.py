@@ -159,7 +159,10 @@ def measure_worker(tmp: Path) -> float:
     }
     env.pop("RELAY_FAULTS", None)
     port = free_port()
-    headers = {"content-type": "application/json", SIGNATURE_HEADER: sign(body, key=KEY.encode())}
+    headers = {
+        "content-type": "application/json",
+        SIGNATURE_HEADER: sign(method="POST", path="/v1/steps", body=body, key=KEY.encode()),
+    }
     elapsed = time_to_first_answer(
         ff_command(ROOT / "functions" / "gcp.py", "worker", port),
         env,

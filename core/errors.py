@@ -13,6 +13,7 @@ parsing messages::
     ├── InvalidRunStateError
     ├── IllegalTransitionError
     ├── IdempotencyKeyReusedError
+    ├── InvalidIdempotencyKeyError
     ├── ConcurrencyConflict
     ├── RequestRejected
     ├── InfrastructureError            (retryable)
@@ -117,6 +118,14 @@ class IdempotencyKeyReusedError(EngineError):
         )
 
 
+class InvalidIdempotencyKeyError(EngineError):
+    """Raised when a client's idempotency key is empty, too long or not printable ASCII."""
+
+    def __init__(self, *, max_length: int) -> None:
+        self.max_length = max_length
+        super().__init__(f"an idempotency key must be 1 to {max_length} printable ASCII characters")
+
+
 class ConcurrencyConflict(EngineError):
     """Raised when a conditional write finds a record changed since it was read."""
 
@@ -163,8 +172,18 @@ class NonRetryableStepError(EngineError):
     """Raised by step code to fail the step at once, skipping remaining retries.
 
     Use it for business rejections (card declined, out of stock) where another attempt
-    cannot succeed.
+    cannot succeed. The run's public ``error`` shows only the class name and a generic
+    message unless ``public_message`` (keyword, or a class attribute of a subclass) says
+    what every reader of the run may see; the full message goes to ``error_detail``,
+    with secrets redacted (``core.domain.errors_text``).
     """
+
+    public_message: str | None = None
+
+    def __init__(self, *args: object, public_message: str | None = None) -> None:
+        super().__init__(*args)
+        if public_message is not None:
+            self.public_message = public_message
 
 
 class CompensationFailed(EngineError):

@@ -33,6 +33,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from core.domain.errors_text import Redactor, describe_exception
 from core.domain.records import Message
 from core.errors import ConcurrencyConflict, EngineError, InfrastructureError, RequestRejected
 from functions.aws_events import (
@@ -46,6 +47,7 @@ from functions.aws_events import (
     SweepInvocation,
     TopicEvent,
     UnknownEventShapeError,
+    parse_step_message,
 )
 from functions.logs import bind_request, configure_logging, reset_request
 
@@ -144,23 +146,70 @@ def _engine() -> Engine:
 
 
 def _handle_sqs_batch(event: Event) -> dict[str, list[dict[str, str]]]:
-    """Process every record; report the ones SQS must deliver again (partial batch response).
+    """Process every record on its own; report the ones SQS must deliver again.
+
+    Every record is isolated (issue 10, finding 5): whatever one record does (a body of
+    deeply nested ``[`` that overflows the parser, bad JSON, JSON of the wrong shape, an
+    engine error, a bug of ours) is caught at that record, reported for that record
+    alone, and the rest of the batch is processed and acknowledged as usual.
 
     A record is acknowledged (left out of ``batchItemFailures``) when it is done. It is
     reported when the engine asks for a later delivery (its visibility is set to that
     delay first, so SQS redelivers after the delay, not at once), when it is not due yet
     (``not_before`` ahead), on an infrastructure error or a bug of ours, and when it is
-    poison: a body that is not a step message, or one the engine rejects for good. A
-    poison record is logged with its id, size and reason (never its body) and left to
-    the queue's redrive policy, which moves it to the dead-letter queue after
-    ``maxReceiveCount`` receives: kept for inspection, never silently dropped, and never
-    holding back the rest of its batch, which is processed and acknowledged as usual.
+    poison: a body that is not a step message, or one the engine rejects for good.
+
+    Poison is *reported*, not acknowledged: it is logged with its id, size and reason
+    (never its body) and left to the queue's redrive policy, which moves it to the
+    dead-letter queue after ``maxReceiveCount`` receives (``terraform/modules/aws/
+    queues.tf``): kept for inspection, never silently dropped. The one exception is a
+    record with no usable ``messageId`` (only a hand-made event can lack one): it cannot
+    be named in ``batchItemFailures`` (an identifier Lambda does not know fails the
+    whole batch), so it is acknowledged and logged as dropped.
     """
+    records = event.get("Records")
     failures: list[dict[str, str]] = []
-    for record in event["Records"]:
-        if not _process_record(record):
-            failures.append({"itemIdentifier": record["messageId"]})
+    reported: set[str] = set()
+    for index, record in enumerate(records if isinstance(records, list) else []):
+        if _process_record_isolated(record):
+            continue
+        item = _item_identifier(record)
+        if item is None:
+            log.error(
+                "SQS record #%d has no messageId, so it cannot be reported for redelivery; "
+                "dropped (acknowledged)",
+                index,
+                extra={"sqs_record_index": index},
+            )
+        elif item not in reported:
+            reported.add(item)
+            failures.append({"itemIdentifier": item})
     return {"batchItemFailures": failures}
+
+
+def _item_identifier(record: object) -> str | None:
+    """The record's ``messageId`` when it can name the record in ``batchItemFailures``."""
+    if not isinstance(record, Mapping):
+        return None
+    message_id = record.get("messageId")
+    return message_id if isinstance(message_id, str) and message_id else None
+
+
+def _process_record_isolated(record: object) -> bool:
+    """``_process_record``, with any failure of this one record caught and logged."""
+    try:
+        if not isinstance(record, Mapping):
+            raise TypeError(f"an SQS record must be an object, not {type(record).__name__}")
+        return _process_record(record)
+    except Exception as exc:  # one record, whatever it does, must not fail its batch
+        log.error(
+            "SQS record %s failed (%s); reported for redelivery",
+            _clip(str(_item_identifier(record))),
+            _clip(Redactor().redact(describe_exception(exc).detail)),
+            exc_info=not isinstance(exc, RecursionError | MemoryError),
+            extra={"sqs_message_id": _item_identifier(record)},
+        )
+        return False
 
 
 def _process_record(record: Mapping[str, Any]) -> bool:
@@ -202,18 +251,20 @@ def _parse_record(record: Mapping[str, Any]) -> Message | None:
     """The step message in a record's body; None (logged, body left out) when it is poison."""
     body = record.get("body", "")
     try:
-        return Message.from_json(json.loads(body))
+        return parse_step_message(body)
     except json.JSONDecodeError as exc:
         reason = f"not JSON ({exc.msg} at character {exc.pos})"
+    except RecursionError:
+        reason = "not a step message (nested too deeply to parse)"
     except (ValueError, TypeError) as exc:  # JSON, but not a step message
-        reason = f"not a step message ({_clip(str(exc))})"
-    size = len(body.encode()) if isinstance(body, str) else 0
+        reason = f"not a step message ({_clip(Redactor().redact(str(exc)))})"
+    size = len(body.encode("utf-8", "surrogatepass")) if isinstance(body, str) else 0
     log.error(
         "poison SQS message %s (%d bytes) reported for the dead-letter queue: %s",
-        record.get("messageId"),
+        _item_identifier(record),
         size,
         reason,
-        extra={"sqs_message_id": record.get("messageId"), "size_bytes": size, "reason": reason},
+        extra={"sqs_message_id": _item_identifier(record), "size_bytes": size, "reason": reason},
     )
     return None
 
@@ -321,7 +372,7 @@ def _handle_topic_event(events: list[TopicEvent]) -> dict[str, Any]:
 class _NoDeliveries:
     """The verifier of an app that serves no authenticated route: refuses everything."""
 
-    def verify(self, request_body: bytes, headers: Mapping[str, str]) -> None:
+    def verify(self, *, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> str:
         from functions.http.auth import Forbidden
 
         raise Forbidden("deliveries are not served over HTTP on Lambda")
@@ -333,6 +384,14 @@ def _http_handler() -> Mangum:
     from mangum import Mangum
 
     from functions.http.app import PUBLIC_API, create_app
+    from functions.http.callers import LazyAuthenticator
+    from functions.wiring import get_authenticator
 
-    app = create_app(engine=_engine, verifier=_NoDeliveries(), include=frozenset({PUBLIC_API}))
+    app = create_app(
+        engine=_engine,
+        verifier=_NoDeliveries(),
+        # Settings are read (a bad RELAY_API_AUTH answered 503) on a request, not here.
+        authenticator=LazyAuthenticator(get_authenticator),
+        include=frozenset({PUBLIC_API}),
+    )
     return Mangum(app, lifespan="off")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
+from core.domain.messages import Message
 from core.errors import EngineError
 
 Event = Mapping[str, Any]
@@ -65,6 +66,30 @@ class SqsBatch:
     def infer(cls, event: Event) -> bool:
         """True for ``{"Records": [{"eventSource": "aws:sqs", ...}]}``."""
         return _first_record(event).get("eventSource") == "aws:sqs"
+
+
+def parse_step_message(body: object) -> Message:
+    """The step message in an SQS record's body.
+
+    Strict JSON: ``NaN`` and ``Infinity`` are refused (a ``not_before`` of NaN would
+    compare false with every time and run at once).
+
+    Raises:
+        json.JSONDecodeError: the body is not JSON.
+        RecursionError: the body nests too deeply for the parser.
+        ValueError: JSON, but not a step message (also a number over Python's digit limit).
+        TypeError: the body is not a string.
+    """
+    if not isinstance(body, str):
+        raise TypeError(f"the record's body is {type(body).__name__}, not a string")
+    payload = json.loads(body, parse_constant=_refuse_constant)
+    if not isinstance(payload, dict):
+        raise ValueError(f"the body is a JSON {type(payload).__name__}, not an object")
+    return Message.from_json(payload)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 SWEEP_MARKER: Final = "sweep"
@@ -161,19 +186,28 @@ class SnsNotification:
 
     @staticmethod
     def parse(event: Event) -> list[TopicEvent]:
-        """Each record: data is the message parsed as JSON (the raw text if it is not)."""
+        """Each record: data is the message parsed as JSON (the raw text if it is not).
+
+        A record of the wrong shape becomes an event with an empty topic, which the
+        trigger service refuses for that record alone (as any malformed event).
+        """
         events: list[TopicEvent] = []
         for record in event["Records"]:
-            sns = record.get("Sns", {})
-            attribute = sns.get("MessageAttributes", {}).get("topic", {}).get("Value")
+            sns = _mapping(_mapping(record).get("Sns"))
+            attribute = _mapping(_mapping(sns.get("MessageAttributes")).get("topic")).get("Value")
             text = sns.get("Message", "")
             try:
-                data: Any = json.loads(text)
-            except ValueError:
+                data: Any = json.loads(text) if isinstance(text, str) else text
+            except (ValueError, RecursionError):  # not JSON, or nested past the parser
                 data = text
             topic = attribute or sns.get("Subject") or ""
             events.append(TopicEvent(str(topic), data, str(sns.get("MessageId", ""))))
         return events
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    """``value`` when it is a mapping, else an empty one (a field of the wrong shape)."""
+    return value if isinstance(value, Mapping) else {}
 
 
 class HttpRequest:

@@ -47,6 +47,8 @@ AWS: Final = frozenset({"aws"})
 ALL_ROLES: Final = frozenset({"api", "worker", "relay", "pubsub"})
 """Function roles: the names of the manifest's function targets."""
 DELIVERY_ROLES: Final = frozenset({"worker", "relay", "pubsub"})
+API_ROLES: Final = frozenset({"api", "relay"})
+"""Roles that serve the public run API (start, read, list runs)."""
 """Roles that receive Pub/Sub messages (push to ``/v1/events`` or Eventarc)."""
 NO_ROLES: Final = frozenset[str]()
 """CLI and tooling only: no deployed function reads it."""

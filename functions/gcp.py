@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message  # noqa: E402
 from core.errors import RequestRejected  # noqa: E402
 from functions.http.app import ADMIN, ALL_ROUTES, PUBLIC_API, WORKER, create_app  # noqa: E402
 from functions.http.auth import DeliveryVerifier, LazyVerifier  # noqa: E402
+from functions.http.callers import Authenticator, LazyAuthenticator  # noqa: E402
 from functions.http.push_parsing import DeadLetter, log_dead_letter, parse_cloud_event  # noqa: E402
 from functions.logs import configure_logging  # noqa: E402
 
@@ -64,6 +65,12 @@ def _verifier() -> DeliveryVerifier:
     return verifier_for(get_settings())
 
 
+def _authenticator() -> Authenticator:
+    from functions.wiring import get_authenticator
+
+    return get_authenticator()
+
+
 def _event_topics() -> Mapping[str, str]:
     from functions.wiring import get_settings
 
@@ -71,15 +78,26 @@ def _event_topics() -> Mapping[str, str]:
 
 
 _VERIFIER = LazyVerifier(_verifier)
-_API_APP = create_app(engine=_engine, verifier=_VERIFIER, include=frozenset({PUBLIC_API}))
+_AUTHENTICATOR = LazyAuthenticator(_authenticator)
+_API_APP = create_app(
+    engine=_engine,
+    verifier=_VERIFIER,
+    authenticator=_AUTHENTICATOR,
+    include=frozenset({PUBLIC_API}),
+)
 _WORKER_APP = create_app(
     engine=_engine,
     verifier=_VERIFIER,
+    authenticator=_AUTHENTICATOR,
     include=frozenset({WORKER, ADMIN}),
     event_topics=_event_topics,
 )
 _RELAY_APP = create_app(
-    engine=_engine, verifier=_VERIFIER, include=ALL_ROUTES, event_topics=_event_topics
+    engine=_engine,
+    verifier=_VERIFIER,
+    authenticator=_AUTHENTICATOR,
+    include=ALL_ROUTES,
+    event_topics=_event_topics,
 )
 
 # Keys the framework's own routing put in the scope; Relay's router sets its own.

@@ -32,6 +32,7 @@ from functions.bundle import SAGA_MODULES
 from functions.env_table import (
     ALL_BACKENDS,
     ALL_ROLES,
+    API_ROLES,
     AWS,
     BACKENDS,
     CLOUD,
@@ -146,7 +147,8 @@ class Settings:
         "RELAY_SIGNING_KEY",
         LOCAL,
         ALL_ROLES,
-        "HMAC key of local deliveries (default: <data dir>/signing.key, created mode 0600)",
+        "HMAC key of local deliveries (default: <data dir>/signing.key, created mode 0600;"
+        " an existing one must be owned by the user and mode 0600 or stricter)",
         parse=optional_text,
         set_by="developer",
     )
@@ -243,6 +245,30 @@ class Settings:
         "identity whose OIDC token Cloud Tasks attaches, and that the worker accepts",
         parse=optional_text,
     )
+    operator_emails: tuple[str, ...] = setting(
+        "RELAY_OPERATOR_EMAILS",
+        GCP,
+        DELIVERY_ROLES,
+        "comma-separated emails whose Google ID tokens may call the worker's retry and"
+        " cancel routes (empty: those routes answer 403)",
+        parse=comma_list,
+    )
+    scheduler_service_account: str | None = setting(
+        "RELAY_SCHEDULER_SERVICE_ACCOUNT",
+        GCP,
+        DELIVERY_ROLES,
+        "identity whose OIDC token Cloud Scheduler attaches to schedule and sweep calls"
+        " (empty: RELAY_TASKS_SERVICE_ACCOUNT)",
+        parse=optional_text,
+    )
+    push_service_account: str | None = setting(
+        "RELAY_PUSH_SERVICE_ACCOUNT",
+        GCP,
+        DELIVERY_ROLES,
+        "identity whose OIDC token Pub/Sub push attaches to event deliveries"
+        " (empty: RELAY_TASKS_SERVICE_ACCOUNT)",
+        parse=optional_text,
+    )
     tasks_audience: str | None = setting(
         "RELAY_TASKS_AUDIENCE",
         GCP,
@@ -288,6 +314,54 @@ class Settings:
         parse=string_map,
     )
 
+    # -- who may call the run API (functions/http/callers.py) ------------------------------
+    api_auth: str | None = setting(
+        "RELAY_API_AUTH",
+        ALL_BACKENDS,
+        API_ROLES,
+        "how run API callers authenticate: api_key, jwt, api_key,jwt, platform or public"
+        " (empty: platform on gcp/aws, api_key locally; relay dev on loopback is open)",
+        parse=optional_text,
+    )
+    platform_grants: str = setting(
+        "RELAY_PLATFORM_GRANTS",
+        CLOUD,
+        API_ROLES,
+        "with RELAY_API_AUTH=platform: what every caller the platform let through may do"
+        " (saga:start,read;other:read syntax, * for every saga)",
+        parse=text,
+        default="*:start,read",
+    )
+    jwt_issuer: str | None = setting(
+        "RELAY_JWT_ISSUER",
+        ALL_BACKENDS,
+        API_ROLES,
+        "with RELAY_API_AUTH=jwt: the exact iss of accepted tokens (https)",
+        parse=optional_text,
+    )
+    jwt_audience: str | None = setting(
+        "RELAY_JWT_AUDIENCE",
+        ALL_BACKENDS,
+        API_ROLES,
+        "with RELAY_API_AUTH=jwt: the aud accepted tokens must carry",
+        parse=optional_text,
+    )
+    jwt_jwks_url: str | None = setting(
+        "RELAY_JWT_JWKS_URL",
+        ALL_BACKENDS,
+        API_ROLES,
+        "with RELAY_API_AUTH=jwt: the issuer's JWKS (empty: jwks_uri of its OIDC discovery)",
+        parse=optional_text,
+    )
+    jwt_grants_claim: str = setting(
+        "RELAY_JWT_GRANTS_CLAIM",
+        ALL_BACKENDS,
+        API_ROLES,
+        "with RELAY_API_AUTH=jwt: the claim holding the caller's grants (grant syntax)",
+        parse=text,
+        default="relay_grants",
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read settings from ``environ`` (default ``os.environ``) through the table.
@@ -308,22 +382,29 @@ class Settings:
         return dataclasses.replace(read, metrics=_metrics_mode(env, read.metrics, read.backend))
 
     def signing_key_bytes(self) -> bytes:
-        """The HMAC key for local deliveries, creating a private key file on first use."""
+        """The HMAC key for local deliveries, creating a private key file on first use.
+
+        Raises:
+            ConfigurationError: an existing key file is not ours alone (it names the path
+                and the fix, such as ``chmod 600``).
+        """
+        from infra.local.private_files import (  # only the local backends sign
+            ensure_private_dir,
+            read_private_key,
+            write_private_key,
+        )
+
         if self.signing_key:
             return self.signing_key.encode()
         path = self.data_dir / KEY_FILE_NAME
         try:
-            return path.read_bytes().strip()
+            return read_private_key(path)
         except FileNotFoundError:
             pass
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.data_dir)
         key = secrets.token_hex(32).encode()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process created it first: use theirs
-            return path.read_bytes().strip()
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key)
+        if not write_private_key(path, key):  # another process created it first: use theirs
+            return read_private_key(path)
         return key
 
 

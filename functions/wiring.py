@@ -20,11 +20,13 @@ from core.engine.executor import AttemptExecutor, StepExecutor
 from core.engine.saga_runner import RunnerSettings
 from core.errors import ConfigurationError
 from core.faults import FaultInjectingExecutor, FaultPlan
+from core.ports.api_keys import ApiKeyStore
 from core.ports.io_manager import IOManager
 from core.ports.metrics import BufferedMetricsSink, NullMetrics
 from core.ports.state_store import StateStore
 from core.ports.task_queue import TaskQueue
 from core.registry import SagaRegistry
+from functions.http.callers import Authenticator
 from functions.settings import Settings
 
 _log = logging.getLogger("relay.wiring")
@@ -322,11 +324,76 @@ def _build_frozen(settings: Settings) -> Engine:
             gc.enable()
 
 
-def reset_engine() -> None:
-    """Drop the cached settings and engine (tests that change the environment)."""
-    global _engine
+def build_api_key_store(settings: Settings) -> ApiKeyStore:
+    """The run API's key store on ``settings.backend``; its SDK is imported here, not at import.
+
+    local: the ``api_keys`` table of ``relay.db``; memory: process memory; gcp: the
+    ``<RELAY_FIRESTORE_COLLECTION>_api_keys`` collection; aws: items in the state table.
+    """
+    if settings.backend == "local":
+        from infra.local.sqlite_api_keys import SQLiteApiKeyStore
+
+        return SQLiteApiKeyStore.from_settings(settings.data_dir)
+    if settings.backend == "memory":
+        from infra.memory.api_keys import MemoryApiKeyStore
+
+        return MemoryApiKeyStore()
+    if settings.backend == "gcp":
+        from infra.gcp.firestore_api_keys import FirestoreApiKeyStore
+
+        return FirestoreApiKeyStore.from_settings(
+            project=settings.gcp_project,
+            database=settings.firestore_database,
+            collection=f"{settings.firestore_collection}_api_keys",
+        )
+    if settings.backend == "aws":
+        from infra.aws.dynamodb_api_keys import DynamoDBApiKeyStore
+
+        return DynamoDBApiKeyStore.from_settings(table_name=settings.dynamodb_table)
+    raise ConfigurationError(f"RELAY_BACKEND={settings.backend!r} has no API key store")
+
+
+_api_keys: ApiKeyStore | None = None
+
+
+def get_api_key_store() -> ApiKeyStore:
+    """The key store of this warm container, built on the first keyed request."""
+    global _api_keys
     with _lock:
+        if _api_keys is None:
+            _api_keys = build_api_key_store(get_settings())
+        return _api_keys
+
+
+_authenticator: Authenticator | None = None
+
+
+def get_authenticator() -> Authenticator:
+    """The run API's authenticator of this warm container (``RELAY_API_AUTH``), built once.
+
+    Raises:
+        ConfigurationError: a mode lacks its settings (the request is answered 503).
+    """
+    from functions.http.api_auth import authenticator_for
+
+    global _authenticator
+    with _lock:
+        if _authenticator is None:
+            # JWT key sets are cached inside it; the key store is built on first use.
+            _authenticator = authenticator_for(get_settings(), api_keys=get_api_key_store)
+        return _authenticator
+
+
+def reset_engine() -> None:
+    """Drop the cached settings, engine, key store and authenticator (tests, new env)."""
+    global _engine, _api_keys, _authenticator
+    with _lock:
+        _authenticator = None
         if _engine is not None:
             _engine.close()
         _engine = None
+        close = getattr(getattr(_api_keys, "database", None), "close", None)
+        if close is not None:
+            close()
+        _api_keys = None
         get_settings.cache_clear()

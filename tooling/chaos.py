@@ -30,9 +30,9 @@ import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.domain.run_ids import run_id_for_client_key
 from core.domain.status import RunStatus
 from core.engine.engine import Engine
-from core.engine.runs import run_id_for_key
 from infra.local.runtime.supervisor import free_port
 from tooling.local_stack import StackError, StackProcess
 from tooling.timeline import make_console
@@ -244,7 +244,7 @@ def _drive(
                 }
     # A start whose answer was lost still created its run: the key names it.
     for index, key in enumerate(keys):
-        started.run_ids.setdefault(index, run_id_for_key(config.saga, key))
+        started.run_ids.setdefault(index, run_id_for_client_key(config.saga, key))
     return started
 
 

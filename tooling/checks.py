@@ -100,8 +100,9 @@ def check_runs(engine: Engine, run_ids: Sequence[str], *, data_dir: Path) -> Che
         report.step_attempts += sum(step.attempt for step in snapshot.steps.values())
         by_saga.setdefault(run.saga, []).append(snapshot)
         if run.status not in GOOD_ENDINGS:
+            error = run.error_detail or run.error  # an operator's report: the full text
             report.bad_endings.append(
-                {"run_id": run_id, "saga": run.saga, "status": run.status.value, "error": run.error}
+                {"run_id": run_id, "saga": run.saga, "status": run.status.value, "error": error}
             )
     with demo_services_at(data_dir):
         for saga_name, snapshots in sorted(by_saga.items()):

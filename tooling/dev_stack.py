@@ -35,11 +35,14 @@ from core.errors import ConfigurationError, EngineError
 from core.faults import FaultKind, FaultPlan
 from functions.settings import Settings
 from infra.local.runtime.supervisor import HOST, WorkerSupervisor
+from tooling.dev_auth import auth_description, check_exposure, dev_authenticator
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
     from core.engine.engine import Engine
+    from functions.http.auth import DeliveryVerifier
+    from functions.http.callers import Authenticator
     from infra.local.runtime.dispatcher import Dispatcher, HttpDelivery
 
 log = logging.getLogger("relay.dev")
@@ -75,7 +78,10 @@ class DevStack:
 
     Args:
         data_dir: Where the SQLite database, signing key and outputs live.
-        port: API port on 127.0.0.1; 0 picks a free one (see ``api_url``).
+        port: API port; 0 picks a free one (see ``api_url``).
+        host: Address the API binds. On a loopback address the run API is open unless
+            ``RELAY_API_AUTH`` is set; on any other it requires credentials and the stack
+            refuses to start without them (``check_exposure``). Workers stay on 127.0.0.1.
         workers: Worker processes (ignored with ``in_process``).
         in_process: Deliver to the engine in this process instead of to workers.
         environ: The environment settings come from and workers inherit
@@ -99,6 +105,7 @@ class DevStack:
         *,
         data_dir: Path,
         port: int = 8080,
+        host: str = HOST,
         workers: int = 2,
         in_process: bool = False,
         environ: Mapping[str, str] | None = None,
@@ -112,6 +119,7 @@ class DevStack:
             raise ConfigurationError("relay dev needs at least one worker, or --in-process")
         self.data_dir = data_dir.resolve()
         self.port = port
+        self.host = host
         self.worker_count = 0 if in_process else workers
         self.is_in_process = in_process
         env = dict(os.environ if environ is None else environ)
@@ -138,7 +146,10 @@ class DevStack:
     @property
     def api_url(self) -> str:
         """The API's base URL (the bound port once started)."""
-        return f"http://{HOST}:{self.port}"
+        host = HOST if self.host in ("0.0.0.0", "") else self.host
+        if host == "::":
+            host = "::1"
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @property
     def engine(self) -> Engine:
@@ -168,16 +179,22 @@ class DevStack:
             workers = f"{self.worker_count} ({urls})"
         return (
             f"relay dev: API {self.api_url} | data {self.data_dir} | workers {workers}"
-            f" | faults: {self.faults.describe()}"
+            f" | run API auth: {self.auth_description()} | faults: {self.faults.describe()}"
         )
+
+    def auth_description(self) -> str:
+        """How run API callers authenticate on this stack (for the banner)."""
+        return auth_description(self.settings, host=self.host)
 
     async def start(self) -> None:
         """Bind the API port, start the workers, the dispatcher, the sweeper and the API.
 
         Raises:
-            ConfigurationError: the port is taken or a worker did not start.
+            ConfigurationError: the port is taken, a worker did not start, or the API
+                would be reachable beyond this machine without credentials.
         """
-        self._socket = _bind(self.port)
+        await asyncio.to_thread(self.check_exposure)
+        self._socket = _bind(self.host, self.port)
         self.port = self._socket.getsockname()[1]
         try:
             await self._start_parts()
@@ -222,6 +239,7 @@ class DevStack:
     # -- parts ---------------------------------------------------------------------
 
     async def _start_parts(self) -> None:
+        from functions.http.verifiers import verifier_for
         from infra.local.runtime.dispatcher import Dispatcher, HttpDelivery, InProcessDelivery
         from infra.local.sqlite_queue import SQLiteTaskQueue
 
@@ -259,7 +277,9 @@ class DevStack:
             # margin is plenty and keeps the post-crash hiding time short.
             lease_margin_seconds=5.0,
         )
-        await self._start_api(build_api_app(engine, key))
+        verifier = await asyncio.to_thread(verifier_for, self.settings)
+        authenticator = dev_authenticator(self.settings, host=self.host, store=engine.store)
+        await self._start_api(build_api_app(engine, verifier, authenticator))
         if isinstance(delivery, HttpDelivery):
             self._supervisor = WorkerSupervisor(
                 count=self.worker_count,
@@ -275,6 +295,14 @@ class DevStack:
         for background in self._background_tasks:
             name = getattr(background, "__name__", "background")
             self._tasks.append(loop.create_task(_logged(background, engine), name=name))
+
+    def check_exposure(self) -> None:
+        """Refuse to serve the run API beyond loopback without credentials.
+
+        Raises:
+            ConfigurationError: naming the fix (see ``tooling/dev_auth.py``).
+        """
+        check_exposure(self.settings, host=self.host, data_dir=self.data_dir)
 
     def _build_engine(self) -> Engine:
         from functions.wiring import build_engine
@@ -322,24 +350,36 @@ class DevStack:
                 )
 
 
-def build_api_app(engine: Engine, key: bytes) -> ASGIApp:
-    """The full API (public, worker and admin routes) served by ``relay dev``."""
+def build_api_app(
+    engine: Engine, verifier: DeliveryVerifier, authenticator: Authenticator
+) -> ASGIApp:
+    """The full API (public, worker and admin routes) served by ``relay dev``.
+
+    ``verifier`` is ``verifier_for(settings)``: the HMAC key and the nonce store that
+    ``relay dev`` shares with its worker processes; ``authenticator`` decides who may call
+    the run API (open on loopback unless ``RELAY_API_AUTH`` says otherwise).
+    """
     from functions.http.app import ALL_ROUTES, create_app
-    from functions.http.auth import HmacVerifier
 
-    return create_app(engine=lambda: engine, verifier=HmacVerifier(key), include=ALL_ROUTES)
+    return create_app(
+        engine=lambda: engine,
+        verifier=verifier,
+        authenticator=authenticator,
+        include=ALL_ROUTES,
+    )
 
 
-def _bind(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((HOST, port))
+        sock.bind((host, port))
     except OSError as exc:
         sock.close()
         raise ConfigurationError(
-            f"cannot listen on {HOST}:{port} ({exc.strerror}); is another relay dev "
-            "running? pick another port with --port"
+            f"cannot listen on {host}:{port} ({exc.strerror}); is another relay dev "
+            "running? pick another port with --port (or another address with --host)"
         ) from exc
     return sock
 
@@ -384,7 +424,7 @@ async def _serve(stack: DevStack) -> None:
             loop.remove_signal_handler(sig)
 
 
-def run_dev(port: int, workers: int, data_dir: Path, in_process: bool) -> None:
+def run_dev(port: int, workers: int, data_dir: Path, in_process: bool, host: str = HOST) -> None:
     """Run the dev stack in the foreground until SIGINT or SIGTERM, then stop cleanly.
 
     Raises:
@@ -401,6 +441,7 @@ def run_dev(port: int, workers: int, data_dir: Path, in_process: bool) -> None:
     stack = DevStack(
         data_dir=data_dir,
         port=port,
+        host=host,
         workers=workers,
         in_process=in_process,
         background_tasks=[run_cron_loop],
@@ -412,13 +453,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tooling.dev_stack``: the same as ``relay dev``, without the CLI package."""
     parser = argparse.ArgumentParser(prog="python -m tooling.dev_stack", description=__doc__)
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--host", default=HOST)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--in-process", action="store_true")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or Settings.from_env().data_dir
     try:
-        run_dev(port=args.port, workers=args.workers, data_dir=data_dir, in_process=args.in_process)
+        run_dev(
+            port=args.port,
+            workers=args.workers,
+            data_dir=data_dir,
+            in_process=args.in_process,
+            host=args.host,
+        )
     except EngineError as exc:
         print(f"relay dev: {exc}", file=sys.stderr)
         return 2

@@ -288,7 +288,9 @@ def _routes(groups: frozenset[str]) -> list[dict[str, Any]]:
 
     from functions.http.app import create_app
 
-    app = create_app(engine=_no_engine, verifier=_NoVerifier(), include=groups)
+    app = create_app(
+        engine=_no_engine, verifier=_NoVerifier(), authenticator=_NoCallers(), include=groups
+    )
     routes = [
         {"path": route.path, "methods": sorted((route.methods or set()) - {"HEAD"})}
         for route in app.routes
@@ -304,7 +306,14 @@ def _no_engine() -> Any:
 class _NoVerifier:
     """Stands in for the delivery verifier: listing routes authenticates nothing."""
 
-    def verify(self, request_body: bytes, headers: Mapping[str, str]) -> None:
+    def verify(self, *, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> str:
+        raise AssertionError("the manifest lists routes; it never serves a request")
+
+
+class _NoCallers:
+    """Stands in for the run API's authenticator: listing routes authenticates nobody."""
+
+    def authenticate(self, request: Any) -> Any:
         raise AssertionError("the manifest lists routes; it never serves a request")
 
 

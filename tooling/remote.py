@@ -42,13 +42,19 @@ class RemoteRuns:
     Args:
         base_url: The API's base URL, such as ``http://127.0.0.1:8080``.
         timeout_seconds: Longest single request.
+        api_key: Sent as ``X-Api-Key`` (a stack that requires API keys).
     """
 
-    def __init__(self, base_url: str, *, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, *, timeout_seconds: float = 10.0, api_key: str | None = None
+    ) -> None:
         # A local stack is on 127.0.0.1; an HTTP(S)_PROXY from the environment would
         # send those requests elsewhere.
         self._client = httpx.Client(
-            base_url=base_url.rstrip("/"), timeout=timeout_seconds, trust_env=False
+            base_url=base_url.rstrip("/"),
+            timeout=timeout_seconds,
+            trust_env=False,
+            headers={"X-Api-Key": api_key} if api_key else None,
         )
 
     def __enter__(self) -> RemoteRuns:

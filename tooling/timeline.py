@@ -166,9 +166,12 @@ def run_timeline(view: Mapping[str, Any]) -> RenderableType:
             format_duration(ended - began) if began is not None and ended is not None else "-",
             _bar(began, ended, start=axis_start, total=total, status=str(step["status"])),
         )
-        if step.get("error"):
+        # The full (redacted) text when the view carries it: whoever runs the CLI may read
+        # the run; ``error`` alone says only the exception's class for most failures.
+        error = step.get("error_detail") or step.get("error")
+        if error:
             step_errors.append(
-                Text.assemble(("  " + str(step["name"]) + ": ", "bold"), (step["error"], "red"))
+                Text.assemble(("  " + str(step["name"]) + ": ", "bold"), (str(error), "red"))
             )
     title = Text.assemble(
         ("run ", "bold"),
@@ -195,8 +198,9 @@ def run_timeline(view: Mapping[str, Any]) -> RenderableType:
     if step_errors:
         lines.append(Text("step errors (last error of each step)", style="bold"))
         lines.extend(step_errors)
-    if view.get("error"):
-        lines.append(Text.assemble(("run error  ", "bold red"), str(view["error"])))
+    run_error = view.get("error_detail") or view.get("error")
+    if run_error:
+        lines.append(Text.assemble(("run error  ", "bold red"), str(run_error)))
     lines.append(Text.assemble(("input      ", "bold"), summarize_json(view.get("input"))))
     if view.get("output") is not None:
         lines.append(Text.assemble(("output     ", "bold"), summarize_json(view.get("output"))))

@@ -8,22 +8,25 @@ called from a status that does not allow it raises ``IllegalTransitionError`` be
 anything is written.
 
 The statuses each transition is allowed from are in ``core.domain.status``
-(``STEP_TRANSITIONS``, ``RUN_TRANSITIONS``).
+(``STEP_TRANSITIONS``, ``RUN_TRANSITIONS``). ``StepRecord`` lives in
+``core.domain.step_record`` and is re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
 
+from core.domain.audit import AuditEntry, appended
 from core.domain.messages import MESSAGE_FORMAT, Message, RunId, StepName
-from core.domain.status import RUN_TRANSITIONS, STEP_TRANSITIONS, RunStatus, StepStatus
+from core.domain.status import RUN_TRANSITIONS, RunStatus
+from core.domain.step_record import JSON, StepRecord
 from core.errors import IllegalTransitionError
 
 __all__ = [
     "JSON",
     "MESSAGE_FORMAT",
+    "AuditEntry",
     "Message",
     "RunId",
     "RunRecord",
@@ -34,22 +37,14 @@ __all__ = [
     "VersionCheck",
 ]
 
-JSON = Any
-"""A JSON value (dict, list, str, int, float, bool or None) as produced by ``json.loads``."""
 
-
-def _require(record: RunRecord | StepRecord, transition: str) -> None:
-    """Raise ``IllegalTransitionError`` unless the record's status allows ``transition``."""
-    if isinstance(record, RunRecord):
-        allowed: frozenset[RunStatus] | frozenset[StepStatus] = RUN_TRANSITIONS[transition]
-        name = f"run {record.run_id}"
-    else:
-        allowed = STEP_TRANSITIONS[transition]
-        name = f"step {record.name!r} of run {record.run_id}"
+def _require(record: RunRecord, transition: str) -> None:
+    """Raise ``IllegalTransitionError`` unless the run's status allows ``transition``."""
+    allowed = RUN_TRANSITIONS[transition]
     if record.status in allowed:
         return
     raise IllegalTransitionError(
-        record=name,
+        record=f"run {record.run_id}",
         transition=transition,
         status=record.status.value,
         allowed=sorted(s.value for s in allowed),
@@ -70,6 +65,14 @@ class RunRecord:
     ``redrive_count`` and ``redriven_at`` are the sweeper's bookkeeping: how often it
     re-drove the run and when it last did, so its back-off survives a fresh container
     (``core/engine/sweeper.py``).
+
+    ``error`` is public (what every reader of the run sees: a code and a generic message
+    unless the exception opted in to a public one); ``error_detail`` is the full text
+    behind it, secrets redacted, for readers allowed to see the run's data and for logs
+    (``core.domain.errors_text``). It is None when there is nothing beyond ``error``.
+    When ``error`` returns to the compensation reason (after a manual retry, at the end
+    of compensation), the detail stays only if it still belongs to that error; the failed
+    step's record keeps its own.
     """
 
     run_id: RunId
@@ -87,6 +90,17 @@ class RunRecord:
     version: int = 1
     redrive_count: int = 0
     redriven_at: float | None = None
+    # Operator actions (retry, cancel by hand), oldest first: core/domain/audit.py.
+    audit: tuple[AuditEntry, ...] = ()
+
+    def audited(self, entry: AuditEntry | None) -> RunRecord:
+        """This record with ``entry`` appended to its audit trail, at the same version.
+
+        The entry rides on the transition it records (retried, compensating...).
+        """
+        return replace(self, audit=appended(self.audit, entry))
+
+    error_detail: str | None = None
 
     def running(self, *, now: float) -> RunRecord:
         """A step started or a retry is due: the run is RUNNING."""
@@ -106,24 +120,30 @@ class RunRecord:
             status=RunStatus.COMPLETED,
             output=output,
             error=None,
+            error_detail=None,
             updated_at=now,
             version=self.version + 1,
         )
 
-    def compensating(self, *, now: float, reason: str, is_cancel: bool) -> RunRecord:
+    def compensating(
+        self, *, now: float, reason: str, is_cancel: bool, reason_detail: str | None = None
+    ) -> RunRecord:
         """Undo the finished steps because of ``reason`` (a failure, or a cancel request)."""
         _require(self, "compensating")
         return replace(
             self,
             status=RunStatus.COMPENSATING,
             error=reason,
+            error_detail=reason_detail,
             compensation_reason=reason,
             is_cancel_requested=self.is_cancel_requested or is_cancel,
             updated_at=now,
             version=self.version + 1,
         )
 
-    def closed_without_compensation(self, *, now: float, reason: str, is_cancel: bool) -> RunRecord:
+    def closed_without_compensation(
+        self, *, now: float, reason: str, is_cancel: bool, reason_detail: str | None = None
+    ) -> RunRecord:
         """Stop because of ``reason`` when no finished step needs undoing."""
         _require(self, "closed_without_compensation")
         is_cancelled = self.is_cancel_requested or is_cancel
@@ -131,6 +151,7 @@ class RunRecord:
             self,
             status=RunStatus.CANCELLED if is_cancelled else RunStatus.COMPENSATED,
             error=reason,
+            error_detail=reason_detail,
             compensation_reason=reason,
             is_cancel_requested=is_cancelled,
             updated_at=now,
@@ -148,6 +169,9 @@ class RunRecord:
             self,
             status=RunStatus.CANCELLED if self.is_cancel_requested else RunStatus.COMPENSATED,
             error=self.compensation_reason if self.compensation_reason is not None else self.error,
+            error_detail=self._detail_if_error_is(
+                self.compensation_reason if self.compensation_reason is not None else self.error
+            ),
             updated_at=now,
             version=self.version + 1,
         )
@@ -157,11 +181,16 @@ class RunRecord:
         _require(self, "cancel_requested")
         return replace(self, is_cancel_requested=True, updated_at=now, version=self.version + 1)
 
-    def failed(self, *, now: float, error: str) -> RunRecord:
+    def failed(self, *, now: float, error: str, error_detail: str | None = None) -> RunRecord:
         """The run cannot go on without a person: ``error`` says why and what to do."""
         _require(self, "failed")
         return replace(
-            self, status=RunStatus.FAILED, error=error, updated_at=now, version=self.version + 1
+            self,
+            status=RunStatus.FAILED,
+            error=error,
+            error_detail=error_detail,
+            updated_at=now,
+            version=self.version + 1,
         )
 
     def retried(self, *, now: float, definition_hash: str, is_compensating: bool) -> RunRecord:
@@ -175,10 +204,17 @@ class RunRecord:
             self,
             status=RunStatus.COMPENSATING if is_compensating else RunStatus.RUNNING,
             error=self.compensation_reason if is_compensating else None,
+            error_detail=self._detail_if_error_is(self.compensation_reason)
+            if is_compensating
+            else None,
             definition_hash=definition_hash,
             updated_at=now,
             version=self.version + 1,
         )
+
+    def _detail_if_error_is(self, error: str | None) -> str | None:
+        """The current detail when ``error`` is still the current error, else None."""
+        return self.error_detail if error is not None and error == self.error else None
 
     def redriven(self, *, now: float) -> RunRecord:
         """The next version after the sweeper re-drove the run at ``now``.
@@ -188,249 +224,6 @@ class RunRecord:
         _require(self, "redriven")
         return replace(
             self, version=self.version + 1, redrive_count=self.redrive_count + 1, redriven_at=now
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class StepRecord:
-    """The state of one step of one run.
-
-    ``attempt`` counts every claim of the step (execute and compensate) and never goes
-    down, so message ids derived from it are unique per logical delivery;
-    ``compensation_attempts`` is the part of it that were claims of the compensation, so
-    ``execute_attempts`` are the step's own. ``budget_start`` is the attempt number the
-    current retry budget counts from: it moves when compensation starts and when a run is
-    retried by hand. ``output`` holds the JSON output inline, or ``{"$ref": ...}`` when
-    the I/O manager holds it.
-    """
-
-    run_id: RunId
-    name: StepName
-    status: StepStatus = StepStatus.PENDING
-    attempt: int = 0
-    budget_start: int = 0
-    compensation_attempts: int = 0
-    lease_until: float | None = None
-    retry_at: float | None = None
-    output: JSON = None
-    error: str | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    updated_at: float = 0.0
-    version: int = 1
-
-    @property
-    def execute_attempts(self) -> int:
-        """Attempts of the step itself (sleeps and event waits included), never its undo."""
-        return self.attempt - self.compensation_attempts
-
-    @property
-    def attempts_in_budget(self) -> int:
-        """Attempts used since the current retry budget started."""
-        return self.attempt - self.budget_start
-
-    @property
-    def compensation_attempts_in_budget(self) -> int:
-        """Compensation attempts the next compensation claim counts against its budget."""
-        return self.attempts_in_budget if self.status is StepStatus.COMPENSATING else 0
-
-    def has_live_lease(self, now: float) -> bool:
-        """True while a worker holds this step and its lease has not run out."""
-        return self.lease_until is not None and self.lease_until > now
-
-    # -- execute ------------------------------------------------------------------
-
-    def claimed(self, *, now: float, lease_until: float, error: str | None) -> StepRecord:
-        """A worker takes the step for one attempt, holding it until ``lease_until``.
-
-        ``error`` is what the step's last attempt left (shown while the retry runs).
-        """
-        _require(self, "claimed")
-        return replace(
-            self,
-            status=StepStatus.RUNNING,
-            attempt=self.attempt + 1,
-            lease_until=lease_until,
-            started_at=self.started_at or now,
-            retry_at=None,
-            error=error,
-            updated_at=now,
-            version=self.version + 1,
-        )
-
-    def parked(self, *, now: float, until: float) -> StepRecord:
-        """A sleep or event wait begins: RUNNING with no worker until its deadline."""
-        _require(self, "parked")
-        return replace(
-            self,
-            status=StepStatus.RUNNING,
-            attempt=self.attempt + 1,
-            lease_until=until,
-            started_at=now,
-            retry_at=None,
-            error=None,
-            updated_at=now,
-            version=self.version + 1,
-        )
-
-    def event_taken(self, *, now: float, output: JSON) -> StepRecord:
-        """An event wait reached with its event already buffered ends at once."""
-        _require(self, "event_taken")
-        return replace(
-            self,
-            status=StepStatus.SUCCEEDED,
-            attempt=self.attempt + 1,
-            output=output,
-            error=None,
-            lease_until=None,
-            retry_at=None,
-            started_at=now,
-            finished_at=now,
-            updated_at=now,
-            version=self.version + 1,
-        )
-
-    def succeeded(self, *, now: float, output: JSON) -> StepRecord:
-        """The attempt (or the wait) finished with ``output`` (inline JSON or a reference)."""
-        _require(self, "succeeded")
-        return replace(
-            self,
-            status=StepStatus.SUCCEEDED,
-            output=output,
-            error=None,
-            lease_until=None,
-            finished_at=now,
-            updated_at=now,
-            version=self.version + 1,
-        )
-
-    def retry_scheduled(self, *, now: float, retry_at: float, error: str | None) -> StepRecord:
-        """The attempt failed with ``error``; another is due at ``retry_at``."""
-        _require(self, "retry_scheduled")
-        return replace(
-            self,
-            status=StepStatus.PENDING,
-            lease_until=None,
-            error=error,
-            retry_at=retry_at,
-            updated_at=now,
-            version=self.version + 1,
-        )
-
-    def failed(self, *, now: float, error: str | None) -> StepRecord:
-        """The step will not be attempted again (out of attempts, rejected, lost)."""
-        _require(self, "failed")
-        return replace(
-            self,
-            status=StepStatus.FAILED,
-            lease_until=None,
-            error=error,
-            retry_at=None,
-            finished_at=now,
-            updated_at=now,
-            version=self.version + 1,
-        )
-
-    def skipped(self, *, now: float) -> StepRecord:
-        """A step never attempted will not run: the run is compensating."""
-        _require(self, "skipped")
-        return replace(
-            self,
-            status=StepStatus.SKIPPED,
-            finished_at=now,
-            updated_at=now,
-            version=self.version + 1,
-        )
-
-    def stopped_waiting(self, *, now: float) -> StepRecord:
-        """A parked sleep or event wait ends unfinished: the run is compensating."""
-        _require(self, "stopped_waiting")
-        return replace(
-            self,
-            status=StepStatus.SKIPPED,
-            lease_until=None,
-            finished_at=now,
-            error="stopped waiting: the run is compensating",
-            updated_at=now,
-            version=self.version + 1,
-        )
-
-    def event_buffered(self, *, now: float, output: JSON) -> StepRecord:
-        """An event for a wait the run has not reached yet, kept in the output until then."""
-        _require(self, "event_buffered")
-        return replace(self, output=output, updated_at=now, version=self.version + 1)
-
-    # -- compensate ---------------------------------------------------------------
-
-    def compensation_claimed(self, *, now: float, lease_until: float) -> StepRecord:
-        """A worker takes the step's compensation for one attempt.
-
-        The first compensation claim starts the compensation's retry budget.
-        """
-        _require(self, "compensation_claimed")
-        is_first = self.status is not StepStatus.COMPENSATING
-        return replace(
-            self,
-            status=StepStatus.COMPENSATING,
-            attempt=self.attempt + 1,
-            compensation_attempts=self.compensation_attempts + 1,
-            budget_start=self.attempt if is_first else self.budget_start,
-            lease_until=lease_until,
-            retry_at=None,
-            updated_at=now,
-            version=self.version + 1,
-        )
-
-    def compensated(self, *, now: float) -> StepRecord:
-        """The compensation succeeded: the step's effects are undone."""
-        _require(self, "compensated")
-        return replace(
-            self,
-            status=StepStatus.COMPENSATED,
-            lease_until=None,
-            retry_at=None,
-            finished_at=now,
-            updated_at=now,
-            version=self.version + 1,
-        )
-
-    def compensation_retry_scheduled(
-        self, *, now: float, retry_at: float, error: str | None
-    ) -> StepRecord:
-        """The compensation attempt failed with ``error``; another is due at ``retry_at``."""
-        _require(self, "compensation_retry_scheduled")
-        return replace(
-            self,
-            lease_until=None,
-            error=error,
-            retry_at=retry_at,
-            updated_at=now,
-            version=self.version + 1,
-        )
-
-    def compensation_failed(self, *, now: float, error: str) -> StepRecord:
-        """The compensation is out of attempts; it waits for a manual retry of the run."""
-        _require(self, "compensation_failed")
-        return replace(
-            self,
-            lease_until=None,
-            retry_at=None,
-            error=error,
-            updated_at=now,
-            version=self.version + 1,
-        )
-
-    # -- by hand ------------------------------------------------------------------
-
-    def budget_reset(self, *, now: float) -> StepRecord:
-        """A manual retry gives the step (or its compensation) a fresh retry budget."""
-        _require(self, "budget_reset")
-        return replace(
-            self,
-            budget_start=self.attempt,
-            retry_at=None,
-            updated_at=now,
-            version=self.version + 1,
         )
 
 

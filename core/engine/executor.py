@@ -11,10 +11,18 @@ import asyncio
 import concurrent.futures
 import inspect
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from core.domain.context import StepContext
+from core.domain.errors_text import (
+    MAX_DETAIL_CHARS,
+    MAX_PUBLIC_CHARS,
+    ErrorText,
+    Redactor,
+    describe_exception,
+    describe_failure_value,
+)
 from core.domain.retry_policy import RetryPolicy
 from core.domain.saga import StepFunction
 from core.errors import NonRetryableStepError
@@ -23,12 +31,42 @@ from core.result import Failure, Success
 
 @dataclass(frozen=True, slots=True)
 class AttemptOutcome:
-    """What one attempt produced: a value, or an error and whether to retry it."""
+    """What one attempt produced: a value, or an error and whether to retry it.
+
+    ``error`` is the public text, ``error_detail`` the full one (None: the same as
+    ``error``); ``SharedSteps.attempt`` redacts both before anything stores or logs them.
+    """
 
     is_success: bool
     value: Any = None
     error: str | None = None
     is_retryable: bool = True
+    error_detail: str | None = None
+
+    @classmethod
+    def failure(cls, text: ErrorText, *, is_retryable: bool) -> AttemptOutcome:
+        """A failed attempt described by ``text``."""
+        return cls(
+            is_success=False, error=text.public, error_detail=text.detail, is_retryable=is_retryable
+        )
+
+    @property
+    def detail(self) -> str | None:
+        """The full error text (the public one when there is nothing more)."""
+        return self.error_detail if self.error_detail is not None else self.error
+
+    def redacted(self, redactor: Redactor) -> AttemptOutcome:
+        """The outcome with secrets removed from both error texts."""
+        if self.error is None and self.error_detail is None:
+            return self
+        error, detail = self.error, self.detail
+        return replace(
+            self,
+            error=None if error is None else redactor.redact_bounded(error, MAX_PUBLIC_CHARS),
+            error_detail=None
+            if detail is None
+            else redactor.redact_bounded(detail, MAX_DETAIL_CHARS),
+        )
 
 
 class AttemptExecutor(Protocol):
@@ -93,10 +131,10 @@ class StepExecutor:
                 is_success=False, error=f"timed out after {timeout_seconds:g}s", is_retryable=True
             )
         except NonRetryableStepError as exc:
-            return AttemptOutcome(is_success=False, error=_describe(exc), is_retryable=False)
+            return AttemptOutcome.failure(describe_exception(exc), is_retryable=False)
         except Exception as exc:
-            return AttemptOutcome(
-                is_success=False, error=_describe(exc), is_retryable=retry.is_retryable_type(exc)
+            return AttemptOutcome.failure(
+                describe_exception(exc), is_retryable=retry.is_retryable_type(exc)
             )
         return _classify(returned, retry)
 
@@ -125,13 +163,8 @@ def _classify(returned: Any, retry: RetryPolicy) -> AttemptOutcome:
             retryable = not isinstance(error, NonRetryableStepError) and retry.is_retryable_type(
                 error
             )
-            return AttemptOutcome(is_success=False, error=_describe(error), is_retryable=retryable)
+            return AttemptOutcome.failure(describe_exception(error), is_retryable=retryable)
         # A Failure carrying a plain value is a deliberate business outcome (declined,
         # out of stock): the same input would fail again, so it is not retried.
-        return AttemptOutcome(is_success=False, error=str(error), is_retryable=False)
+        return AttemptOutcome.failure(describe_failure_value(error), is_retryable=False)
     return AttemptOutcome(is_success=True, value=returned)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -164,12 +164,14 @@ def begin_compensation(
     now: float,
     error: str,
     is_cancel: bool = False,
+    error_detail: str | None = None,
 ) -> tuple[RunRecord, list[StepRecord], list[Message]]:
     """The write that turns a run to COMPENSATING (or straight to its end state).
 
     Steps never attempted become SKIPPED; steps waiting for a retry become FAILED (they may
     have had effects). The same write carries the first compensation message, so entering
-    compensation and starting it cannot be separated by a crash.
+    compensation and starting it cannot be separated by a crash. ``error`` is the public
+    reason, ``error_detail`` the full (redacted) one.
     """
     changed: dict[StepName, StepRecord] = {}
     for name, record in steps.items():
@@ -180,13 +182,19 @@ def begin_compensation(
             if record.attempt == 0:
                 changed[name] = record.skipped(now=now)
             else:
-                changed[name] = record.failed(now=now, error=record.error)
+                changed[name] = record.failed(
+                    now=now, error=record.error, error_detail=record.error_detail
+                )
     view = {**steps, **changed}
     target = next_compensation_target(saga, view)
     if target is None:
-        closed = run.closed_without_compensation(now=now, reason=error, is_cancel=is_cancel)
+        closed = run.closed_without_compensation(
+            now=now, reason=error, is_cancel=is_cancel, reason_detail=error_detail
+        )
         return closed, list(changed.values()), []
-    new_run = run.compensating(now=now, reason=error, is_cancel=is_cancel)
+    new_run = run.compensating(
+        now=now, reason=error, is_cancel=is_cancel, reason_detail=error_detail
+    )
     return new_run, list(changed.values()), [compensation_message(saga, view, target)]
 
 

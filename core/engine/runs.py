@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.domain.records import (
+    AuditEntry,
     RunId,
     RunRecord,
     RunSnapshot,
@@ -16,6 +15,7 @@ from core.domain.records import (
     StepName,
     StepRecord,
 )
+from core.domain.run_ids import RunKey, new_run_id
 from core.domain.status import RunStatus, StepStatus
 from core.engine import planner
 from core.errors import (
@@ -42,21 +42,6 @@ class StartResult:
     is_created: bool
 
 
-def new_run_id(now: float) -> RunId:
-    """A fresh, time-ordered run id (sorts by creation time as text)."""
-    return RunId(f"r-{int(now * 1000):012x}{secrets.token_hex(8)}")
-
-
-def run_id_for_key(saga: str, key: str) -> RunId:
-    """The run id an idempotency key maps to: the same key always names the same run.
-
-    Deriving the id (instead of indexing keys) makes "create if absent" one conditional
-    write on every backend, and a retried scheduled start the same run.
-    """
-    digest = hashlib.sha256(f"{saga}\x00{key}".encode()).hexdigest()
-    return RunId(f"k-{digest[:32]}")
-
-
 class RunService:
     """Operations on runs as a whole; the worker side is ``SagaRunner``."""
 
@@ -80,6 +65,21 @@ class RunService:
     ) -> StartResult:
         """Validate the input and create the run with its first messages.
 
+        ``idempotency_key`` is a client's key: it names a run in the client key space,
+        never one a schedule or an event starts (``core.domain.run_ids``).
+
+        Raises:
+            InvalidIdempotencyKeyError: the key is not 1-200 printable ASCII characters.
+            UnknownSagaError: no saga of that name (nothing written).
+            InputValidationError: the input does not match the model (nothing written).
+            IdempotencyKeyReusedError: the key already started a run with other input.
+        """
+        key = RunKey.client(idempotency_key) if idempotency_key is not None else None
+        return self.start_keyed(saga_name, raw_input, key=key)
+
+    def start_keyed(self, saga_name: str, raw_input: object, *, key: RunKey | None) -> StartResult:
+        """``start`` with a key of any space (the engine's schedules and events use this).
+
         Raises:
             UnknownSagaError: no saga of that name (nothing written).
             InputValidationError: the input does not match the model (nothing written).
@@ -88,7 +88,7 @@ class RunService:
         saga = self._registry.get(saga_name)
         normalized = saga.validate_input(raw_input)
         now = self._clock.now()
-        run_id = run_id_for_key(saga.name, idempotency_key) if idempotency_key else new_run_id(now)
+        run_id = key.run_id(saga.name) if key is not None else new_run_id(now)
         run = RunRecord(
             run_id=run_id,
             saga=saga.name,
@@ -97,7 +97,7 @@ class RunService:
             definition_hash=saga.definition_hash,
             created_at=now,
             updated_at=now,
-            idempotency_key=idempotency_key,
+            idempotency_key=key.text if key is not None else None,
         )
         steps = [StepRecord(run_id, StepName(name), updated_at=now) for name in saga.steps]
         outbox = [
@@ -136,11 +136,13 @@ class RunService:
         """Run headers, newest first."""
         return self._store.list_runs(saga=saga, statuses=statuses, limit=limit)
 
-    def retry(self, run_id: str) -> RunRecord:
+    def retry(self, run_id: str, *, audit: AuditEntry | None = None) -> RunRecord:
         """Resume a FAILED run where it stopped, with fresh retry budgets.
 
         A run that failed while compensating resumes compensating; one that failed
         before (definition drift, a saga the worker did not serve) resumes running.
+        ``audit`` (who asked, from where) is appended to the run's audit trail in the
+        same conditional write.
 
         Raises:
             RunNotFoundError: no such run.
@@ -166,7 +168,7 @@ class RunService:
             }
             new_run = run.retried(
                 now=now, definition_hash=saga.definition_hash, is_compensating=was_compensating
-            )
+            ).audited(audit)
             status = new_run.status
             view = RunSnapshot(new_run, {**snapshot.steps, **refreshed})
             change = StateChange(
@@ -183,8 +185,11 @@ class RunService:
             return new_run
         raise ConcurrencyConflict(run_id=run_id, detail="run kept changing during retry")
 
-    def cancel(self, run_id: str) -> RunRecord:
+    def cancel(self, run_id: str, *, audit: AuditEntry | None = None) -> RunRecord:
         """Stop a run: undo finished steps in reverse order, then end CANCELLED.
+
+        ``audit`` (who asked, from where) is appended to the run's audit trail in the
+        same conditional write.
 
         Raises:
             RunNotFoundError: no such run.
@@ -202,14 +207,17 @@ class RunService:
                 )
             now = self._clock.now()
             if run.status is RunStatus.COMPENSATING:
-                change = StateChange(run.run_id, run=run.cancel_requested(now=now))
+                change = StateChange(run.run_id, run=run.cancel_requested(now=now).audited(audit))
             else:
                 saga = self._registry.get(run.saga)
                 new_run, changed, outbox = planner.begin_compensation(
                     saga, run, snapshot.steps, now=now, error="cancelled by request", is_cancel=True
                 )
                 change = StateChange(
-                    run.run_id, run=new_run, steps=tuple(changed), outbox=tuple(outbox)
+                    run.run_id,
+                    run=new_run.audited(audit),
+                    steps=tuple(changed),
+                    outbox=tuple(outbox),
                 )
             try:
                 self._apply(change)

@@ -11,14 +11,15 @@ event resumes nothing twice.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.domain.errors_text import Redactor, describe_exception
 from core.domain.records import RunId
+from core.domain.run_ids import RUN_ID_PATTERN, RunKey, run_id_for_client_key
 from core.domain.saga import Saga
 from core.domain.triggers import Schedule, topic_matches, validate_topic
-from core.engine.runs import RunService, StartResult, run_id_for_key
+from core.engine.runs import RunService, StartResult
 from core.engine.saga_runner import SagaRunner
 from core.errors import (
     ConfigurationError,
@@ -81,8 +82,8 @@ class TriggerService:
                 if not topic_matches(trigger.pattern, topic):
                     continue
                 try:
-                    result = self._runs.start(
-                        saga.name, trigger.build_input(event), idempotency_key=f"event:{event_id}"
+                    result = self._runs.start_keyed(
+                        saga.name, trigger.build_input(event), key=RunKey.event(event_id)
                     )
                 except InputValidationError as exc:
                     log.warning(
@@ -117,9 +118,10 @@ class TriggerService:
             try:
                 correlation = step.wait.correlation(event)
             except Exception as exc:  # user code: a bad event must not fail the others
+                detail = Redactor.for_values(event).redact(describe_exception(exc).detail)
                 log.warning(
                     "correlation function failed; event not delivered to this step",
-                    extra={"saga": saga.name, "step": step.name, "error": repr(exc)},
+                    extra={"saga": saga.name, "step": step.name, "error": detail},
                 )
                 continue
             if not isinstance(correlation, str) or not correlation:
@@ -160,17 +162,14 @@ class TriggerService:
         """
         for saga, item in self.schedules():
             if item.name == name:
-                key = f"schedule:{name}:{iso_utc(scheduled_at)}"
-                return self._runs.start(saga.name, item.input, idempotency_key=key)
+                key = RunKey.schedule(name, iso_utc(scheduled_at))
+                return self._runs.start_keyed(saga.name, item.input, key=key)
         raise UnknownScheduleError(name=name, known=[s.name for _, s in self.schedules()])
 
 
-_RUN_ID = re.compile(r"^[rk]-[0-9a-f]{12,40}$")
-
-
 def _runs_named_by(saga: str, correlation: str) -> list[RunId]:
-    """The run a correlation id names: by idempotency key first, else as a run id."""
-    candidates = [run_id_for_key(saga, correlation)]
-    if _RUN_ID.match(correlation):
+    """The run a correlation id names: by client idempotency key first, else as a run id."""
+    candidates = [run_id_for_client_key(saga, correlation)]
+    if RUN_ID_PATTERN.match(correlation):
         candidates.append(RunId(correlation))
     return candidates

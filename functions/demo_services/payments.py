@@ -28,12 +28,18 @@ TOKEN_PATTERN = r"^tok_[A-Za-z0-9]{2,40}$"
 
 
 class PaymentDeclined(NonRetryableStepError):
-    """Raised when the provider declines the payment method; nothing is charged or recorded."""
+    """Raised when the provider declines the payment method; nothing is charged or recorded.
 
-    def __init__(self, *, key: str, payment_token: str) -> None:
+    The message names the payment (its key), never the payment token: a run's error is
+    read by people who must not learn the token (issue 10, finding 6). Every reader of the
+    run may see ``public_message``; the full message goes to ``error_detail``.
+    """
+
+    public_message = "the payment method was declined"
+
+    def __init__(self, *, key: str) -> None:
         self.key = key
-        self.payment_token = payment_token
-        super().__init__(f"payment method {payment_token} was declined for payment {key!r}")
+        super().__init__(f"the payment method was declined for payment {key!r}")
 
 
 class ChargeVoided(NonRetryableStepError):
@@ -112,7 +118,7 @@ def charge(key: str, customer_id: str, amount_cents: int, payment_token: str) ->
                 )
             return existing
         if payment_token == DECLINED_TOKEN:
-            raise PaymentDeclined(key=key, payment_token=payment_token)
+            raise PaymentDeclined(key=key)
         created = Charge(
             key, db.stable_id("ch", key), customer_id, amount_cents, payment_token, "charged"
         )

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.errors import ConfigurationError
 from functions.http.auth import DeliveryVerifier
+from functions.http.callers import Authenticator
 from functions.http.errors import guarded, http_exception, unhandled_exception
 from functions.http.handlers import Handlers
 from functions.http.openapi import OPENAPI_PATH, OpenApiEndpoint
@@ -43,6 +44,7 @@ def create_app(
     *,
     engine: Callable[[], Engine],
     verifier: DeliveryVerifier,
+    authenticator: Authenticator,
     include: frozenset[str] = ALL_ROUTES,
     max_body_bytes: int = MAX_BODY_BYTES,
     event_topics: Callable[[], Mapping[str, str]] = dict,
@@ -53,6 +55,8 @@ def create_app(
         engine: Returns the engine; called per request, in a worker thread, so the
             first request (not the import) builds it and health checks never do.
         verifier: Authenticates worker and admin requests before anything is parsed.
+        authenticator: Authenticates run API callers; their grants decide which sagas
+            they may start and read (``functions/http/callers.py``).
         include: Route groups to serve (``PUBLIC_API``, ``WORKER``, ``ADMIN``), so a
             public function does not expose the worker's routes.
         max_body_bytes: Larger request bodies are refused with 413.
@@ -70,6 +74,7 @@ def create_app(
     api = Handlers(
         engine=engine,
         verifier=verifier,
+        authenticator=authenticator,
         max_body_bytes=max_body_bytes,
         event_topics=event_topics,
     )
@@ -93,11 +98,15 @@ def create_app(
             Route("/v1/runs/{run_id}/retry", guarded(api.retry_run), methods=["POST"]),
             Route("/v1/runs/{run_id}/cancel", guarded(api.cancel_run), methods=["POST"]),
         ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(RequestContextMiddleware)],
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
     )
+    # No trailing-slash redirects: a 307 to the same path plus "/" built its Location from
+    # the request's Host header (issue 10, finding 10); an unknown path is a plain 404.
+    app.router.redirect_slashes = False
+    return app
 
 
 class RequestContextMiddleware:

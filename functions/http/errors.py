@@ -119,11 +119,12 @@ def internal_error(request: Request, exc: BaseException) -> Response:
 
 
 def log_context(request: Request) -> dict[str, Any]:
-    """The request's method, path and run (when known) as log fields."""
+    """The request's method, path, run and principal (when known) as log fields."""
     context: dict[str, Any] = {"method": request.method, "path": request.url.path}
-    run_id = getattr(request.state, "run_id", None)
-    if run_id is not None:
-        context["run_id"] = run_id
+    for field in ("run_id", "principal"):
+        value = getattr(request.state, field, None)
+        if value is not None:
+            context[field] = value
     return context
 
 
@@ -131,7 +132,9 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     """Routing errors (no such path, wrong method) as JSON, like every other error."""
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
-    message = f"{request.method} {request.url.path}: {exc.detail}"
+    # Only the method and path are echoed (never a header such as Host), shortened and
+    # with anything unprintable escaped, so an answer cannot carry injected text.
+    message = f"{printable(request.method, 16)} {printable(request.url.path, 200)}: {exc.detail}"
     return JSONResponse(
         {"error": codes.get(exc.status_code, "http_error"), "message": message},
         status_code=exc.status_code,
@@ -142,6 +145,12 @@ async def http_exception(request: Request, exc: Exception) -> Response:
 async def unhandled_exception(request: Request, exc: Exception) -> Response:
     """Last resort outside any handler (middleware); handlers never let errors escape."""
     return internal_error(request, exc)
+
+
+def printable(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters, non-printable ones escaped (for echoing)."""
+    cut = value[:limit] + ("..." if len(value) > limit else "")
+    return cut if cut.isprintable() else repr(cut)[1:-1]
 
 
 def retry_after_header(seconds: float) -> str:

@@ -1,23 +1,29 @@
 """The handlers of the HTTP API: each parses a request, makes one engine call, shapes the answer.
 
-``PublicHandlers`` serve the run API (start, read, list); ``WorkerHandlers`` the deliveries
-(queue, events, schedules, sweep) and the operator actions (retry, cancel), which are
-authenticated by the delivery verifier before a byte of their body is parsed.
+``PublicHandlers`` serve the run API (start, read, list) to callers the authenticator names,
+within their grants (``functions/http/callers.py``); ``WorkerHandlers`` the deliveries
+(queue, events, schedules, sweep) and the operator actions (retry, cancel, audited in the
+run), which are authenticated by the delivery verifier before a byte of their body is parsed.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from core.domain.audit import AuditEntry
 from core.domain.records import RunRecord
+from core.domain.status import RunStatus
+from core.errors import RunNotFoundError
 from functions.http.auth import DeliveryVerifier, Forbidden, Unauthenticated
-from functions.http.errors import retry_later
+from functions.http.callers import Authenticator, Caller, CallerRequest, Grants
+from functions.http.errors import log_context, retry_later
 from functions.http.push_parsing import (
     DeadLetter,
     is_schedule_time_given,
@@ -34,9 +40,10 @@ from functions.http.request_parsing import (
     parse_message,
     parse_statuses,
     read_body,
+    require_json_content_type,
     scheduled_time,
 )
-from functions.http.views import run_header_view, run_view
+from functions.http.views import run_list_view, run_view
 
 if TYPE_CHECKING:
     from core.engine.engine import Engine
@@ -54,6 +61,7 @@ class Handlers:
         engine: Returns the engine (per request, in a worker thread: the first request,
             not the import, builds it).
         verifier: Authenticates deliveries and operator actions before anything is parsed.
+        authenticator: Authenticates callers of the run API (start, read, list).
         max_body_bytes: Larger request bodies are refused with 413.
         event_topics: Returns ``RELAY_PUBSUB_TOPICS`` for messages without a topic.
     """
@@ -63,11 +71,13 @@ class Handlers:
         *,
         engine: Callable[[], Engine],
         verifier: DeliveryVerifier,
+        authenticator: Authenticator,
         max_body_bytes: int,
         event_topics: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self._engine = engine
         self._verifier = verifier
+        self._authenticator = authenticator
         self._max_body_bytes = max_body_bytes
         self._event_topics = event_topics
 
@@ -76,26 +86,52 @@ class Handlers:
         return JSONResponse({"status": "ok"})
 
     async def start_run(self, request: Request) -> Response:
-        """``POST /v1/sagas/{name}/runs``: validate the input and start (or find) the run."""
+        """``POST /v1/sagas/{name}/runs``: validate the input and start (or find) the run.
+
+        The caller must hold ``start`` on the saga (403 otherwise, before the body is read).
+        """
         name = request.path_params["name"]
+        caller = await self._caller(request)
+        if not caller.grants.may("start", name):
+            message = f"{caller.identity} may not start runs of saga {name!r}"
+            raise HttpError(403, "forbidden", message, saga=name)
         key = idempotency_key(request.headers)
-        raw_input = parse_json(await self._body(request), what="request body")
+        body = await self._body(request)
+        require_json_content_type(request.headers, body)
+        raw_input = parse_json(body, what="request body")
         result = await self._call(lambda e: e.runs.start(name, raw_input, idempotency_key=key))
         return _started(result)
 
     async def get_run(self, request: Request) -> Response:
-        """``GET /v1/runs/{run_id}``: the run with its steps in definition order."""
+        """``GET /v1/runs/{run_id}``: the run with its steps in definition order.
+
+        A run of a saga the caller may not read is answered like a missing one (404), so
+        the API does not reveal which run ids exist.
+        """
         run_id = request.path_params["run_id"]
-        return JSONResponse(await self._call(lambda e: _run_view_of(e, run_id)))
+        grants = (await self._caller(request)).grants
+        return JSONResponse(await self._call(lambda e: _run_view_of(e, run_id, readable=grants)))
 
     async def list_runs(self, request: Request) -> Response:
-        """``GET /v1/runs?saga=&status=&limit=``: run headers, newest first."""
+        """``GET /v1/runs?saga=&status=&limit=``: run headers of readable sagas, newest first.
+
+        ``saga=`` naming a saga the caller may not read is a 403.
+        """
+        caller = await self._caller(request)
         query = request.query_params
         saga = query.get("saga") or None
         statuses = parse_statuses(query.getlist("status"))
         limit = parse_limit(query.get("limit"))
-        runs = await self._call(lambda e: e.runs.list(saga=saga, statuses=statuses, limit=limit))
-        return JSONResponse({"runs": [run_header_view(run) for run in runs]})
+        if saga is not None and not caller.grants.may("read", saga):
+            message = f"{caller.identity} may not read runs of saga {saga!r}"
+            raise HttpError(403, "forbidden", message, saga=saga)
+        readable = None if saga is not None else caller.grants.readable_sagas()
+        runs = await self._call(
+            lambda e: _readable_runs(
+                e, saga=saga, readable=readable, statuses=statuses, limit=limit
+            )
+        )
+        return JSONResponse({"runs": [run_list_view(run) for run in runs]})
 
     async def deliver_step(self, request: Request) -> Response:
         """``POST /v1/steps``: one queue delivery; 200 acknowledges, 503 asks for redelivery."""
@@ -180,16 +216,32 @@ class Handlers:
         return JSONResponse(report.to_json())
 
     async def retry_run(self, request: Request) -> Response:
-        """``POST /v1/runs/{run_id}/retry``: resume a FAILED run with fresh retry budgets."""
+        """``POST /v1/runs/{run_id}/retry``: resume a FAILED run with fresh retry budgets.
+
+        Audited: who (the verified principal), from where and when, in the run's record.
+        """
         await self._authenticated_body(request)
         run_id = request.state.run_id = request.path_params["run_id"]
-        return JSONResponse(await self._call(lambda e: _run_view_after(e, run_id, e.runs.retry)))
+
+        def retry(e: Engine) -> dict[str, Any]:
+            e.runs.retry(run_id, audit=_audit_entry(e, request, "retry"))
+            return _run_view_of(e, run_id)
+
+        return JSONResponse(await self._call(retry))
 
     async def cancel_run(self, request: Request) -> Response:
-        """``POST /v1/runs/{run_id}/cancel``: undo finished steps, then end CANCELLED."""
+        """``POST /v1/runs/{run_id}/cancel``: undo finished steps, then end CANCELLED.
+
+        Audited: who (the verified principal), from where and when, in the run's record.
+        """
         await self._authenticated_body(request)
         run_id = request.state.run_id = request.path_params["run_id"]
-        return JSONResponse(await self._call(lambda e: _run_view_after(e, run_id, e.runs.cancel)))
+
+        def cancel(e: Engine) -> dict[str, Any]:
+            e.runs.cancel(run_id, audit=_audit_entry(e, request, "cancel"))
+            return _run_view_of(e, run_id)
+
+        return JSONResponse(await self._call(cancel))
 
     # -- shared --------------------------------------------------------------------
 
@@ -200,18 +252,68 @@ class Handlers:
     async def _body(self, request: Request) -> bytes:
         return await read_body(request, limit=self._max_body_bytes)
 
-    async def _authenticated_body(self, request: Request) -> bytes:
-        """The body, once the verifier accepted it; nothing is parsed before that."""
-        body = await self._body(request)
+    async def _caller(self, request: Request) -> Caller:
+        """The run API caller of ``request`` (also kept as ``request.state.caller``).
+
+        Raises:
+            HttpError: 401 without a credential, 403 with one that does not check out.
+        """
+        asked = CallerRequest(
+            headers=request.headers, source=client_address(request), scope=request.scope
+        )
         try:
-            # In a thread: verifiers may read a key file or fetch signing certificates.
-            await run_in_threadpool(self._verifier.verify, body, request.headers)
+            # In a thread: authenticators may read the key store or fetch signing keys.
+            caller = await run_in_threadpool(self._authenticator.authenticate, asked)
         except Unauthenticated as exc:
             challenge = {"WWW-Authenticate": exc.challenge}
             raise HttpError(401, "unauthenticated", str(exc), headers=challenge) from None
         except Forbidden as exc:
             raise HttpError(403, "forbidden", str(exc)) from None
+        request.state.caller = caller
+        return caller
+
+    async def _authenticated_body(self, request: Request) -> bytes:
+        """The body, once the verifier accepted it; nothing is parsed before that.
+
+        The verifier sees the method and the path with its query string as sent (a
+        signature or token is bound to them); who it says signed is kept as
+        ``request.state.principal``.
+        """
+        body = await self._body(request)
+        try:
+            # In a thread: verifiers may read a key file or fetch signing certificates.
+            principal = await run_in_threadpool(
+                functools.partial(
+                    self._verifier.verify,
+                    method=request.method,
+                    path=request_target(request),
+                    body=body,
+                    headers=request.headers,
+                )
+            )
+        except Unauthenticated as exc:
+            log.info("request refused: %s", exc, extra=log_context(request))
+            challenge = {"WWW-Authenticate": exc.challenge}
+            raise HttpError(401, "unauthenticated", str(exc), headers=challenge) from None
+        except Forbidden as exc:  # the reason only: never the credential itself
+            log.warning("request refused: %s", exc, extra=log_context(request))
+            raise HttpError(403, "forbidden", str(exc)) from None
+        request.state.principal = principal
+        require_json_content_type(request.headers, body)
         return body
+
+
+def request_target(request: Request) -> str:
+    """The path and query string of ``request`` as the client sent them (what is signed).
+
+    ``raw_path`` (the undecoded path, when the server provides it) is preferred, so a
+    signer signs exactly the bytes it sends; the query string is appended after ``?``.
+    """
+    scope = request.scope
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else scope["path"]
+    query = scope.get("query_string", b"")
+    return f"{path}?{query.decode('latin-1')}" if query else path
 
 
 _CLOUD_TASKS_HEADERS: Final = {
@@ -249,13 +351,42 @@ def _started(result: StartResult) -> Response:
     )
 
 
-def _run_view_of(engine: Engine, run_id: str) -> dict[str, Any]:
+def _run_view_of(engine: Engine, run_id: str, *, readable: Grants | None = None) -> dict[str, Any]:
+    """The run view; a run of a saga ``readable`` does not cover is "not found"."""
     snapshot = engine.runs.get(run_id)
+    if readable is not None and not readable.may("read", snapshot.run.saga):
+        raise RunNotFoundError(run_id=run_id)
     return run_view(snapshot, [step.name for step in engine.ordered_steps(snapshot)])
 
 
-def _run_view_after(
-    engine: Engine, run_id: str, operation: Callable[[str], RunRecord]
-) -> dict[str, Any]:
-    operation(run_id)
-    return _run_view_of(engine, run_id)
+def _readable_runs(
+    engine: Engine,
+    *,
+    saga: str | None,
+    readable: frozenset[str] | None,
+    statuses: Sequence[RunStatus] | None,
+    limit: int,
+) -> list[RunRecord]:
+    """The newest ``limit`` runs of ``saga``, or of the ``readable`` sagas (None: all)."""
+    if saga is not None or readable is None:
+        return engine.runs.list(saga=saga, statuses=statuses, limit=limit)
+    runs = [
+        run
+        for name in sorted(readable)
+        for run in engine.runs.list(saga=name, statuses=statuses, limit=limit)
+    ]
+    runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+    return runs[:limit]
+
+
+def client_address(request: Request) -> str:
+    """The client's address as the host saw it (Mangum: the API Gateway source IP)."""
+    return request.client.host if request.client else "unknown"
+
+
+def _audit_entry(engine: Engine, request: Request, action: str) -> AuditEntry:
+    """Who asked for ``action`` (the delivery verifier's principal), from where, when."""
+    principal = getattr(request.state, "principal", None) or "operator"
+    return AuditEntry.of(
+        action=action, actor=str(principal), source=client_address(request), at=engine.clock.now()
+    )

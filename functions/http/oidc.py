@@ -1,10 +1,14 @@
 """OIDC verification of deliveries on GCP: Cloud Tasks, Pub/Sub push and Cloud Scheduler.
 
 Google signs the ID token it attaches to each delivery (``Authorization: Bearer <jwt>``)
-with keys it publishes at ``GOOGLE_CERTS_URL``. The worker accepts a delivery only when
-the signature verifies against those keys, the token is fresh, was issued by Google, is
-meant for this worker (``aud``) and names the configured service account (``email``,
-verified). google-auth is imported on first use, so importing this module stays cheap.
+with keys it publishes at ``GOOGLE_CERTS_URL`` (``functions/http/oidc_certs.py``). The
+worker accepts a delivery only when the RS256 signature verifies against those keys, the
+token is within its lifetime (``iat``, ``nbf``, ``exp`` integers, a lifetime of at most
+an hour), was issued by Google, is meant for this worker (``aud``) and names, verified,
+an identity allowed on *that route* (``RoutePrincipals``): step deliveries from the
+Cloud Tasks account, schedules and sweeps from the scheduler's, events from Pub/Sub
+push's, retry and cancel from operators only (issue 10, findings 3 and 8). google-auth
+(RSA verification) is imported on first use, so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -14,42 +18,98 @@ import functools
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import unquote
 
-from core.errors import ConfigurationError, InfrastructureError
 from functions.http.auth import Forbidden, Unauthenticated, header_value
+from functions.http.oidc_certs import GOOGLE_CERTS_URL, CachedCerts, check_certs_url
+
+__all__ = [
+    "GOOGLE_CERTS_URL",
+    "CachedCerts",
+    "OidcVerifier",
+    "RoutePrincipals",
+    "check_certs_url",
+]
 
 log = logging.getLogger("relay.auth")
 
-GOOGLE_CERTS_URL: Final = "https://www.googleapis.com/oauth2/v1/certs"
-"""Google's OAuth2 signing certificates as ``{key id: PEM certificate}``."""
 GOOGLE_ISSUERS: Final = ("https://accounts.google.com", "accounts.google.com")
 DEFAULT_CLOCK_SKEW_SECONDS: Final = 60.0
-DEFAULT_CERTS_MAX_AGE_SECONDS: Final = 300.0
-"""How long fetched certificates are kept when the response carries no ``max-age``."""
+MAX_TOKEN_LIFETIME_SECONDS: Final = 3600
+"""Google ID tokens live one hour; a longer ``exp - iat`` is not one of them."""
 MAX_TOKEN_BYTES: Final = 8 * 1024
 """Google ID tokens are about 1 KiB; anything much larger is not one."""
+_MAX_TIME_CLAIM: Final = 2**40
+"""Far beyond any real epoch second; bigger integers are junk (and would overflow floats)."""
 
 _CHALLENGE: Final = 'Bearer realm="relay-worker"'
-_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
-_MAX_AGE = re.compile(r"max-age=(\d+)")
+_SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]*")
+_ADMIN_PATH: Final = re.compile(r"/v1/runs/[^/]+/(?:retry|cancel)")
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePrincipals:
+    """Which verified emails may call which authenticated route.
+
+    Args:
+        tasks: ``RELAY_TASKS_SERVICE_ACCOUNT``: ``POST /v1/steps``.
+        operators: ``RELAY_OPERATOR_EMAILS``: retry and cancel (none: refused).
+        scheduler: ``RELAY_SCHEDULER_SERVICE_ACCOUNT``: schedules and the sweep.
+        push: ``RELAY_PUSH_SERVICE_ACCOUNT``: ``POST /v1/events``.
+    """
+
+    tasks: str
+    operators: frozenset[str] = frozenset()
+    scheduler: str | None = None
+    push: str | None = None
+
+    def allowed(self, path: str) -> tuple[frozenset[str], str]:
+        """The emails allowed on ``path`` and the variable that configures them.
+
+        Raises:
+            Forbidden: the path is no authenticated route, or an admin route while no
+                operator is configured.
+        """
+        route = unquote(path.partition("?")[0])
+        if route == "/v1/steps":
+            return _emails(self.tasks), "RELAY_TASKS_SERVICE_ACCOUNT"
+        if route == "/v1/sweep" or route.startswith("/v1/schedules/"):
+            return _emails(self.scheduler or self.tasks), "RELAY_SCHEDULER_SERVICE_ACCOUNT"
+        if route == "/v1/events":
+            return _emails(self.push or self.tasks), "RELAY_PUSH_SERVICE_ACCOUNT"
+        if _ADMIN_PATH.fullmatch(route):
+            if not self.operators:
+                raise Forbidden(
+                    "retry and cancel are refused: no operator is configured; set "
+                    "RELAY_OPERATOR_EMAILS to the emails allowed to call them"
+                )
+            return frozenset(e.lower() for e in self.operators), "RELAY_OPERATOR_EMAILS"
+        raise Forbidden("this path takes no delivery credentials")
+
+
+def _emails(email: str) -> frozenset[str]:
+    return frozenset({email.lower()})
 
 
 class OidcVerifier:
-    """Accepts deliveries carrying a Google-signed ID token for one service account.
+    """Accepts deliveries carrying a Google-signed ID token for the route's principals.
 
     Args:
         audience: The ``aud`` the token must carry (the worker URL unless configured).
-        service_account_email: The ``email`` the token must name (verified by Google).
+        service_account_email: The Cloud Tasks account (and, unless ``principals`` says
+            otherwise, the scheduler's and Pub/Sub push's).
+        principals: Who may call which route; built from ``service_account_email``
+            (no operators) when omitted.
         certs_url: Where Google's signing certificates are fetched from
             (``RELAY_OIDC_CERTS_URL``; see ``check_certs_url``).
-        certs_provider: Returns ``{key id: PEM certificate}``; defaults to a cache of
-            ``certs_url`` honouring its ``Cache-Control: max-age``. Tests inject their own.
+        certs_provider: Returns ``{key id: PEM certificate}``; defaults to a
+            ``CachedCerts`` of ``certs_url``. Tests inject their own.
         issuers: Accepted ``iss`` values.
-        clock_skew_seconds: Tolerance on ``iat`` and ``exp``.
+        clock_skew_seconds: Tolerance on ``iat``, ``nbf`` and ``exp``.
         clock: Epoch seconds; injectable so tests can present stale tokens.
 
     Raises:
@@ -61,6 +121,7 @@ class OidcVerifier:
         *,
         audience: str,
         service_account_email: str,
+        principals: RoutePrincipals | None = None,
         certs_url: str = GOOGLE_CERTS_URL,
         certs_provider: Callable[[], Mapping[str, str]] | None = None,
         issuers: tuple[str, ...] = GOOGLE_ISSUERS,
@@ -68,59 +129,71 @@ class OidcVerifier:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._audience = audience
-        self._email = service_account_email
-        self._certs = certs_provider or CachedCerts(check_certs_url(certs_url))
+        self._principals = principals or RoutePrincipals(tasks=service_account_email)
+        self._cache = None if certs_provider else CachedCerts(check_certs_url(certs_url))
+        self._certs = certs_provider or self._cache
         self._issuers = frozenset(issuers)
         self._skew_seconds = clock_skew_seconds
         self._clock = clock
 
     def __repr__(self) -> str:
-        return f"OidcVerifier(audience={self._audience!r}, service_account={self._email!r})"
+        return (
+            f"OidcVerifier(audience={self._audience!r}, service_account={self._principals.tasks!r})"
+        )
 
-    def verify(self, request_body: bytes, headers: Mapping[str, str]) -> None:
-        """Accept the delivery only with a valid Google ID token for this worker.
+    def verify(self, *, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> str:
+        """Accept the delivery only with a valid Google ID token allowed on ``path``.
 
         The checks run in order (signature first), so a forged token is reported as
         forged whatever its claims say. Messages name the failed check, never the token.
 
+        Returns:
+            ``oidc:<email>``.
+
         Raises:
             Unauthenticated: there is no ``Authorization: Bearer`` header.
-            Forbidden: the token is malformed, unsigned by Google, stale, or for
-                another audience, issuer or identity.
+            Forbidden: the token is malformed, unsigned by Google, outside its lifetime,
+                for another audience or issuer, or names an identity not allowed here.
         """
         token = _bearer_token(headers)
         header, claims, signed_section, signature = _parse(token)
         self._check_signature(header, signed_section, signature)
         self._check_times(claims)
-        self._check_claims(claims)
+        return self._check_claims(claims, path)
 
     def _check_signature(
         self, header: Mapping[str, Any], signed_section: bytes, signature: bytes
     ) -> None:
         if header.get("alg") != "RS256":
             raise Forbidden("token is not signed with RS256, the algorithm Google uses")
-        certs = self._certs()
         key_id = header.get("kid")
-        if isinstance(key_id, str) and key_id in certs:
-            candidates = [certs[key_id]]
-        elif key_id is None:
-            candidates = list(certs.values())
-        else:
+        if not isinstance(key_id, str) or not key_id or len(key_id) > 128:
+            raise Forbidden("token names no key id (kid) of Google's certificates")
+        assert self._certs is not None
+        certs = self._certs()
+        if key_id not in certs and self._cache is not None:
+            certs = self._cache.refetch_for_unknown_key(key_id)  # Google may have rotated
+        if key_id not in certs:
             raise Forbidden("token is signed with a key that is not among Google's certificates")
-        for cert in candidates:
-            if _rsa_verifier(cert).verify(signed_section, signature):
-                return
-        raise Forbidden("token signature does not verify against Google's certificates")
+        if not _rsa_verifier(certs[key_id]).verify(signed_section, signature):
+            raise Forbidden("token signature does not verify against Google's certificates")
 
     def _check_times(self, claims: Mapping[str, Any]) -> None:
-        issued_at, expires_at = _number_claim(claims, "iat"), _number_claim(claims, "exp")
-        now = self._clock()
-        if expires_at + self._skew_seconds < now:
+        issued_at, expires_at = _time_claim(claims, "iat"), _time_claim(claims, "exp")
+        not_before = _time_claim(claims, "nbf") if "nbf" in claims else issued_at
+        now, skew = self._clock(), self._skew_seconds
+        if expires_at + skew < now:
             raise Forbidden("token expired")
-        if issued_at - self._skew_seconds > now:
+        if issued_at - skew > now:
             raise Forbidden("token is issued in the future; check the worker's clock")
+        if not_before - skew > now:
+            raise Forbidden("token is not valid yet (nbf); check the worker's clock")
+        if expires_at <= issued_at:
+            raise Forbidden("token expires before it is issued")
+        if expires_at - issued_at > MAX_TOKEN_LIFETIME_SECONDS + skew:
+            raise Forbidden("token lifetime exceeds one hour; Google ID tokens live one hour")
 
-    def _check_claims(self, claims: Mapping[str, Any]) -> None:
+    def _check_claims(self, claims: Mapping[str, Any], path: str) -> str:
         if claims.get("iss") not in self._issuers:
             raise Forbidden("token issuer is not Google")
         audience = claims.get("aud")
@@ -129,101 +202,13 @@ class OidcVerifier:
             raise Forbidden(
                 "token audience is not this worker's (RELAY_TASKS_AUDIENCE or RELAY_WORKER_URL)"
             )
+        allowed, variable = self._principals.allowed(path)
         email = claims.get("email")
-        if not isinstance(email, str) or email.lower() != self._email.lower():
-            raise Forbidden(
-                "token identity is not the configured service account (RELAY_TASKS_SERVICE_ACCOUNT)"
-            )
+        if not isinstance(email, str) or email.lower() not in allowed:
+            raise Forbidden(f"token identity is not allowed on this route ({variable})")
         if claims.get("email_verified") not in (True, "true"):
             raise Forbidden("token email is not verified")
-
-
-def check_certs_url(url: str) -> str:
-    """Return ``url`` if certificates may be fetched from it, else raise.
-
-    Another URL than Google's only changes *whose signatures* count (a test key, a
-    Google-compatible token service); issuer, audience, service account and expiry are
-    checked the same. It must be https, so the keys cannot be swapped in transit; plain
-    http is allowed only on a loopback host (the emulator stack of the tests), which
-    nothing outside the machine can serve. Any other URL than Google's is logged.
-
-    Raises:
-        ConfigurationError: the URL is not https and not http on 127.0.0.1/localhost/::1.
-    """
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    is_loopback = parts.hostname in _LOOPBACK_HOSTS
-    if not (parts.scheme == "https" and parts.hostname) and not (
-        parts.scheme == "http" and is_loopback
-    ):
-        raise ConfigurationError(
-            f"RELAY_OIDC_CERTS_URL={url!r}: signing certificates must come over https "
-            "(plain http only from a loopback host); leave it unset for Google's"
-        )
-    if url != GOOGLE_CERTS_URL:
-        log.warning("OIDC tokens are verified against certificates from %s, not Google's", url)
-    return url
-
-
-class CachedCerts:
-    """Google's signing certificates, fetched on demand and kept for their ``max-age``.
-
-    Args:
-        url: The JSON document of ``{key id: PEM certificate}``.
-        timeout_seconds: Per fetch.
-        clock: Monotonic seconds, for expiry.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout_seconds: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._url = url
-        self._timeout_seconds = timeout_seconds
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._certs: Mapping[str, str] = {}
-        self._expires_at = float("-inf")
-
-    def __call__(self) -> Mapping[str, str]:
-        """The current certificates, refetched once the cached copy expired.
-
-        Raises:
-            InfrastructureError: the certificates cannot be fetched and none are cached;
-                the delivery is deferred (503, Cloud Tasks retries it), never let through.
-        """
-        with self._lock:
-            if self._clock() >= self._expires_at:
-                self._refresh_locked()
-            return self._certs
-
-    def _refresh_locked(self) -> None:
-        import urllib.request  # only on a certificate fetch: about 20 ms of imports
-
-        try:
-            with urllib.request.urlopen(self._url, timeout=self._timeout_seconds) as response:
-                body = response.read()
-                cache_control = response.headers.get("Cache-Control", "")
-            certs = json.loads(body)
-        except (OSError, ValueError) as exc:
-            if self._certs:  # keep serving the last good set for a short while
-                self._expires_at = self._clock() + 10.0
-                return
-            raise InfrastructureError(
-                f"cannot fetch signing certificates from {self._url}: {exc}"
-            ) from exc
-        if not isinstance(certs, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in certs.items()
-        ):
-            raise InfrastructureError(f"signing certificates at {self._url} are not a key-id map")
-        match = _MAX_AGE.search(cache_control)
-        max_age = float(match.group(1)) if match else DEFAULT_CERTS_MAX_AGE_SECONDS
-        self._certs = certs
-        self._expires_at = self._clock() + max_age
+        return f"oidc:{email.lower()}"
 
 
 @functools.lru_cache(maxsize=16)
@@ -245,27 +230,44 @@ def _bearer_token(headers: Mapping[str, str]) -> str:
 
 
 def _parse(token: str) -> tuple[Mapping[str, Any], Mapping[str, Any], bytes, bytes]:
-    """Header, claims, signed bytes and signature of a compact JWT (nothing verified)."""
+    """Header, claims, signed bytes and signature of a compact JWT (nothing verified).
+
+    Strict: base64url segments only, JSON objects without NaN/Infinity.
+    """
     segments = token.split(".")
-    if len(token) > MAX_TOKEN_BYTES or len(segments) != 3:
+    if (
+        len(token) > MAX_TOKEN_BYTES
+        or not token.isascii()
+        or len(segments) != 3
+        or not all(_SEGMENT.fullmatch(segment) for segment in segments)
+    ):
         raise Forbidden("bearer token is not a JWT")
     try:
-        header = json.loads(_b64decode(segments[0]))
-        claims = json.loads(_b64decode(segments[1]))
+        header = _json(_b64decode(segments[0]))
+        claims = _json(_b64decode(segments[1]))
         signature = _b64decode(segments[2])
-    except ValueError:  # binascii.Error, UnicodeDecodeError and JSONDecodeError included
+    except (ValueError, RecursionError):  # binascii, Unicode and JSON errors included
         raise Forbidden("bearer token is not a JWT") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise Forbidden("bearer token is not a JWT")
     return header, claims, f"{segments[0]}.{segments[1]}".encode(), signature
 
 
+def _json(data: bytes) -> Any:
+    return json.loads(data, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _b64decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
-def _number_claim(claims: Mapping[str, Any], name: str) -> float:
+def _time_claim(claims: Mapping[str, Any], name: str) -> int:
+    """An ``iat``/``nbf``/``exp`` claim: an integer in epoch range (no bool, float or junk)."""
     value = claims.get(name)
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise Forbidden(f"token lacks a numeric {name} claim")
-    return float(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _MAX_TIME_CLAIM:
+        raise Forbidden(f"token lacks a valid {name} claim (integer epoch seconds)")
+    return value

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -32,7 +31,14 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 
 from core.domain.triggers import Schedule, validate_topic
-from functions.http.request_parsing import SCHEDULE_TIME_HEADER, HttpError, json_object, parse_event
+from functions.http.request_parsing import (
+    SCHEDULE_TIME_HEADER,
+    HttpError,
+    JsonRefused,
+    json_object,
+    loads_strict,
+    parse_event,
+)
 
 log = logging.getLogger("relay.events")
 
@@ -264,16 +270,14 @@ def _decoded_data(data: Any, dead: Callable[[str], DeadLetter]) -> Any:
     except (binascii.Error, ValueError):
         raise dead("message data is not valid base64") from None
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        return loads_strict(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise dead("message data is not UTF-8 text") from None
-    except (ValueError, RecursionError) as exc:
+    except JsonRefused as exc:  # repeated keys, NaN, deep nesting, numbers beyond 64 bits
+        raise dead(f"message data {exc}") from None
+    except ValueError as exc:
         # The decoder's message names a position, not the content.
         raise dead(f"message data is not JSON ({type(exc).__name__})") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 # -- Cloud Scheduler -------------------------------------------------------------------

@@ -8,6 +8,7 @@ and a rejected request never reaches the engine (nothing is written).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -21,7 +22,6 @@ from core.domain.records import Message
 from core.domain.status import RunStatus
 from core.domain.triggers import validate_topic
 
-MAX_IDEMPOTENCY_KEY_LENGTH: Final = 255
 DEFAULT_LIST_LIMIT: Final = 50
 MAX_LIST_LIMIT: Final = 1000
 
@@ -61,7 +61,9 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     """The request body, refusing (413) more than ``limit`` bytes before buffering them."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.strip().isdigit():
+        declared = declared.strip()
+        # ASCII digits only: "²" passes str.isdigit and then fails int() (a 500).
+        if not (declared.isascii() and declared.isdigit() and len(declared) <= 18):
             raise HttpError(
                 400, "invalid_header", "Content-Length is not a number", header="Content-Length"
             )
@@ -81,12 +83,84 @@ def _too_large(limit: int) -> HttpError:
     return HttpError(413, "body_too_large", f"request body exceeds {limit} bytes", limit=limit)
 
 
+MAX_JSON_DEPTH: Final = 64
+"""Deepest nesting of arrays and objects accepted in a JSON body."""
+MAX_JSON_INTEGER: Final = 2**63
+"""Integers must lie in [-2**63, 2**63): every state store keeps them (Firestore: int64)."""
+_MAX_NUMBER_TEXT: Final = 64
+
+
+class JsonRefused(ValueError):
+    """Raised while parsing: the document is JSON but of a kind Relay does not accept."""
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise JsonRefused(f"contains {name}, which is not JSON (no NaN or Infinity)")
+
+
+def _checked_int(text: str) -> int:
+    if len(text) > _MAX_NUMBER_TEXT:
+        raise JsonRefused(f"contains an integer of {len(text)} digits (over 64-bit range)")
+    value = int(text)
+    if not -MAX_JSON_INTEGER <= value < MAX_JSON_INTEGER:
+        raise JsonRefused("contains an integer outside the 64-bit range")
+    return value
+
+
+def _checked_float(text: str) -> float:
+    value = float(text) if len(text) <= _MAX_NUMBER_TEXT else math.inf
+    if not math.isfinite(value):
+        raise JsonRefused("contains a number too long or too large for a 64-bit float")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            shown = key if len(key) <= 40 and key.isprintable() else f"{key[:40]!r}..."
+            raise JsonRefused(f"repeats the key {shown!r} in one object")
+        result[key] = value
+    return result
+
+
+def _check_depth(document: Any) -> None:
+    """Refuse nesting deeper than ``MAX_JSON_DEPTH`` (iteratively: no recursion)."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise JsonRefused(f"nests arrays or objects deeper than {MAX_JSON_DEPTH} levels")
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+
+
+def loads_strict(text: str) -> Any:
+    """Parse ``text`` as Relay accepts JSON.
+
+    Refused: NaN/Infinity, a key repeated in one object, nesting deeper than
+    ``MAX_JSON_DEPTH``, integers beyond 64 bits and floats that overflow.
+
+    Raises:
+        ValueError: saying what is wrong (a ``json.JSONDecodeError`` for bad syntax).
+    """
+    try:
+        document = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_checked_int,
+            parse_float=_checked_float,
+            object_pairs_hook=_unique_keys,
+        )
+    except RecursionError:
+        raise JsonRefused(f"nests arrays or objects deeper than {MAX_JSON_DEPTH} levels") from None
+    _check_depth(document)
+    return document
 
 
 def parse_json(body: bytes, *, what: str) -> Any:
-    """Strict JSON: UTF-8, not empty, no NaN/Infinity (they cannot be stored as JSON)."""
+    """Strict JSON (``loads_strict``): UTF-8, not empty; 400 naming what is wrong."""
     if not body.strip():
         raise HttpError(400, "malformed_json", f"{what} is empty; send a JSON document")
     try:
@@ -94,9 +168,32 @@ def parse_json(body: bytes, *, what: str) -> Any:
     except UnicodeDecodeError:
         raise HttpError(400, "malformed_json", f"{what} is not UTF-8 encoded") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
+        return loads_strict(text)
+    except JsonRefused as exc:
+        raise HttpError(400, "malformed_json", f"{what} {exc}") from None
+    except ValueError as exc:
         raise HttpError(400, "malformed_json", f"{what} is not valid JSON: {exc}") from None
+
+
+JSON_MEDIA_TYPE: Final = "application/json"
+
+
+def require_json_content_type(headers: Headers, body: bytes) -> None:
+    """Refuse (415) a non-empty body not declared ``application/json`` (charset allowed).
+
+    An empty body may omit the header. The message never echoes the header's value.
+    """
+    values = headers.getlist("content-type")
+    if not values and not body:
+        return
+    media_type = values[0].partition(";")[0].strip().lower() if len(values) == 1 else ""
+    if media_type != JSON_MEDIA_TYPE:
+        raise HttpError(
+            415,
+            "unsupported_media_type",
+            f"send the request body as {JSON_MEDIA_TYPE} (one Content-Type header)",
+            header="Content-Type",
+        )
 
 
 def json_object(body: bytes, *, what: str) -> dict[str, Any]:
@@ -108,21 +205,22 @@ def json_object(body: bytes, *, what: str) -> dict[str, Any]:
 
 
 def idempotency_key(headers: Headers) -> str | None:
-    """The ``Idempotency-Key`` header, checked: it becomes part of a stored run id."""
+    """The ``Idempotency-Key`` header, checked: it names a run in the client key space.
+
+    The rule is core's (``core.domain.run_ids``): one header of 1 to 200 printable ASCII
+    characters; anything else is a 400 naming the header, before anything is written.
+    """
+    from core.domain.run_ids import MAX_CLIENT_KEY_LENGTH, is_valid_client_key
+
     values = headers.getlist("idempotency-key")
     if not values:
         return None
     key = values[0]
-    is_valid = (
-        len(values) == 1
-        and 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH
-        and all(" " <= char <= "~" for char in key)
-    )
-    if not is_valid:
+    if len(values) != 1 or not is_valid_client_key(key):
         raise HttpError(
             400,
             "invalid_header",
-            f"Idempotency-Key must be one header of 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} "
+            f"Idempotency-Key must be one header of 1 to {MAX_CLIENT_KEY_LENGTH} "
             "printable ASCII characters",
             header="Idempotency-Key",
         )
@@ -213,7 +311,7 @@ def scheduled_time(body: bytes, headers: Headers) -> float:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise HttpError(
-            400, "malformed_schedule", f"scheduled_time {text!r} is not an ISO-8601 time"
+            400, "malformed_schedule", f"scheduled_time {text[:64]!r} is not an ISO-8601 time"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)

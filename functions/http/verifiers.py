@@ -1,4 +1,9 @@
-"""The delivery verifier for the configured backend: HMAC locally, OIDC on GCP, none on AWS."""
+"""The delivery verifier for the configured backend: HMAC locally, OIDC on GCP, none on AWS.
+
+On GCP each authenticated route has its own principals (``functions.http.oidc.RoutePrincipals``):
+Cloud Tasks' account for steps, the scheduler's for schedules and the sweep, Pub/Sub push's
+for events, and ``RELAY_OPERATOR_EMAILS`` for retry and cancel.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,16 @@ def verifier_for(settings: Settings) -> DeliveryVerifier:
         ConfigurationError: the backend's verifier lacks configuration (naming the
             variable), or the backend has no HTTP deliveries to verify.
     """
-    if settings.backend in ("local", "memory"):
+    if settings.backend == "memory":
         return HmacVerifier(settings.signing_key_bytes())
+    if settings.backend == "local":
+        from infra.local.sqlite_nonces import SQLiteNonceStore
+
+        # Shared by relay dev and its workers: a replay to another process is refused too.
+        nonces = SQLiteNonceStore.from_settings(settings.data_dir)
+        return HmacVerifier(settings.signing_key_bytes(), nonces=nonces)
     if settings.backend == "gcp":
-        from functions.http.oidc import GOOGLE_CERTS_URL, OidcVerifier
+        from functions.http.oidc import GOOGLE_CERTS_URL, OidcVerifier, RoutePrincipals
 
         audience = settings.tasks_audience or settings.worker_url
         if not audience:
@@ -30,9 +41,16 @@ def verifier_for(settings: Settings) -> DeliveryVerifier:
                 "RELAY_BACKEND='gcp' accepts deliveries from one service account: set "
                 "RELAY_TASKS_SERVICE_ACCOUNT to the email Cloud Tasks signs tokens as"
             )
+        principals = RoutePrincipals(
+            tasks=settings.tasks_service_account,
+            operators=frozenset(settings.operator_emails),
+            scheduler=settings.scheduler_service_account,
+            push=settings.push_service_account,
+        )
         return OidcVerifier(
             audience=audience,
             service_account_email=settings.tasks_service_account,
+            principals=principals,
             certs_url=settings.oidc_certs_url or GOOGLE_CERTS_URL,
         )
     raise ConfigurationError(

@@ -1,4 +1,9 @@
-"""JSON views of runs and steps: the shapes of the HTTP contract and ``relay runs --json``."""
+"""JSON views of runs and steps: the shapes of the HTTP contract and ``relay runs --json``.
+
+A list entry (``run_list_view``) names a run and its status only: no input, output or
+error, so listing never shows run data. The run view (``run_view``, for callers who may
+read the saga) carries input, output, error and the audit trail of operator actions.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from core.domain.audit import AuditEntry
 from core.domain.records import RunRecord, RunSnapshot, StepRecord
 
 
@@ -17,17 +23,35 @@ def iso_time(epoch_seconds: float | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def run_header_view(run: RunRecord) -> dict[str, Any]:
-    """The public JSON view of a run header (list entries, and the top of a run view)."""
+def run_list_view(run: RunRecord) -> dict[str, Any]:
+    """A list entry: which run, of which saga, in which status, since when."""
     return {
         "run_id": run.run_id,
         "saga": run.saga,
         "status": run.status.value,
+        "created_at": iso_time(run.created_at),
+        "updated_at": iso_time(run.updated_at),
+    }
+
+
+def run_header_view(run: RunRecord) -> dict[str, Any]:
+    """The top of a run view: the list entry plus input, output, error and the audit trail."""
+    return {
+        **run_list_view(run),
         "input": run.input,
         "output": run.output,
         "error": run.error,
-        "created_at": iso_time(run.created_at),
-        "updated_at": iso_time(run.updated_at),
+        "audit": [audit_view(entry) for entry in run.audit],
+    }
+
+
+def audit_view(entry: AuditEntry) -> dict[str, Any]:
+    """One operator action: what, by whom, from where, when (ISO-8601)."""
+    return {
+        "action": entry.action,
+        "actor": entry.actor,
+        "source": entry.source,
+        "at": iso_time(entry.at),
     }
 
 
@@ -46,6 +70,7 @@ def step_view(step: StepRecord) -> dict[str, Any]:
         "started_at": iso_time(step.started_at),
         "finished_at": iso_time(step.finished_at),
         "error": step.error,
+        "error_detail": step.error_detail or step.error,
     }
 
 
@@ -66,5 +91,6 @@ def run_view(snapshot: RunSnapshot, step_order: Sequence[str] | None = None) -> 
     return {
         **run_header_view(snapshot.run),
         "compensation_reason": snapshot.run.compensation_reason,
+        "error_detail": snapshot.run.error_detail or snapshot.run.error,
         "steps": [step_view(r) for r in records],
     }

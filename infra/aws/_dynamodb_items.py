@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from core.domain.audit import audit_from_json, audit_to_json
 from core.domain.records import RunId, RunRecord, StepName, StepRecord
 from core.domain.status import RunStatus, StepStatus
 from core.errors import ConcurrencyConflict, StoreUnavailable
@@ -195,6 +196,8 @@ def run_item(run: RunRecord, expires_at: float | None) -> Item:
     set_optional(item, "compensation_reason", run.compensation_reason)
     set_optional(item, "idempotency_key", run.idempotency_key)
     set_optional(item, "redriven_at", run.redriven_at)
+    set_optional(item, "audit", audit_to_json(run.audit))
+    set_optional(item, "error_detail", run.error_detail)
     if expires_at is not None:
         item[TTL_ATTRIBUTE] = number(int(expires_at))
     return item
@@ -218,6 +221,8 @@ def run_from_item(item: Mapping[str, Any]) -> RunRecord:
         # Absent from items written before the sweeper kept a back-off.
         redrive_count=int(read_number(item, "redrive_count") or 0),
         redriven_at=read_number(item, "redriven_at"),
+        audit=audit_from_json(read_string(item, "audit")),  # absent before audits existed
+        error_detail=read_string(item, "error_detail"),  # absent before issue 10
     )
 
 
@@ -237,6 +242,7 @@ def step_item(step: StepRecord, expires_at: float | None) -> Item:
     set_optional(item, "error", step.error)
     set_optional(item, "started_at", step.started_at)
     set_optional(item, "finished_at", step.finished_at)
+    set_optional(item, "error_detail", step.error_detail)
     if expires_at is not None:
         item[TTL_ATTRIBUTE] = number(int(expires_at))
     return item
@@ -259,6 +265,7 @@ def step_from_item(item: Mapping[str, Any]) -> StepRecord:
         finished_at=read_number(item, "finished_at"),
         updated_at=float(item["updated_at"]["N"]),
         version=int(item["version"]["N"]),
+        error_detail=read_string(item, "error_detail"),  # absent before issue 10
     )
 
 

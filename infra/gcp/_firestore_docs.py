@@ -23,6 +23,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from core.domain.audit import audit_from_json, audit_to_json
 from core.domain.records import RunId, RunRecord, StepName, StepRecord
 from core.domain.status import RunStatus, StepStatus
 
@@ -89,6 +90,8 @@ def run_to_document(run: RunRecord, *, expires_at: datetime | None) -> dict[str,
         "compensation_reason": run.compensation_reason,
         "redrive_count": run.redrive_count,
         "redriven_at": _float_or_none(run.redriven_at),
+        "audit": audit_to_json(run.audit),
+        "error_detail": run.error_detail,
         VERSION: run.version,
         EXPIRES_AT: expires_at,
     }
@@ -113,6 +116,8 @@ def run_from_document(doc: dict[str, Any]) -> RunRecord:
         # Absent from documents written before the sweeper kept a back-off.
         redrive_count=int(doc.get("redrive_count") or 0),
         redriven_at=_float_or_none(doc.get("redriven_at")),
+        audit=audit_from_json(doc.get("audit")),  # absent before audits existed
+        error_detail=doc.get("error_detail"),  # absent before issue 10
     )
 
 
@@ -132,6 +137,7 @@ def step_to_document(step: StepRecord, *, expires_at: datetime | None) -> dict[s
         "started_at": _float_or_none(step.started_at),
         "finished_at": _float_or_none(step.finished_at),
         "updated_at": float(step.updated_at),
+        "error_detail": step.error_detail,
         VERSION: step.version,
         EXPIRES_AT: expires_at,
     }
@@ -154,4 +160,5 @@ def step_from_document(doc: dict[str, Any]) -> StepRecord:
         finished_at=doc["finished_at"],
         updated_at=doc["updated_at"],
         version=doc[VERSION],
+        error_detail=doc.get("error_detail"),  # absent before issue 10
     )

@@ -2,6 +2,7 @@
 
 Layout: ``<base>/<run_id>/<step>/<result_id>.json`` (or ``.pkl`` when the caller asked
 for pickle), plus one ``_order`` file per step listing result ids in first-save order.
+Directories are 0700 and files 0600 (``mkstemp`` creates them so): outputs are run data.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Final
 
 from core.ports.io_codec import SUFFIXES, check_key_component, decode_value, encode_value
 from core.ports.io_manager import Serializer
+from infra.local.private_files import ensure_private_dir, make_private_dirs
 
 _ORDER_FILE: Final = "_order"
 RESULTS_DIR_NAME: Final = "outputs"
@@ -32,12 +34,12 @@ class FilesystemIOManager:
     """
 
     def __init__(self, base_path: Path | str) -> None:
-        self._base = Path(base_path).resolve()
-        self._base.mkdir(parents=True, exist_ok=True)
+        self._base = ensure_private_dir(Path(base_path).resolve())
 
     @classmethod
     def from_settings(cls, data_dir: Path) -> FilesystemIOManager:
         """A manager keeping results under ``<data_dir>/outputs``."""
+        ensure_private_dir(data_dir)
         return cls(data_dir / RESULTS_DIR_NAME)
 
     def describe(self) -> Mapping[str, str]:
@@ -65,13 +67,14 @@ class FilesystemIOManager:
         step_dir = self._step_dir(run_id, step)
         check_key_component("result id", result_id)
         data = encode_value(value, serializer, f"{run_id}/{step}/{result_id}")
-        step_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(step_dir)
         target = step_dir / (result_id + SUFFIXES[serializer])
         other = step_dir / (result_id + SUFFIXES["pickle" if serializer == "json" else "json"])
         if not target.exists() and not other.exists():
             # Record the order before the file exists: a crash in between leaves an id
             # that list_results skips, never a result missing from the order.
-            with open(step_dir / _ORDER_FILE, "a", encoding="utf-8") as order:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+            with os.fdopen(os.open(step_dir / _ORDER_FILE, flags, 0o600), "a") as order:
                 order.write(result_id + "\n")
         _write_atomically(target, data)
         other.unlink(missing_ok=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from core.errors import InfrastructureError, StoreUnavailable
+from infra.local.private_files import ensure_private_dir, ensure_private_file, tighten_if_present
 from infra.local.sqlite_schema import DB_FILE_NAME, create_schema_txn
 
 # One lock per database file for the whole process: threads queue on it instead of on
@@ -89,6 +90,12 @@ class SQLiteDatabase:
         self._pending: list[_Write] = []
         self._has_leader = False
         try:
+            # Run data (tokens, emails) is private: 0600 whatever the umask; SQLite gives
+            # its -wal and -shm files the database file's mode.
+            if os.path.isdir(os.path.dirname(self._path)):  # else SQLite reports it
+                ensure_private_file(self._path)
+            for suffix in ("-wal", "-shm"):
+                tighten_if_present(self._path + suffix)
             self._create_schema()
         except BaseException:
             self.close()
@@ -97,7 +104,7 @@ class SQLiteDatabase:
     @classmethod
     def from_settings(cls, data_dir: Path) -> SQLiteDatabase:
         """Open (creating if needed) ``<data_dir>/relay.db``, the embedded backend's file."""
-        data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(data_dir)
         return cls(data_dir / DB_FILE_NAME)
 
     @property

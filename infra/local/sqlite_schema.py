@@ -12,7 +12,7 @@ from typing import Final
 from core.domain.records import Message
 from core.errors import ConfigurationError
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 4
 """Bumped, with a migration step in ``_MIGRATIONS``, whenever a table changes."""
 
 DB_FILE_NAME: Final = "relay.db"
@@ -81,6 +81,25 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "ALTER TABLE runs ADD COLUMN redrive_count INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN redriven_at REAL",
     ),
+    # 2 -> 3: the full, redacted error text beside the public one (issue 10); NULL for
+    # rows written before, whose ``error`` is all there is.
+    3: (
+        "ALTER TABLE runs ADD COLUMN error_detail TEXT",
+        "ALTER TABLE steps ADD COLUMN error_detail TEXT",
+    ),
+    # 3 -> 4: API keys of the run API (core/ports/api_keys.py; only a sha256 of each
+    # secret is stored), and the runs' audit trail of operator actions (JSON text).
+    4: (
+        """CREATE TABLE IF NOT EXISTS api_keys (
+            key_id TEXT PRIMARY KEY,
+            secret_sha256 TEXT NOT NULL,
+            grants TEXT NOT NULL,
+            description TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )""",
+        "ALTER TABLE runs ADD COLUMN audit TEXT",
+    ),
 }
 """The statements that take a file from the version before each key to that version."""
 
@@ -134,7 +153,9 @@ def create_schema_txn(conn: sqlite3.Connection, path: str) -> None:
         for statement in _SCHEMA_V1:
             conn.execute(statement)
         found = 1
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
     for version in range(found + 1, SCHEMA_VERSION + 1):
         for statement in _MIGRATIONS[version]:
             conn.execute(statement)
-    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        # One row per version reached: the table is the file's migration history.
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))

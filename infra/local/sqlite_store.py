@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from core.domain.audit import audit_from_json, audit_to_json
 from core.domain.records import (
     Message,
     RunId,
@@ -29,18 +30,27 @@ from core.ports.state_store import check_run_ids
 from infra.local.sqlite_db import SQLiteDatabase
 from infra.local.sqlite_schema import INSERT_MESSAGE_SQL, message_row
 
+
+def _placeholders(columns: str) -> str:
+    """One ``?`` per column of a comma-separated column list."""
+    return ", ".join("?" * (columns.count(",") + 1))
+
+
 _RUN_COLUMNS: Final = (
     "run_id, saga, status, input, output, error, definition_hash, idempotency_key,"
     " created_at, updated_at, is_cancel_requested, version, compensation_reason,"
     " redrive_count, redriven_at"
+    ", audit"  # schema version 4 (RunRecord.audit)
+    ", error_detail"
 )
 _STEP_COLUMNS: Final = (
     "run_id, name, status, attempt, budget_start, lease_until, retry_at, output, error,"
     " started_at, finished_at, updated_at, version, compensation_attempts"
+    ", error_detail"
 )
 
 _INSERT_RUN: Final = (
-    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({_placeholders(_RUN_COLUMNS)})"
     " ON CONFLICT (run_id) DO NOTHING"
 )
 # The set list omits run_id, saga and created_at: they never change after creation.
@@ -48,18 +58,20 @@ _UPDATE_RUN: Final = (
     "UPDATE runs SET status = ?, input = ?, output = ?, error = ?, definition_hash = ?,"
     " idempotency_key = ?, updated_at = ?, is_cancel_requested = ?, version = ?,"
     " compensation_reason = ?, redrive_count = ?, redriven_at = ?"
+    ", audit = ?"
+    ", error_detail = ?"
     " WHERE run_id = ? AND version = ?"
 )
 _SELECT_RUN: Final = f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?"
 _SELECT_RUN_VERSION: Final = "SELECT version FROM runs WHERE run_id = ?"
 
-_INSERT_STEP: Final = (
-    f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT_STEP: Final = f"INSERT INTO steps ({_STEP_COLUMNS}) VALUES ({_placeholders(_STEP_COLUMNS)})"
 _UPDATE_STEP: Final = (
     "UPDATE steps SET status = ?, attempt = ?, budget_start = ?, lease_until = ?,"
     " retry_at = ?, output = ?, error = ?, started_at = ?, finished_at = ?, updated_at = ?,"
-    " version = ?, compensation_attempts = ? WHERE run_id = ? AND name = ? AND version = ?"
+    " version = ?, compensation_attempts = ?"
+    ", error_detail = ?"
+    " WHERE run_id = ? AND name = ? AND version = ?"
 )
 _SELECT_STEPS: Final = f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY name"
 _SELECT_STEP_VERSION: Final = "SELECT version FROM steps WHERE run_id = ? AND name = ?"
@@ -258,6 +270,8 @@ def _run_row(run: RunRecord) -> tuple[Any, ...]:
         run.compensation_reason,
         run.redrive_count,
         run.redriven_at,
+        audit_to_json(run.audit),
+        run.error_detail,
     )
 
 
@@ -276,6 +290,8 @@ def _run_update_params(run: RunRecord) -> tuple[Any, ...]:
         run.compensation_reason,
         run.redrive_count,
         run.redriven_at,
+        audit_to_json(run.audit),
+        run.error_detail,
         run.run_id,
         run.version - 1,
     )
@@ -298,6 +314,8 @@ def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
         compensation_reason=row[12],
         redrive_count=row[13],
         redriven_at=row[14],
+        audit=audit_from_json(row[15]),
+        error_detail=row[16],
     )
 
 
@@ -317,6 +335,7 @@ def _step_row(step: StepRecord) -> tuple[Any, ...]:
         step.updated_at,
         step.version,
         step.compensation_attempts,
+        step.error_detail,
     )
 
 
@@ -334,6 +353,7 @@ def _step_update_params(step: StepRecord) -> tuple[Any, ...]:
         step.updated_at,
         step.version,
         step.compensation_attempts,
+        step.error_detail,
         step.run_id,
         step.name,
         step.version - 1,
@@ -356,4 +376,5 @@ def _step_from_row(row: tuple[Any, ...]) -> StepRecord:
         updated_at=row[11],
         version=row[12],
         compensation_attempts=row[13],
+        error_detail=row[14],
     )

@@ -295,6 +295,7 @@ def test_a_version_1_file_is_migrated_and_its_queued_messages_still_load(tmp_pat
         snapshot = store.load_run(run_id=RunId("r-1"))
         assert snapshot is not None
         assert (snapshot.run.error, snapshot.run.compensation_reason) == ("boom", None)
+        assert snapshot.run.error_detail is None  # written before the detail existed
         charge = snapshot.step("charge")
         assert (charge.attempt, charge.compensation_attempts, charge.version) == (1, 0, 3)
         undoing = charge.compensation_claimed(now=T0, lease_until=T0 + 30)
@@ -308,7 +309,9 @@ def test_a_version_1_file_is_migrated_and_its_queued_messages_still_load(tmp_pat
         database.close()
     raw = sqlite3.connect(tmp_path / "relay.db")
     try:
-        assert raw.execute("SELECT MAX(version) FROM schema_version").fetchone() == (2,)
+        assert raw.execute("SELECT MAX(version) FROM schema_version").fetchone() == (
+            SCHEMA_VERSION,
+        )
     finally:
         raw.close()
     SQLiteDatabase(tmp_path / "relay.db").close()  # opening a migrated file again is a no-op

@@ -344,6 +344,7 @@ def test_records_round_trip_every_field(state_store: StateStore) -> None:
         version=1,
         redrive_count=3,
         redriven_at=T0 + 7.000001,
+        error_detail="boom: ✗ for [redacted]\nline two",
     )
     step = StepRecord(
         run_id=run.run_id,
@@ -360,6 +361,7 @@ def test_records_round_trip_every_field(state_store: StateStore) -> None:
         finished_at=None,
         updated_at=T0 + 0.75,
         version=1,
+        error_detail="ValueError: détail ✓",
     )
     bare = StepRecord(run_id=run.run_id, name=StepName("bare"), output="plain")
     state_store.create_run(run=run, steps=[step, bare], outbox=())
@@ -397,6 +399,39 @@ def test_updates_store_the_compensation_counts_and_reason(state_store: StateStor
     )
     assert after.step("reserve") == undoing
     assert (undoing.execute_attempts, undoing.compensation_attempts) == (1, 1)
+
+
+def test_updates_store_and_clear_the_error_detail(state_store: StateStore) -> None:
+    """An update writes the public error and its detail on run and step; success clears them."""
+    create(state_store)
+    snapshot = state_store.load_run(run_id=RunId("r-1"))
+    assert snapshot is not None
+    reserve = claim(snapshot.step("reserve"))
+    state_store.apply(change=StateChange(run_id=RunId("r-1"), steps=(reserve,)))
+    retrying = reserve.retry_scheduled(
+        now=NOW, retry_at=NOW + 5, error="E: withheld", error_detail="E: full ✓ text"
+    )
+    compensating = snapshot.run.compensating(
+        now=NOW, reason="step failed: E", is_cancel=False, reason_detail="step failed: E: full"
+    )
+    state_store.apply(change=StateChange(RunId("r-1"), run=compensating, steps=(retrying,)))
+    stored = state_store.load_run(run_id=RunId("r-1"))
+    assert stored is not None
+    assert (stored.run.error, stored.run.error_detail) == ("step failed: E", "step failed: E: full")
+    assert (stored.step("reserve").error, stored.step("reserve").error_detail) == (
+        "E: withheld",
+        "E: full ✓ text",
+    )
+
+    again = claim(retrying)
+    done = again.succeeded(now=NOW, output=1)
+    state_store.apply(change=StateChange(RunId("r-1"), steps=(again,)))
+    state_store.apply(change=StateChange(RunId("r-1"), steps=(done,)))
+    after = state_store.load_run(run_id=RunId("r-1"))
+
+    assert after is not None
+    assert after.step("reserve") == done
+    assert (done.error, done.error_detail) == (None, None)
 
 
 def test_redrive_bookkeeping_persists_and_is_fenced_like_any_write(

@@ -28,7 +28,7 @@ from datetime import datetime
 
 import pytest
 
-from core.engine.runs import run_id_for_key
+from core.domain.run_ids import RunKey, run_id_for_client_key
 from functions.demo_services.payments import DECLINED_TOKEN
 from functions.sagas.order import GOOD_TOKEN, demo_inputs
 from tests.support.gcp import FirestoreEmulator, PubSubEmulator, TasksEmulator
@@ -91,7 +91,7 @@ def test_order_completes_and_a_declined_order_compensates(stack: GcpStack) -> No
 def test_pubsub_message_starts_one_run(stack: GcpStack) -> None:
     """A message published to the Pub/Sub emulator is pushed (with a token) and starts a run."""
     message_id = stack.publish({"name": "Ada"}, relay_topic="people.eu.joined")
-    run_id = run_id_for_key("greet", f"event:{message_id}")
+    run_id = RunKey.event(message_id).run_id("greet")
 
     deadline = time.monotonic() + 60
     while http_call("GET", f"{stack.function.url}/v1/runs/{run_id}")[0] != 200:
@@ -119,7 +119,7 @@ def test_pubsub_message_without_topic_attribute_uses_the_subscription_mapping(
 ) -> None:
     """RELAY_PUBSUB_TOPICS maps the push subscription (from the envelope) to a Relay topic."""
     message_id = stack.publish({"name": "Mapped"})
-    run_id = run_id_for_key("greet", f"event:{message_id}")
+    run_id = RunKey.event(message_id).run_id("greet")
 
     deadline = time.monotonic() + 60
     while http_call("GET", f"{stack.function.url}/v1/runs/{run_id}")[0] != 200:
@@ -167,17 +167,17 @@ def test_pubsub_cloud_event_target_serves_eventarc_deliveries(
         server.stop()
 
     assert (first[0], again[0], acked[0], refused[0]) == (200, 200, 200, 200)
-    run_id = run_id_for_key("greet", "event:ce-e2e-1")
+    run_id = RunKey.event("ce-e2e-1").run_id("greet")
     assert stack.wait_for([run_id], TERMINAL, timeout_seconds=60)[run_id] == "COMPLETED"
     assert (
         http_call(
-            "GET", f"{stack.function.url}/v1/runs/{run_id_for_key('greet', 'event:ce-e2e-2')}"
+            "GET", f"{stack.function.url}/v1/runs/{RunKey.event('ce-e2e-2').run_id('greet')}"
         )[0]
         == 404
     )
     assert "dead-lettered" in server.logs()
     assert "Firestore rejected" in server.logs()  # the refused run, acked: no retry loop
-    refused_run = run_id_for_key("greet", "event:ce-e2e-3")
+    refused_run = RunKey.event("ce-e2e-3").run_id("greet")
     assert http_call("GET", f"{stack.function.url}/v1/runs/{refused_run}")[0] == 404
 
 
@@ -196,7 +196,7 @@ def test_a_start_firestore_rejects_answers_422_and_writes_nothing(stack: GcpStac
     assert status == 422, body
     assert (body["error"], body["service"]) == ("request_rejected", "Firestore")
     assert "1 MiB" in body["message"]
-    run_id = run_id_for_key("greet", key)
+    run_id = run_id_for_client_key("greet", key)
     assert http_call("GET", f"{stack.function.url}/v1/runs/{run_id}")[0] == 404
 
 
@@ -298,7 +298,7 @@ def test_delivery_without_a_valid_token_is_refused_and_changes_nothing(stack: Gc
     assert unauthenticated == [401, 401, 401, 401]
     assert forbidden == dict.fromkeys(tokens, 403)
     assert stack.get_run(run_id) == before
-    assert http_call("GET", f"{function}/v1/runs/{run_id_for_key('greet', 'event:e')}")[0] == 404
+    assert http_call("GET", f"{function}/v1/runs/{RunKey.event('e').run_id('greet')}")[0] == 404
     # The same message with a token for this worker is accepted (the refusals were the token).
     good = stack.authority.mint(audience=AUDIENCE, email=SERVICE_ACCOUNT)
     accepted = http_call(

@@ -58,7 +58,14 @@ def test_a_run_sleeps_waits_for_its_payment_event_and_completes(tmp_path: Path) 
                 key = stack.settings.signing_key_bytes()
                 unsigned = await client.post("/v1/events", content=body)
                 delivered = await client.post(
-                    "/v1/events", content=body, headers={SIGNATURE_HEADER: sign(body, key=key)}
+                    "/v1/events",
+                    content=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        SIGNATURE_HEADER: sign(
+                            method="POST", path="/v1/events", body=body, key=key
+                        ),
+                    },
                 )
                 done = await _status_becomes(client, run_id, "COMPLETED", timeout_seconds=10)
                 return (

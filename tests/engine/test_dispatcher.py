@@ -121,7 +121,13 @@ def worker_app(engine: Engine, *, behaviour: Behaviour | None = None) -> Starlet
     async def steps(request: Request) -> Response:
         body = await request.body()
         try:
-            verify(body, request.headers.get(SIGNATURE_HEADER), key=KEY)
+            verify(
+                request.headers.get(SIGNATURE_HEADER),
+                method=request.method,
+                path=request.url.path,
+                body=body,
+                key=KEY,
+            )
         except SignatureError as exc:
             return JSONResponse({"error": str(exc)}, status_code=401)
         try:

@@ -15,6 +15,7 @@ from core.registry import SagaRegistry
 from functions import wiring
 from functions.http.app import ALL_ROUTES, create_app
 from functions.http.auth import HmacVerifier
+from functions.http.callers import OpenAuthenticator
 from infra.local.fs_io_manager import FilesystemIOManager
 from infra.local.sqlite_db import SQLiteDatabase
 from infra.local.sqlite_queue import SQLiteTaskQueue
@@ -77,6 +78,11 @@ def engine(
 @pytest.fixture
 def client(engine: Engine) -> Iterator[TestClient]:
     """The whole HTTP app (every route group) over ``engine``, verifying HMAC deliveries."""
-    app = create_app(engine=lambda: engine, verifier=HmacVerifier(SIGNING_KEY), include=ALL_ROUTES)
+    app = create_app(
+        engine=lambda: engine,
+        verifier=HmacVerifier(SIGNING_KEY),
+        authenticator=OpenAuthenticator("local"),
+        include=ALL_ROUTES,
+    )
     with TestClient(app) as test_client:
         yield test_client

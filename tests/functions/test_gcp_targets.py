@@ -20,11 +20,13 @@ from core.domain.records import Message, RunId, StateChange, StepName
 from core.domain.saga import Saga
 from core.domain.status import Action
 from core.errors import ConfigurationError
+from core.ports.api_keys import issue_key
 from core.registry import SagaRegistry
 from functions import wiring
 from functions.http.verifiers import verifier_for
 from functions.settings import Settings
 from infra.gcp.cloud_tasks import CloudTasksQueue
+from infra.local.sqlite_api_keys import SQLiteApiKeyStore
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from tests.support.entry_points import SIGNING_KEY, STEP_CALLS, TestClient, json_body, signed
 from tests.support.gcp import TasksEmulator
@@ -43,10 +45,18 @@ def target_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[T
     monkeypatch.setenv("RELAY_SAGA_MODULES", "greet=tests.support.entry_points:greet")
     monkeypatch.setenv("RELAY_SAGAS", "greet")
     monkeypatch.setenv("RELAY_SIGNING_KEY", SIGNING_KEY.decode())
+    # The local default is RELAY_API_AUTH=api_key: the run API is called with a real key.
+    keys = SQLiteApiKeyStore.from_settings(tmp_path / "relay-data")
+    issued = issue_key(grants="*:start,read", description="tests", now=time.time())
+    keys.create_key(record=issued.record)
+    keys.database.close()
     clients: list[TestClient] = []
 
     def open_client(target: str) -> TestClient:
-        client = TestClient(create_asgi_app(target=target, source=str(SOURCE)))
+        client = TestClient(
+            create_asgi_app(target=target, source=str(SOURCE)),
+            headers={"X-Api-Key": issued.text},
+        )
         clients.append(client.__enter__())
         return client
 
@@ -92,7 +102,7 @@ def test_relay_target_keeps_error_statuses_and_headers(target_client: TargetClie
     store.apply(change=StateChange(run.run.run_id, steps=(claimed,)))
     body = json_body(Message(RunId(run_id), StepName("write_text"), Action.EXECUTE, 1).to_json())
 
-    busy = client.post("/v1/steps", content=body, headers=signed(body))
+    busy = client.post("/v1/steps", content=body, headers=signed(body, path="/v1/steps"))
 
     assert invalid.status_code == 422
     assert invalid.json()["detail"][0]["loc"] == ["name"]
@@ -107,13 +117,16 @@ def test_worker_target_processes_a_signed_delivery(target_client: TargetClient) 
     body = json_body(Message(RunId(run_id), StepName("write_text"), Action.EXECUTE, 1).to_json())
 
     unsigned = worker.post("/v1/steps", content=body)
-    delivered = worker.post("/v1/steps", content=body, headers=signed(body))
+    delivered = worker.post("/v1/steps", content=body, headers=signed(body, path="/v1/steps"))
 
     assert unsigned.status_code == 401
     assert (delivered.status_code, delivered.json()["status"]) == (200, "done")
     assert STEP_CALLS == {"write_text": 1}
     assert worker.post("/v1/sagas/greet/runs", json={"name": "Ada"}).status_code == 404
-    assert api.post("/v1/steps", content=body, headers=signed(body)).status_code == 404
+    assert (
+        api.post("/v1/steps", content=body, headers=signed(body, path="/v1/steps")).status_code
+        == 404
+    )
 
 
 def test_importing_the_targets_builds_no_engine() -> None:
@@ -157,7 +170,7 @@ def pubsub_envelope(
 
 def post_signed(client: TestClient, path: str, payload: Any, **headers: str) -> Any:
     body = json_body(payload)
-    return client.post(path, content=body, headers={**signed(body), **headers})
+    return client.post(path, content=body, headers={**signed(body, path=path), **headers})
 
 
 def test_pubsub_push_starts_one_run_per_message_id(target_client: TargetClient) -> None:

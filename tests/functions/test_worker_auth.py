@@ -16,6 +16,7 @@ from core.errors import StoreUnavailable
 from core.signing import SIGNATURE_HEADER
 from functions.http.app import create_app
 from functions.http.auth import HmacVerifier
+from functions.http.callers import OpenAuthenticator
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore
 from tests.support.entry_points import (
@@ -48,28 +49,37 @@ def snapshot(store: SQLiteStateStore, run_id: str) -> RunSnapshot | None:
     return store.load_run(run_id=RunId(run_id))
 
 
-def no_signature(body: bytes) -> dict[str, str]:
-    return {}
+HeadersFor = Callable[[str, bytes], dict[str, str]]
+"""Headers for a POST of ``body`` to ``path``."""
 
 
-def forged_signature(body: bytes) -> dict[str, str]:
-    return {SIGNATURE_HEADER: f"t={int(time.time())},v1={'0' * 64}"}
+def valid_signature(path: str, body: bytes) -> dict[str, str]:
+    return signed(body, path=path)
 
 
-def stale_signature(body: bytes) -> dict[str, str]:
-    return signed(body, now=time.time() - 3600)
+def no_signature(path: str, body: bytes) -> dict[str, str]:
+    return {"Content-Type": "application/json"}
 
 
-def other_key_signature(body: bytes) -> dict[str, str]:
-    return signed(body, key=b"someone-elses-key")
+def forged_signature(path: str, body: bytes) -> dict[str, str]:
+    forged = f"t={int(time.time())},n={'n' * 22},v2={'0' * 64}"
+    return {SIGNATURE_HEADER: forged, "Content-Type": "application/json"}
 
 
-def malformed_signature(body: bytes) -> dict[str, str]:
-    return {SIGNATURE_HEADER: "not a signature"}
+def stale_signature(path: str, body: bytes) -> dict[str, str]:
+    return signed(body, path=path, now=time.time() - 3600)
 
 
-def signature_of_other_body(body: bytes) -> dict[str, str]:
-    return signed(body + b" ")
+def other_key_signature(path: str, body: bytes) -> dict[str, str]:
+    return signed(body, path=path, key=b"someone-elses-key")
+
+
+def malformed_signature(path: str, body: bytes) -> dict[str, str]:
+    return {SIGNATURE_HEADER: "not a signature", "Content-Type": "application/json"}
+
+
+def signature_of_other_body(path: str, body: bytes) -> dict[str, str]:
+    return signed(body + b" ", path=path)
 
 
 REFUSED = [
@@ -93,15 +103,14 @@ def test_unauthenticated_or_forged_step_delivery_is_refused_and_changes_nothing(
     sqlite_store: SQLiteStateStore,
     sqlite_queue: SQLiteTaskQueue,
     started_run: StartedRun,
-    headers_for: Callable[[bytes], dict[str, str]],
+    headers_for: HeadersFor,
     status: int,
 ) -> None:
     """Missing credentials answer 401, bad ones 403; run, queue and step stay untouched."""
     before = snapshot(sqlite_store, started_run.run_id)
+    body = started_run.first_step
 
-    response = client.post(
-        "/v1/steps", content=started_run.first_step, headers=headers_for(started_run.first_step)
-    )
+    response = client.post("/v1/steps", content=body, headers=headers_for("/v1/steps", body))
 
     assert response.status_code == status
     assert response.json()["error"] == ("unauthenticated" if status == 401 else "forbidden")
@@ -127,13 +136,14 @@ def test_retry_and_cancel_require_authentication(
     sqlite_queue: SQLiteTaskQueue,
     started_run: StartedRun,
     operation: str,
-    headers_for: Callable[[bytes], dict[str, str]],
+    headers_for: HeadersFor,
     status: int,
 ) -> None:
     """Admin operations refuse unsigned or forged calls and leave the run as it was."""
     before = snapshot(sqlite_store, started_run.run_id)
+    path = f"/v1/runs/{started_run.run_id}/{operation}"
 
-    response = client.post(f"/v1/runs/{started_run.run_id}/{operation}", headers=headers_for(b""))
+    response = client.post(path, headers=headers_for(path, b""))
 
     assert response.status_code == status
     assert snapshot(sqlite_store, started_run.run_id) == before
@@ -144,7 +154,8 @@ def test_signed_cancel_answers_with_the_run_view(
     client: TestClient, started_run: StartedRun
 ) -> None:
     """An authenticated cancel stops the run and answers 200 with its view."""
-    response = client.post(f"/v1/runs/{started_run.run_id}/cancel", headers=signed(b""))
+    path = f"/v1/runs/{started_run.run_id}/cancel"
+    response = client.post(path, headers=signed(b"", path=path))
 
     assert response.status_code == 200
     assert response.json()["run_id"] == started_run.run_id
@@ -156,7 +167,8 @@ def test_signed_retry_of_a_run_that_did_not_fail_is_409(
     client: TestClient, started_run: StartedRun
 ) -> None:
     """Retrying a run that is not FAILED answers 409 naming its status."""
-    response = client.post(f"/v1/runs/{started_run.run_id}/retry", headers=signed(b""))
+    path = f"/v1/runs/{started_run.run_id}/retry"
+    response = client.post(path, headers=signed(b"", path=path))
 
     assert response.status_code == 409
     assert (response.json()["error"], response.json()["status"]) == ("invalid_run_state", "PENDING")
@@ -164,7 +176,8 @@ def test_signed_retry_of_a_run_that_did_not_fail_is_409(
 
 def test_signed_admin_call_for_an_unknown_run_is_404(client: TestClient) -> None:
     """Cancelling a run that does not exist answers 404."""
-    assert client.post("/v1/runs/r-missing/cancel", headers=signed(b"")).status_code == 404
+    path = "/v1/runs/r-missing/cancel"
+    assert client.post(path, headers=signed(b"", path=path)).status_code == 404
 
 
 # -- the step protocol through HTTP ---------------------------------------------------
@@ -177,9 +190,8 @@ def test_signed_delivery_processes_the_step(
     started_run: StartedRun,
 ) -> None:
     """A correctly signed message runs its step, commits it and queues the next one (200)."""
-    response = client.post(
-        "/v1/steps", content=started_run.first_step, headers=signed(started_run.first_step)
-    )
+    body = started_run.first_step
+    response = client.post("/v1/steps", content=body, headers=signed(body, path="/v1/steps"))
 
     assert response.status_code == 200
     assert response.json() == {"status": "done", "detail": "committed"}
@@ -195,10 +207,10 @@ def test_duplicate_signed_delivery_is_acknowledged_without_rerunning_the_step(
 ) -> None:
     """A redelivered message finds the step finished, acknowledges it and runs nothing."""
     body = started_run.first_step
-    first = client.post("/v1/steps", content=body, headers=signed(body))
+    first = client.post("/v1/steps", content=body, headers=signed(body, path="/v1/steps"))
     after_first = snapshot(sqlite_store, started_run.run_id)
 
-    second = client.post("/v1/steps", content=body, headers=signed(body))
+    second = client.post("/v1/steps", content=body, headers=signed(body, path="/v1/steps"))
 
     assert (first.status_code, second.status_code) == (200, 200)
     assert second.json()["status"] == "done"
@@ -217,7 +229,7 @@ def test_delivery_while_another_worker_holds_the_lease_is_503_with_retry_after(
     sqlite_store.apply(change=StateChange(run.run.run_id, steps=(claimed,)))
 
     body = started_run.first_step
-    response = client.post("/v1/steps", content=body, headers=signed(body))
+    response = client.post("/v1/steps", content=body, headers=signed(body, path="/v1/steps"))
 
     assert response.status_code == 503
     payload = response.json()
@@ -242,7 +254,7 @@ def test_malformed_message_is_400_with_the_reason(
     client: TestClient, sqlite_store: SQLiteStateStore, sqlite_queue: SQLiteTaskQueue, body: bytes
 ) -> None:
     """A signed but malformed message answers 400 (dropped as permanent) and writes nothing."""
-    response = client.post("/v1/steps", content=body, headers=signed(body))
+    response = client.post("/v1/steps", content=body, headers=signed(body, path="/v1/steps"))
 
     assert response.status_code == 400
     assert response.json()["message"]
@@ -269,11 +281,15 @@ def test_engine_failures_ask_the_queue_to_redeliver(
 ) -> None:
     """An outage answers 503 with Retry-After 1; a bug answers 500, logged with the run id."""
     failing = _FailingEngine(error)
-    app = create_app(engine=lambda: failing, verifier=HmacVerifier(SIGNING_KEY))  # type: ignore[arg-type, return-value]
+    app = create_app(
+        engine=lambda: failing,  # type: ignore[arg-type, return-value]
+        verifier=HmacVerifier(SIGNING_KEY),
+        authenticator=OpenAuthenticator("local"),
+    )
     body = json_body(Message(RunId("r-7"), StepName("write_text"), Action.EXECUTE, 1).to_json())
 
     with TestClient(app) as client:
-        response = client.post("/v1/steps", content=body, headers=signed(body))
+        response = client.post("/v1/steps", content=body, headers=signed(body, path="/v1/steps"))
 
     assert response.status_code == status
     assert response.headers.get("retry-after") == retry_after
@@ -290,8 +306,8 @@ def test_signed_event_starts_one_run_per_subscribed_saga_once(
     """An event starts the subscribed saga; its redelivery finds the same run."""
     body = json_body({"topic": "people.eu.joined", "data": {"name": "Ada"}, "id": "evt-1"})
 
-    first = client.post("/v1/events", content=body, headers=signed(body))
-    again = client.post("/v1/events", content=body, headers=signed(body))
+    first = client.post("/v1/events", content=body, headers=signed(body, path="/v1/events"))
+    again = client.post("/v1/events", content=body, headers=signed(body, path="/v1/events"))
 
     assert (first.status_code, again.status_code) == (202, 202)
     assert len(first.json()["runs"]) == 1
@@ -305,7 +321,7 @@ def test_event_for_no_subscriber_starts_nothing(
     """A topic no saga subscribes to is acknowledged with no runs."""
     body = json_body({"topic": "weather.changed", "data": {}, "id": "evt-2"})
 
-    response = client.post("/v1/events", content=body, headers=signed(body))
+    response = client.post("/v1/events", content=body, headers=signed(body, path="/v1/events"))
 
     assert (response.status_code, response.json()["runs"]) == (202, [])
     assert_nothing_written(sqlite_store, sqlite_queue)
@@ -324,9 +340,9 @@ def test_event_for_no_subscriber_starts_nothing(
             forged_signature,
             403,
         ),
-        (json_body({"topic": "people..joined", "data": {}, "id": "e"}), signed, 400),
-        (json_body({"topic": "people.eu.joined", "data": {}}), signed, 400),
-        (b"[1, 2]", signed, 400),
+        (json_body({"topic": "people..joined", "data": {}, "id": "e"}), valid_signature, 400),
+        (json_body({"topic": "people.eu.joined", "data": {}}), valid_signature, 400),
+        (b"[1, 2]", valid_signature, 400),
     ],
     ids=["unsigned", "forged", "bad-topic", "missing-id", "not-object"],
 )
@@ -335,11 +351,11 @@ def test_refused_event_writes_nothing(
     sqlite_store: SQLiteStateStore,
     sqlite_queue: SQLiteTaskQueue,
     body: bytes,
-    headers_for: Callable[[bytes], dict[str, str]],
+    headers_for: HeadersFor,
     status: int,
 ) -> None:
     """Unauthenticated, forged or malformed events are refused before any run starts."""
-    response = client.post("/v1/events", content=body, headers=headers_for(body))
+    response = client.post("/v1/events", content=body, headers=headers_for("/v1/events", body))
 
     assert response.status_code == status
     assert_nothing_written(sqlite_store, sqlite_queue)
@@ -353,13 +369,10 @@ def test_signed_schedule_starts_one_run_per_scheduled_time(
     same_time = json_body({"scheduled_time": "2026-01-01T04:00:00+01:00"})
     next_day = json_body({"scheduled_time": "2026-01-02T03:00:00Z"})
 
-    first = client.post("/v1/schedules/nightly-greeting", content=body, headers=signed(body))
-    again = client.post(
-        "/v1/schedules/nightly-greeting", content=same_time, headers=signed(same_time)
-    )
-    later = client.post(
-        "/v1/schedules/nightly-greeting", content=next_day, headers=signed(next_day)
-    )
+    path = "/v1/schedules/nightly-greeting"
+    first = client.post(path, content=body, headers=signed(body, path=path))
+    again = client.post(path, content=same_time, headers=signed(same_time, path=path))
+    later = client.post(path, content=next_day, headers=signed(next_day, path=path))
 
     assert (first.status_code, again.status_code, later.status_code) == (202, 202, 202)
     assert again.json()["run_id"] == first.json()["run_id"]
@@ -370,7 +383,8 @@ def test_signed_schedule_starts_one_run_per_scheduled_time(
 
 def test_schedule_without_a_time_starts_a_run_now(client: TestClient) -> None:
     """An empty body fires the schedule for the current time."""
-    response = client.post("/v1/schedules/nightly-greeting", headers=signed(b""))
+    path = "/v1/schedules/nightly-greeting"
+    response = client.post(path, headers=signed(b"", path=path))
 
     assert response.status_code == 202
     assert client.get(f"/v1/runs/{response.json()['run_id']}").json()["input"] == {
@@ -384,9 +398,14 @@ def test_schedule_without_a_time_starts_a_run_now(client: TestClient) -> None:
     [
         ("/v1/schedules/nightly-greeting", b"", no_signature, 401),
         ("/v1/schedules/nightly-greeting", b"", stale_signature, 403),
-        ("/v1/schedules/no-such-schedule", b"", signed, 404),
-        ("/v1/schedules/nightly-greeting", json_body({"scheduled_time": "yesterday"}), signed, 400),
-        ("/v1/schedules/nightly-greeting", json_body({"scheduled_time": 17}), signed, 400),
+        ("/v1/schedules/no-such-schedule", b"", valid_signature, 404),
+        (
+            "/v1/schedules/nightly-greeting",
+            json_body({"scheduled_time": "yesterday"}),
+            valid_signature,
+            400,
+        ),
+        ("/v1/schedules/nightly-greeting", json_body({"scheduled_time": 17}), valid_signature, 400),
     ],
     ids=["unsigned", "stale", "unknown", "bad-time", "not-a-string"],
 )
@@ -396,11 +415,11 @@ def test_refused_schedule_writes_nothing(
     sqlite_queue: SQLiteTaskQueue,
     path: str,
     body: bytes,
-    headers_for: Callable[[bytes], dict[str, str]],
+    headers_for: HeadersFor,
     status: int,
 ) -> None:
     """Unauthenticated, unknown or malformed scheduled invocations start nothing."""
-    response = client.post(path, content=body, headers=headers_for(body))
+    response = client.post(path, content=body, headers=headers_for(path, body))
 
     assert response.status_code == status
     assert_nothing_written(sqlite_store, sqlite_queue)

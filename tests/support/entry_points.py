@@ -80,9 +80,20 @@ def json_body(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def signed(body: bytes, *, key: bytes = SIGNING_KEY, now: float | None = None) -> dict[str, str]:
-    """Headers carrying a signature of ``body`` (by default a valid, fresh one)."""
-    return {SIGNATURE_HEADER: sign(body, key=key, now=now), "Content-Type": "application/json"}
+def signed(
+    body: bytes,
+    *,
+    path: str,
+    method: str = "POST",
+    key: bytes = SIGNING_KEY,
+    now: float | None = None,
+) -> dict[str, str]:
+    """Headers carrying a signature of the request (by default a valid, fresh one).
+
+    Each call signs afresh (a new nonce): workers refuse a signature they have seen.
+    """
+    signature = sign(method=method, path=path, body=body, key=key, now=now)
+    return {SIGNATURE_HEADER: signature, "Content-Type": "application/json"}
 
 
 def assert_nothing_written(store: SQLiteStateStore, queue: SQLiteTaskQueue) -> None:

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from functions.http.app import RequestContextMiddleware, create_app
 from functions.http.auth import HmacVerifier
+from functions.http.callers import OpenAuthenticator
 from functions.logs import (
     LABELS_KEY,
     SPAN_ID_KEY,
@@ -151,7 +152,11 @@ def test_create_app_binds_the_trace_for_the_engine_thread(log_lines: io.StringIO
         log.warning("building the engine", extra={"run_id": "r-9"})
         raise RuntimeError("no engine")
 
-    app = create_app(engine=broken_engine, verifier=HmacVerifier(b"k" * 32))
+    app = create_app(
+        engine=broken_engine,
+        verifier=HmacVerifier(b"k" * 32),
+        authenticator=OpenAuthenticator("local"),
+    )
     with TestClient(app) as client:
         response = client.get("/v1/runs/r-9", headers={"traceparent": TRACEPARENT})
 

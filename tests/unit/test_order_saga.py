@@ -111,7 +111,12 @@ def test_declined_payment_compensates_in_reverse_order(harness: SagaHarness) -> 
     snapshot = run_saga(harness, "order", order_input(payment_token=payments.DECLINED_TOKEN))
     run = snapshot.run
     assert run.status is RunStatus.COMPENSATED
-    assert "PaymentDeclined" in (run.error or "")
+    assert run.error is not None and "PaymentDeclined" in run.error
+    assert run.error.endswith("PaymentDeclined: the payment method was declined")
+    charge = snapshot.step("charge_payment")
+    for text in (run.error, run.error_detail, charge.error, charge.error_detail):
+        assert text is not None and payments.DECLINED_TOKEN not in text
+    assert "declined for payment" in (run.error_detail or "")
     assert (
         snapshot.step("charge_payment").attempt - snapshot.step("charge_payment").budget_start <= 1
     )

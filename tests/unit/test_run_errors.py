@@ -100,8 +100,12 @@ def test_a_retried_run_that_ends_compensated_no_longer_asks_for_a_retry() -> Non
     snapshot = h.engine.runs.get(run_id)
     assert snapshot.run.status is RunStatus.COMPENSATED
     assert "relay runs retry" not in (snapshot.run.error or "")
-    reason = "step 'charge' failed after 1 attempt(s): NonRetryableStepError: card declined"
+    reason = (
+        "step 'charge' failed after 1 attempt(s): NonRetryableStepError: "
+        "details withheld; see error_detail"
+    )
     assert snapshot.run.error == reason
+    assert "card declined" in (snapshot.step("charge").error_detail or "")
     # Every compensation attempt, before and after the retry, was told the same reason.
     assert inventory.reasons == [reason] * 3
     assert snapshot.step("reserve").compensation_attempts == 3

@@ -33,6 +33,7 @@ from tooling.cli._common import (
     snapshot_view,
 )
 from tooling.cli.bundle import COMMANDS
+from tooling.cli.keys import keys
 from tooling.cli.runs import runs
 from tooling.timeline import TERMINAL_RUN_STATUSES, make_console, run_timeline
 
@@ -50,6 +51,13 @@ def main() -> None:
 
 @main.command()
 @click.option("--port", default=8080, show_default=True, help="HTTP port of the API.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the API binds; beyond loopback the run API requires credentials "
+    "(RELAY_API_AUTH).",
+)
 @click.option("--workers", default=2, show_default=True, help="Worker processes.")
 @click.option(
     "--in-process", is_flag=True, help="Run steps inside the API process (no HTTP workers)."
@@ -60,7 +68,7 @@ def main() -> None:
     default=None,
     help="Where state lives (default: RELAY_DATA_DIR or ./.relay).",
 )
-def dev(port: int, workers: int, in_process: bool, data_dir: Path | None) -> None:
+def dev(port: int, host: str, workers: int, in_process: bool, data_dir: Path | None) -> None:
     """Run the whole stack locally: HTTP API, queue dispatcher, workers, sweeper, scheduler."""
     from core.errors import EngineError
     from tooling.dev_stack import run_dev
@@ -70,6 +78,7 @@ def dev(port: int, workers: int, in_process: bool, data_dir: Path | None) -> Non
     try:
         run_dev(
             port=port,
+            host=host,
             workers=workers,
             data_dir=data_dir or load_settings().data_dir,
             in_process=in_process,
@@ -87,6 +96,12 @@ def dev(port: int, workers: int, in_process: bool, data_dir: Path | None) -> Non
 @click.option("--idempotency-key", default=None, help="The same key always names the same run.")
 @click.option("--wait", is_flag=True, help="Wait until the run ends and show its timeline.")
 @click.option("--url", default=None, help="Start through the HTTP API at this base URL.")
+@click.option(
+    "--api-key",
+    default=None,
+    help="With --url: the API key to present (relay keys create); prefer @file to keep it "
+    "out of the shell history.",
+)
 @click.option("--timeout", default=60.0, show_default=True, help="Longest --wait, in seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead.")
 def start(
@@ -96,6 +111,7 @@ def start(
     idempotency_key: str | None,
     wait: bool,
     url: str | None,
+    api_key: str | None,
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -104,7 +120,12 @@ def start(
     if url:
         from tooling.remote import RemoteRuns
 
-        with RemoteRuns(url) as remote:
+        if api_key and api_key.startswith("@"):
+            try:
+                api_key = Path(api_key[1:]).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise click.BadParameter(f"cannot read {api_key[1:]}: {exc}") from None
+        with RemoteRuns(url, api_key=api_key) as remote:
             run_id = remote.start(saga, raw_input, idempotency_key=idempotency_key)
             view = remote.wait(run_id, timeout_seconds=timeout) if wait else None
     else:
@@ -137,6 +158,7 @@ def _start_locally(saga: str, raw_input: Any, idempotency_key: str | None) -> st
     from core.errors import (
         IdempotencyKeyReusedError,
         InputValidationError,
+        InvalidIdempotencyKeyError,
         UnknownSagaError,
     )
 
@@ -147,7 +169,7 @@ def _start_locally(saga: str, raw_input: Any, idempotency_key: str | None) -> st
             fail(str(exc), code=EXIT_USAGE)
         except InputValidationError as exc:
             exit_with_field_errors(saga, exc.errors)
-        except IdempotencyKeyReusedError as exc:
+        except (IdempotencyKeyReusedError, InvalidIdempotencyKeyError) as exc:
             fail(str(exc), code=EXIT_USAGE)
     if not result.is_created:
         make_console(stderr=True).print(
@@ -210,5 +232,6 @@ def publish(*, topic: str, data_text: str, event_id: str | None, as_json: bool) 
 
 
 main.add_command(runs)
+main.add_command(keys)
 for command in COMMANDS:
     main.add_command(command)

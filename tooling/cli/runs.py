@@ -27,14 +27,12 @@ def runs() -> None:
 def list_runs(saga: str | None, statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Run headers, newest first."""
     from core.domain.status import RunStatus
-    from functions.http.views import run_header_view
+    from functions.http.views import run_list_view
 
     wanted = [RunStatus(s.upper()) for s in statuses] or None
     with local_engine() as engine:
-        headers = [
-            run_header_view(run)
-            for run in engine.runs.list(saga=saga, statuses=wanted, limit=limit)
-        ]
+        runs = engine.runs.list(saga=saga, statuses=wanted, limit=limit)
+    headers = [run_list_view(run) for run in runs]
     if as_json:
         print_json({"runs": headers})
         return
@@ -42,7 +40,8 @@ def list_runs(saga: str | None, statuses: tuple[str, ...], limit: int, as_json: 
     if not headers:
         console.print("[dim]no runs[/]")
         return
-    console.print(runs_table(headers))
+    # The operator's table shows each run's error too (the API's list entries do not).
+    console.print(runs_table([{**h, "error": r.error} for h, r in zip(headers, runs, strict=True)]))
 
 
 @runs.command("show")
@@ -78,12 +77,16 @@ def cancel_run(run_id: str) -> None:
 
 
 def _change_run(run_id: str, operation: str) -> None:
+    from core.domain.audit import AuditEntry
     from core.errors import ConcurrencyConflict, InvalidRunStateError, RunNotFoundError
 
     with local_engine() as engine:
         action = engine.runs.retry if operation == "retry" else engine.runs.cancel
+        audit = AuditEntry.of(
+            action=operation, actor=f"cli:{_user()}", source="cli", at=engine.clock.now()
+        )
         try:
-            run = action(run_id)
+            run = action(run_id, audit=audit)
         except (RunNotFoundError, InvalidRunStateError, ConcurrencyConflict) as exc:
             fail(str(exc))
     make_console().print(
@@ -91,3 +94,13 @@ def _change_run(run_id: str, operation: str) -> None:
         "a running `relay dev` on this data dir carries it on",
         highlight=False,
     )
+
+
+def _user() -> str:
+    """Who runs the command, for the audit trail (the login name; ``unknown`` if none)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from core.domain.records import Message, RunSnapshot, StateChange, StepRecord
+from core.domain.records import Message, RunRecord, RunSnapshot, StateChange, StepRecord
 from core.domain.saga import Saga
 from core.domain.status import Action, RunStatus, StepStatus
 from core.engine import planner
@@ -59,7 +59,10 @@ class CompensatePath:
         assert compensation is not None  # next_compensation_target only picks compensable steps
         if not has_attempts_left(compensation.retry, used=record.compensation_attempts_in_budget):
             outcome = AttemptOutcome(
-                is_success=False, error=record.error or "lost its lease", is_retryable=False
+                is_success=False,
+                error=record.error or "lost its lease",
+                error_detail=record.error_detail,
+                is_retryable=False,
             )
             shared.store_change(self._compensation_change(saga, snapshot, record, outcome))
             return HandleResult.ack(Outcome.EXHAUSTED, "compensation out of attempts; run FAILED")
@@ -106,18 +109,33 @@ class CompensatePath:
                 compensation.retry, failed_attempts=used, rng=shared.ports.rng
             )
             waiting = claimed.compensation_retry_scheduled(
-                now=now, retry_at=retry_at, error=outcome.error
+                now=now, retry_at=retry_at, error=outcome.error, error_detail=outcome.detail
             )
             retry = planner.compensation_message(saga, {waiting.name: waiting}, waiting.name)
             return StateChange(run.run_id, steps=(waiting,), outbox=(retry,))
-        error = CompensationFailed(
-            run_id=run.run_id,
-            step=claimed.name,
-            attempt=claimed.compensation_attempts,
-            reason=outcome.error or "?",
+        public = self._failed_error(run, claimed, outcome.error)
+        detail = self._failed_error(run, claimed, outcome.detail)
+        stuck = claimed.compensation_failed(
+            now=now,
+            error=f"compensation failed: {outcome.error}",
+            error_detail=f"compensation failed: {outcome.detail}",
         )
-        stuck = claimed.compensation_failed(now=now, error=f"compensation failed: {outcome.error}")
         log.error(
-            "compensation exhausted its retries", extra={"run_id": run.run_id, "step": claimed.name}
+            "compensation exhausted its retries: %s",
+            outcome.detail,  # redacted by SharedSteps.attempt
+            extra={"run_id": run.run_id, "step": claimed.name},
         )
-        return StateChange(run.run_id, run=run.failed(now=now, error=str(error)), steps=(stuck,))
+        failed = run.failed(now=now, error=public, error_detail=detail)
+        return StateChange(run.run_id, run=failed, steps=(stuck,))
+
+    @staticmethod
+    def _failed_error(run: RunRecord, claimed: StepRecord, reason: str | None) -> str:
+        """The run's error when ``claimed``'s compensation ran out of attempts over ``reason``."""
+        return str(
+            CompensationFailed(
+                run_id=run.run_id,
+                step=claimed.name,
+                attempt=claimed.compensation_attempts,
+                reason=reason or "?",
+            )
+        )

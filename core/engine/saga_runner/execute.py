@@ -45,15 +45,18 @@ class ExecutePath:
             return not_now
         if wait is not None:
             return self._waits.begin_wait(saga, snapshot, record, wait)
-        error = record.error
+        error, detail = record.error, record.error_detail
         if record.status is StepStatus.RUNNING:
             error = f"attempt {record.execute_attempts} lost its lease (worker crashed or overran)"
+            detail = None
         if not has_attempts_left(definition.retry, used=record.attempts_in_budget):
-            outcome = AttemptOutcome(is_success=False, error=error, is_retryable=False)
+            outcome = AttemptOutcome(
+                is_success=False, error=error, error_detail=detail, is_retryable=False
+            )
             shared.store_change(self._forward.failure_change(saga, snapshot, record, outcome, now))
             return HandleResult.ack(Outcome.EXHAUSTED, "no attempts left; compensating")
         lease_until = now + definition.timeout_seconds + shared.ports.settings.lease_grace_seconds
-        claimed = record.claimed(now=now, lease_until=lease_until, error=error)
+        claimed = record.claimed(now=now, lease_until=lease_until, error=error, error_detail=detail)
         new_run = (
             run.running(now=now) if run.status in (RunStatus.PENDING, RunStatus.WAITING) else None
         )

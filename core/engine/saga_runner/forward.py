@@ -93,17 +93,21 @@ class ForwardChanges:
             retry_at = now + backoff_delay_seconds(
                 definition.retry, failed_attempts=used, rng=self._shared.ports.rng
             )
-            pending = record.retry_scheduled(now=now, retry_at=retry_at, error=outcome.error)
+            pending = record.retry_scheduled(
+                now=now, retry_at=retry_at, error=outcome.error, error_detail=outcome.detail
+            )
             retry = planner.execute_message(saga, record, not_before=retry_at)
             return StateChange(run.run_id, steps=(pending,), outbox=(retry,))
-        failed = record.failed(now=now, error=outcome.error)
+        failed = record.failed(now=now, error=outcome.error, error_detail=outcome.detail)
         if not is_running:
             return StateChange(run.run_id, steps=(failed,))
-        error = (
-            f"step {record.name!r} failed after {record.execute_attempts} attempt(s): "
-            f"{outcome.error}"
-        )
+        why = f"step {record.name!r} failed after {record.execute_attempts} attempt(s)"
         new_run, changed, outbox = planner.begin_compensation(
-            saga, run, {**snapshot.steps, failed.name: failed}, now=now, error=error
+            saga,
+            run,
+            {**snapshot.steps, failed.name: failed},
+            now=now,
+            error=f"{why}: {outcome.error}",
+            error_detail=f"{why}: {outcome.detail}",
         )
         return StateChange(run.run_id, run=new_run, steps=(failed, *changed), outbox=tuple(outbox))

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.domain.context import StepContext
+from core.domain.errors_text import Redactor
 from core.domain.records import Message, RunRecord, RunSnapshot, StateChange, StepRecord
 from core.domain.retry_policy import RetryPolicy
 from core.domain.saga import Saga, StepFunction
@@ -120,6 +121,18 @@ class SharedSteps:
             error=reason if action is Action.COMPENSATE else None,
         )
         outcome = self.ports.executor.run(fn, ctx, timeout_seconds=timeout_seconds, retry=retry)
+        if not outcome.is_success:
+            # Before anything stores or logs it: the run's secret input values and
+            # credential-shaped text leave neither the public error nor the detail.
+            outcome = outcome.redacted(Redactor.for_values(run.input, ctx.input))
+            log.warning(
+                "%s attempt %d of step %r failed: %s",
+                action.value,
+                ctx.attempt,
+                claimed.name,
+                outcome.detail,
+                extra={"run_id": run.run_id, "step": claimed.name, "saga": saga.name},
+            )
         status = (
             "succeeded"
             if outcome.is_success

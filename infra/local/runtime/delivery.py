@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -223,7 +224,9 @@ class HttpDelivery:
         if url is None:
             return DeliveryOutcome(OutcomeKind.FAILED, "no worker is available")
         body = json.dumps(message.to_json(), separators=(",", ":")).encode()
-        headers = {"content-type": "application/json", SIGNATURE_HEADER: sign(body, key=self._key)}
+        # Signed afresh for every attempt: a worker refuses a signature it has seen.
+        signature = sign(method="POST", path=_request_target(url), body=body, key=self._key)
+        headers = {"content-type": "application/json", SIGNATURE_HEADER: signature}
         try:
             async with self._client().post(url, data=body, headers=headers) as response:
                 answer = WorkerAnswer(
@@ -255,6 +258,12 @@ class HttpDelivery:
                 return url
         # Every worker refused recently: try one anyway; the backoff paces the retries.
         return urls[start % len(urls)]
+
+
+def _request_target(url: str) -> str:
+    """The path and query of ``url``, as the worker sees them (what the signature covers)."""
+    parts = urlsplit(url)
+    return f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,20 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from core.ports.api_keys import ApiKeyStore
 from core.ports.io_manager import IOManager
 from core.ports.task_queue import PullQueue
 from infra.aws.dynamodb import DynamoDBStateStore, create_table
+from infra.aws.dynamodb_api_keys import DynamoDBApiKeyStore
 from infra.aws.s3_io import S3IOManager
 from infra.aws.sqs import SqsTaskQueue, create_queue
 from tests.support.aws import AwsClients, aws_clients, delete_bucket, moto_endpoint, unique_name
 from tests.support.backends.registry import (
     StoreAndQueue,
+    api_key_store_backend,
     io_manager_backend,
     real_time_pull_queue_backend,
     state_store_backend,
 )
 
-__all__ = ["aws_clients", "dynamodb_store", "moto_endpoint", "s3_io", "sqs_queue"]
+__all__ = [
+    "aws_clients",
+    "dynamodb_keys",
+    "dynamodb_store",
+    "moto_endpoint",
+    "s3_io",
+    "sqs_queue",
+]
 
 
 @state_store_backend
@@ -33,6 +43,14 @@ def dynamodb_store(aws_clients: AwsClients) -> Iterator[StoreAndQueue]:
     yield StoreAndQueue(
         store=DynamoDBStateStore(aws_clients.dynamodb, table_name=name), outbox_queue=None
     )
+    aws_clients.dynamodb.delete_table(TableName=name)
+
+
+@api_key_store_backend
+def dynamodb_keys(aws_clients: AwsClients) -> Iterator[ApiKeyStore]:
+    name = unique_name("relay-keys")
+    create_table(aws_clients.dynamodb, table_name=name)
+    yield DynamoDBApiKeyStore(aws_clients.dynamodb, table_name=name)
     aws_clients.dynamodb.delete_table(TableName=name)
 
 

@@ -15,6 +15,7 @@ uses them with ``from tests.support.backends.fixtures import *`` in its conftest
   queue its outbox lands on when the store delivers its own outbox (else None).
 * ``@pull_queue_backend`` fixtures return a ``PullQueue``.
 * ``@io_manager_backend`` fixtures return an ``IOManager``.
+* ``@api_key_store_backend`` fixtures return an ``ApiKeyStore``.
 
 Every fixture takes the shared ``clock`` so that "now" in a test and the enqueue time an
 adapter stamps agree, and cleans up after itself (``filterwarnings = error`` turns an
@@ -32,23 +33,28 @@ import pytest
 from core.domain.saga import Saga
 from core.engine.saga_runner import RunnerSettings
 from core.faults import FaultPlan
+from core.ports.api_keys import ApiKeyStore
 from core.ports.clock import FixedClock
 from core.ports.io_manager import IOManager
 from core.ports.state_store import StateStore
 from core.ports.task_queue import PullQueue
 from core.testing import DEFAULT_SETTINGS, SagaHarness
 from infra.local.fs_io_manager import FilesystemIOManager
+from infra.local.sqlite_api_keys import SQLiteApiKeyStore
 from infra.local.sqlite_db import SQLiteDatabase
 from infra.local.sqlite_queue import SQLiteTaskQueue
 from infra.local.sqlite_store import SQLiteStateStore
+from infra.memory.api_keys import MemoryApiKeyStore
 from infra.memory.io_manager import MemoryIOManager
 from infra.memory.state_store import MemoryStateStore
 from infra.memory.task_queue import MemoryTaskQueue
 from tests.support.backends.registry import (
+    API_KEY_STORE_BACKENDS,
     IO_MANAGER_BACKENDS,
     PULL_QUEUE_BACKENDS,
     STATE_STORE_BACKENDS,
     StoreAndQueue,
+    api_key_store_backend,
     io_manager_backend,
     pull_queue_backend,
     state_store_backend,
@@ -109,6 +115,19 @@ def memory_io(clock: FixedClock) -> IOManager:
 @io_manager_backend
 def filesystem_io(tmp_path: Path) -> IOManager:
     return FilesystemIOManager(tmp_path / "results")
+
+
+# --- API key stores ---------------------------------------------------------------------
+
+
+@api_key_store_backend
+def memory_keys() -> ApiKeyStore:
+    return MemoryApiKeyStore()
+
+
+@api_key_store_backend
+def sqlite_keys(sqlite_database: SQLiteDatabase) -> ApiKeyStore:
+    return SQLiteApiKeyStore(sqlite_database)
 
 
 # --- cloud backends: one module each; importing them registers their fixtures ----------
@@ -190,6 +209,13 @@ def outbox_queue(store_and_queue: StoreAndQueue, request: pytest.FixtureRequest)
 def pull_queue(request: pytest.FixtureRequest) -> PullQueue:
     """Each registered pull queue."""
     result: PullQueue = request.getfixturevalue(request.param)
+    return result
+
+
+@pytest.fixture(params=API_KEY_STORE_BACKENDS, ids=_backend_id)
+def api_key_store(request: pytest.FixtureRequest) -> ApiKeyStore:
+    """Each registered API key store."""
+    result: ApiKeyStore = request.getfixturevalue(request.param)
     return result
 
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from core.ports.api_keys import ApiKeyStore
 from core.ports.clock import FixedClock
 from core.ports.io_manager import IOManager
 from infra.gcp.cloud_tasks import CloudTasksQueue
 from infra.gcp.firestore import FirestoreStateStore
+from infra.gcp.firestore_api_keys import FirestoreApiKeyStore
 from infra.gcp.gcs_io import GcsIOManager
 from infra.local.runtime.supervisor import free_port
 from tests.support.backends.push import PushQueueUnderTest, PushReceiver, push_receiver
 from tests.support.backends.registry import (
     StoreAndQueue,
+    api_key_store_backend,
     io_manager_backend,
     push_queue_backend,
     state_store_backend,
@@ -34,6 +37,7 @@ from tests.support.gcp import (
 __all__ = [
     "cloud_tasks_queue",
     "firestore_emulator",
+    "firestore_keys",
     "firestore_store",
     "gcs_io",
     "push_receiver",
@@ -49,6 +53,13 @@ def firestore_store(
     client = firestore_emulator.client()
     store = FirestoreStateStore(client, collection=firestore_emulator.unique_collection())
     yield StoreAndQueue(store=store, outbox_queue=None)
+    client.close()
+
+
+@api_key_store_backend
+def firestore_keys(firestore_emulator: FirestoreEmulator) -> Iterator[ApiKeyStore]:
+    client = firestore_emulator.client()
+    yield FirestoreApiKeyStore(client, collection=firestore_emulator.unique_collection())
     client.close()
 
 

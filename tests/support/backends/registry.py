@@ -23,6 +23,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 STATE_STORE_BACKENDS: list[str] = []
 PULL_QUEUE_BACKENDS: list[str] = []
 IO_MANAGER_BACKENDS: list[str] = []
+API_KEY_STORE_BACKENDS: list[str] = []
+"""API key stores (``core/ports/api_keys.py``): fixtures return an ``ApiKeyStore``."""
 PUSH_QUEUE_BACKENDS: list[str] = []
 """Push queues (Cloud Tasks): fixtures return a ``push.PushQueueUnderTest``."""
 REAL_TIME_PULL_QUEUES: set[str] = set()
@@ -42,6 +44,7 @@ state_store_backend = _registrar(STATE_STORE_BACKENDS)
 pull_queue_backend = _registrar(PULL_QUEUE_BACKENDS)
 io_manager_backend = _registrar(IO_MANAGER_BACKENDS)
 push_queue_backend = _registrar(PUSH_QUEUE_BACKENDS)
+api_key_store_backend = _registrar(API_KEY_STORE_BACKENDS)
 
 
 def real_time_pull_queue_backend(fixture_function: F) -> F:
