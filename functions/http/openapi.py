@@ -31,8 +31,6 @@ OPENAPI_PATH: Final = "/openapi.json"
 PUBLIC_API: Final = "api"
 WORKER: Final = "worker"
 ADMIN: Final = "admin"
-IDEMPOTENCY_KEY_MAX_LENGTH: Final = 200
-"""Issue 10: printable ASCII, 1 to 200 characters (``request_parsing.idempotency_key``)."""
 
 _ERRORS: Final[Mapping[int, str]] = {
     400: "malformed request: JSON, a header (named in `header`) or the body's shape",
@@ -64,12 +62,18 @@ _SECURITY_SCHEMES: Final[Mapping[str, Mapping[str, str]]] = {
                   "(RELAY_API_AUTH=jwt)."},
     "relayApiKey": {"type": "http", "scheme": "bearer", "bearerFormat": "rk_<key_id>_<secret>",
                     "description": "An API key from `relay keys create --grant "
-                    "saga:start,read` (RELAY_API_AUTH=api_key)."},
+                    "saga:start,read` (RELAY_API_AUTH=api_key), as a bearer token."},
+    "relayApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Api-Key",
+                          "description": "The same API key in its own header."},
 }  # fmt: skip
 # Either credential may call the run API. Where the platform authenticates the caller
 # (Cloud Run IAM, an API Gateway authorizer), `relay dev` on loopback or RELAY_API_AUTH=public,
 # the app asks for none: see the README's Security section.
-_RUN_API_SECURITY: Final[list[dict[str, list[str]]]] = [{"callerJwt": []}, {"relayApiKey": []}]
+_RUN_API_SECURITY: Final[list[dict[str, list[str]]]] = [
+    {"callerJwt": []},
+    {"relayApiKey": []},
+    {"relayApiKeyHeader": []},
+]
 _DELIVERY_SECURITY: Final[list[dict[str, list[str]]]] = [{"relaySignature": []}, {"googleOidc": []}]
 
 
@@ -131,7 +135,9 @@ def build_document(sagas: Iterable[Saga], *, include: Iterable[str]) -> dict[str
             "title": "Relay",
             "version": _version(),
             "description": "Start and read saga runs; deliveries from queues, events and "
-            'schedulers. Errors are `{"error": code, "message": text, ...}`.',
+            'schedulers. Errors are `{"error": code, "message": text, ...}`. Bodies are '
+            "strict JSON (`application/json`): no NaN or Infinity, no repeated key, at most 64 "
+            "levels deep, integers within 64 bits.",
         },
         "paths": paths,
         "components": {
@@ -237,6 +243,7 @@ def _body(schema: Mapping[str, Any], *, is_required: bool) -> dict[str, Any]:
 
 def _start(refs: _Refs, saga: Saga | None) -> dict[str, Any]:
     """``POST /v1/sagas/<name>/runs`` for one saga, or the templated path when None."""
+    from core.domain.run_ids import MAX_CLIENT_KEY_LENGTH
     from functions.http.schemas import StartedRun, any_json
 
     key = {
@@ -247,7 +254,7 @@ def _start(refs: _Refs, saga: Saga | None) -> dict[str, Any]:
         "schema": {
             "type": "string",
             "minLength": 1,
-            "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
+            "maxLength": MAX_CLIENT_KEY_LENGTH,
             # No leading or trailing blank: HTTP strips them from header values.
             "pattern": r"^[!-~]([ -~]*[!-~])?$",
         },

@@ -62,8 +62,7 @@ class StepView(_Body):
     started_at: Timestamp | None
     finished_at: Timestamp | None
     error: str | None = Field(description="public, sanitised: '<code>: <message>'")
-    # Issue 10: the full (redacted) text for readers. Optional until every host has it.
-    error_detail: str | None = None
+    error_detail: str | None = Field(description="the full text, secrets redacted (readers)")
 
 
 class AuditEntry(_Body):
@@ -76,16 +75,18 @@ class AuditEntry(_Body):
 
 
 class RunView(RunHeader):
-    """``GET /v1/runs/{run_id}`` (and retry/cancel answers): the run with its steps."""
+    """``GET /v1/runs/{run_id}`` (and retry/cancel answers): the run with its steps.
+
+    Only for callers who may read the saga (a run they may not read is a 404).
+    """
 
     input: JsonValue
     output: JsonValue
     error: str | None = Field(description="public, sanitised: '<code>: <message>'")
+    error_detail: str | None = Field(description="the full text, secrets redacted (readers)")
     compensation_reason: str | None
+    audit: list[AuditEntry] = Field(description="operator actions (retry, cancel), oldest first")
     steps: list[StepView]
-    # Issue 10 (errors and apiauth): optional in the schema until every host sends them.
-    error_detail: str | None = None
-    audit: list[AuditEntry] = Field(default_factory=list)
 
 
 class Health(_Body):

@@ -8,7 +8,6 @@ what the suite sent and found, for the summary line ``make test`` prints.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import secrets
@@ -32,6 +31,11 @@ from tests.fuzz.fuzz_sagas import SAGA_MODULES, SAGA_NAMES
 from tests.support.processes import ServerProcess, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
+LONE_SURROGATE = (
+    "issue 10, open (request parsing, the signing branch's area): a lone surrogate such as "
+    "\\ud800 is valid JSON but no UTF-8; the SQLite insert raises UnicodeEncodeError (500)"
+)
+"""The reason of the strict xfails this bug marks, until strict JSON parsing refuses it."""
 TERMINAL = frozenset({"COMPLETED", "COMPENSATED", "FAILED", "CANCELLED"})
 SIGNED_ROUTES = ("/v1/steps", "/v1/events", "/v1/schedules/", "/v1/sweep")
 """Path prefixes of the signed delivery routes (retry and cancel: see ``is_signed``)."""
@@ -153,20 +157,13 @@ class FuzzStack:
         return httpx.Client(base_url=self.url, timeout=30, event_hooks=hooks, **kwargs)
 
     def sign(self, method: str, path: str, body: bytes, *, now: float | None = None) -> str:
-        """A valid ``X-Relay-Signature`` for this request, in the scheme the code speaks."""
+        """A valid ``X-Relay-Signature`` for this request (a new nonce each time)."""
         return signature(method=method, path=path, body=body, key=self.key, now=now)
 
 
 def signature(*, method: str, path: str, body: bytes, key: bytes, now: float | None) -> str:
-    """Sign with ``core.signing.sign``: scheme v2 (method, path, nonce) once it has landed.
-
-    Issue 10 replaces ``sign(body, key=, now=)`` (v1: timestamp and body only) with
-    ``sign(method=, path=, body=, key=, now=, nonce=None)``; the suite runs on both.
-    """
-    sign: Any = signing.sign
-    if "method" in inspect.signature(sign).parameters:
-        return str(sign(method=method, path=path, body=body, key=key, now=now))
-    return str(sign(body, key=key, now=now))
+    """A fresh ``X-Relay-Signature`` (scheme v2: method, path, time, nonce, body)."""
+    return signing.sign(method=method, path=path, body=body, key=key, now=now)
 
 
 def start_stack(tmp_path: Path) -> FuzzStack:

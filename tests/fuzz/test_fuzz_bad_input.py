@@ -16,7 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fuzz.stack import FuzzStack, check_outcome, json_of, raw_request, start_stack
+from tests.fuzz.stack import (
+    LONE_SURROGATE,
+    FuzzStack,
+    check_outcome,
+    json_of,
+    raw_request,
+    start_stack,
+)
 
 FREE = "/v1/sagas/fuzz-free/runs"
 """A saga that takes any JSON: what gets refused here is refused by the HTTP layer."""
@@ -24,14 +31,6 @@ ORDER = "/v1/sagas/fuzz-order/runs"
 """A saga with a strict input model."""
 JSON = {"Content-Type": "application/json"}
 MIB = 1024 * 1024
-
-SIGNING = "issue 10: fixed by the signing branch"
-ERRORS = "issue 10: fixed by the errors branch"
-APIAUTH = "issue 10: fixed by the apiauth branch"
-
-
-def xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
 
 
 @pytest.fixture(scope="module")
@@ -79,19 +78,16 @@ BODIES = [
     pytest.param(FREE, b'{"a": 1', JSON, {400}, id="truncated"),
     pytest.param(ORDER, b"null", JSON, {422}, id="null-for-a-model"),
     pytest.param(ORDER, b'{"customer": "\\u0000", "items": []}', JSON, {422}, id="NUL-model-422"),
-    pytest.param(FREE, b'{"a": 1, "a": 2}', JSON, {400}, id="duplicate-keys", marks=xfail(SIGNING)),
-    pytest.param(
-        FREE, b"{}", {"Content-Type": "text/plain"}, {415}, id="text-plain", marks=xfail(SIGNING)
-    ),
+    pytest.param(FREE, b'{"a": 1, "a": 2}', JSON, {400}, id="duplicate-keys"),
+    pytest.param(FREE, b"{}", {"Content-Type": "text/plain"}, {415}, id="text-plain"),
     pytest.param(
         FREE,
         b"a=1",
         {"Content-Type": "application/x-www-form-urlencoded"},
         {415},
         id="form-encoded",
-        marks=xfail(SIGNING),
     ),
-    pytest.param(FREE, b"{}", {}, {415}, id="no-content-type", marks=xfail(SIGNING)),
+    pytest.param(FREE, b"{}", {}, {415}, id="no-content-type"),
 ]
 
 
@@ -139,14 +135,15 @@ UNSTORABLE = [
     # (GET /v1/runs, for every caller) answers 500, since JSON has no Infinity.
     pytest.param(b'{"x": 1e999}', id="float-overflow-poisons-the-list"),
     # A lone surrogate is valid JSON but no UTF-8: the SQLite insert raises (500).
-    pytest.param(b'{"a": "\\ud800"}', id="lone-surrogate"),
+    pytest.param(
+        b'{"a": "\\ud800"}',
+        id="lone-surrogate",
+        marks=pytest.mark.xfail(strict=True, reason=LONE_SURROGATE),
+    ),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True, reason=SIGNING + " (strict JSON: no non-finite float, no lone surrogate)"
-)
 @pytest.mark.parametrize("body", UNSTORABLE)
 def test_json_that_cannot_be_stored_or_answered_is_refused(tmp_path: Path, body: bytes) -> None:
     """Values JSON can parse but not store or send back are a 400 (on a stack of its own)."""
@@ -169,7 +166,7 @@ KEYS = [
     pytest.param([b"a\x01b"], {400}, id="control-char"),
     pytest.param([b"a\tb"], {400}, id="tab"),
     pytest.param([b"one", b"two"], {400}, id="two-headers"),
-    pytest.param([b"k" * 201], {400}, id="201-chars", marks=xfail(ERRORS)),
+    pytest.param([b"k" * 201], {400}, id="201-chars"),
 ]
 
 
@@ -253,11 +250,9 @@ PATHS = [
     pytest.param("POST", b"/v1/sagas/%F0%9F%99%82/runs", {404}, id="emoji-saga"),
     pytest.param("POST", b"/v1/sagas/fuzz-free/runs/%2e%2e", {404, 405}, id="dot-dot-after"),
     pytest.param("POST", b"/v1/sagas/../runs", {404}, id="raw-dot-dot-saga"),
-    pytest.param("GET", b"/v1/runs/", {404}, id="trailing-slash-get", marks=xfail(SIGNING)),
-    pytest.param(
-        "POST", FREE.encode() + b"/", {404}, id="trailing-slash-post", marks=xfail(SIGNING)
-    ),
-    pytest.param("POST", b"/v1/steps/", {404}, id="trailing-slash-signed", marks=xfail(SIGNING)),
+    pytest.param("GET", b"/v1/runs/", {404}, id="trailing-slash-get"),
+    pytest.param("POST", FREE.encode() + b"/", {404}, id="trailing-slash-post"),
+    pytest.param("POST", b"/v1/steps/", {404}, id="trailing-slash-signed"),
     pytest.param("DELETE", b"/v1/runs", {405}, id="wrong-method"),
     pytest.param("GET", b"*", {400, 404}, id="asterisk-form"),
 ]
@@ -277,7 +272,6 @@ def test_path_tricks_are_refused_without_writes(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=SIGNING)
 def test_no_redirect_echoes_the_request_host(quiet: FuzzStack) -> None:
     """A trailing slash is a 404, never a redirect to the Host the request named."""
     head = b"GET /v1/runs/ HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
@@ -323,7 +317,6 @@ def test_bad_query_values_are_refused(quiet: FuzzStack, query: str, expected: se
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=APIAUTH)
 def test_list_entries_carry_no_input_output_or_error(client: httpx.Client) -> None:
     """List entries are headers only: run_id, saga, status, created_at, updated_at."""
     client.post(FREE, json={"payment_token": "tok_secret"})

@@ -23,10 +23,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fuzz.stack import TALLY, TERMINAL, FuzzStack, check_outcome, json_of, signature
+from tests.fuzz.stack import (
+    LONE_SURROGATE,
+    TALLY,
+    TERMINAL,
+    FuzzStack,
+    check_outcome,
+    json_of,
+    signature,
+)
 
-SIGNING = "issue 10: fixed by the signing branch"
-ERRORS = "issue 10: fixed by the errors branch"
 HEADER = b"X-Relay-Signature"
 NEXT_NEW_YEAR = "2027-01-01T03:00:00Z"
 """A time of the fuzz-nightly schedule (``0 3 1 1 *``)."""
@@ -89,27 +95,28 @@ def _now() -> bytes:
 
 
 FORGERIES: dict[str, tuple[Forgery, str | None]] = {
+    # name: (forgery, None or the reason of a strict xfail naming the branch that fixes it)
     "missing": (lambda s, p, b: [], None),
     "empty": (lambda s, p, b: [b""], None),
     "garbage": (lambda s, p, b: [b"garbage"], None),
     "no-digest": (lambda s, p, b: [b"t=" + _now()], None),
     "non-numeric-t": (lambda s, p, b: [b"t=abc,n=x,v1=00,v2=00"], None),
-    "superscript-t": (lambda s, p, b: [b"t=\xb2,n=x,v1=00,v2=00"], SIGNING),
+    "superscript-t": (lambda s, p, b: [b"t=\xb2,n=x,v1=00,v2=00"], None),
     "non-ascii-digest": (
         lambda s, p, b: [b"t=" + _now() + b",n=x,v1=" + b"\xe9" * 64 + b",v2=" + b"\xe9" * 64],
-        SIGNING,
+        None,
     ),
     "huge": (lambda s, p, b: [b"t=" + _now() + b",v1=" + b"a" * 8000], None),
     "wrong-key": (lambda s, p, b: [_sign(s, p, b, key=b"not-the-key")], None),
     "stale-1h": (lambda s, p, b: [_sign(s, p, b, now=time.time() - 3600)], None),
-    "future-30s": (lambda s, p, b: [_sign(s, p, b, now=time.time() + 30)], SIGNING),
+    "future-30s": (lambda s, p, b: [_sign(s, p, b, now=time.time() + 30)], None),
     "other-body": (lambda s, p, b: [_sign(s, p, b'{"other": 1}')], None),
     "other-route": (
-        lambda s, p, b: [_sign(s, p, b, path="/v1/steps" if p != "/v1/steps" else "/v1/sweep")],
-        SIGNING,
+        lambda s, p, b: [_sign(s, "/v1/steps" if p != "/v1/steps" else "/v1/sweep", b)],
+        None,
     ),
-    "other-method": (lambda s, p, b: [_sign(s, p, b, method="GET")], SIGNING),
-    "scheme-v1": (_v1, SIGNING),
+    "other-method": (lambda s, p, b: [_sign(s, p, b, method="GET")], None),
+    "scheme-v1": (_v1, None),
 }
 
 
@@ -147,7 +154,6 @@ def test_forged_signature_is_refused_without_writes(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=SIGNING + " (nonce cache)")
 @pytest.mark.parametrize("route_name", ROUTES)
 def test_replayed_signature_is_refused_without_writes(
     quiet: FuzzStack, client: httpx.Client, done_run: str, route_name: str
@@ -186,7 +192,6 @@ def test_valid_signature_is_accepted(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=ERRORS + " (separate key spaces)")
 def test_client_key_cannot_occupy_the_run_of_a_schedule(
     quiet: FuzzStack, client: httpx.Client
 ) -> None:
@@ -209,7 +214,6 @@ def test_client_key_cannot_occupy_the_run_of_a_schedule(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=ERRORS + " (separate key spaces)")
 def test_client_key_cannot_occupy_the_run_of_an_event(
     quiet: FuzzStack, client: httpx.Client
 ) -> None:
@@ -267,13 +271,19 @@ JUNK: list[tuple[str, bytes]] = [
     ("pubsub-NaN", _pubsub(b"NaN", messageId="m2")),
     ("pubsub-bad-types", _pubsub(b"{}", messageId=7, attributes={"topic": 1})),
     ("pubsub-not-base64", b'{"message": {"data": "%%%not-base64"}}'),
+    ("surrogate-data", b'{"topic": "fuzz.s", "id": "s1", "data": "\\ud800"}'),
+    (
+        "pubsub-surrogate",
+        _pubsub(b'{"a": "\\ud800"}', messageId="m3", attributes={"topic": "fuzz.s"}),
+    ),
 ]
 
 
-KNOWN_JUNK_FAILURES = {
-    # 1e999 parses as inf: the sweep runs with it and its report cannot be sent (500).
-    ("sweep", "sweep-inf"): SIGNING + " (strict JSON: no non-finite float)",
+KNOWN_JUNK_FAILURES: dict[tuple[str, str], str] = {
+    ("events", "surrogate-data"): LONE_SURROGATE,
+    ("events", "pubsub-surrogate"): LONE_SURROGATE,
 }
+"""(route, junk) pairs that fail for a known reason: a strict xfail naming who fixes it."""
 
 
 def _junk_cases() -> list[Any]:

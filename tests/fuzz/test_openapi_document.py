@@ -23,6 +23,7 @@ from functions.bundle import SAGA_MODULES
 from functions.http import openapi
 from functions.http.app import ADMIN, ALL_ROUTES, PUBLIC_API, WORKER, create_app
 from functions.http.auth import HmacVerifier
+from functions.http.callers import OpenAuthenticator
 from functions.http.openapi import OPENAPI_PATH, build_document
 from functions.http.schemas import RunHeader, RunView
 from functions.http.views import run_header_view, run_view
@@ -32,6 +33,7 @@ from tests.fuzz import fuzz_sagas
 from tests.support.entry_points import TestClient
 
 FUZZ_SAGAS = (fuzz_sagas.order, fuzz_sagas.free, fuzz_sagas.nightly)
+OPEN = OpenAuthenticator("local")
 
 
 @pytest.fixture
@@ -61,7 +63,9 @@ def test_document_names_every_route_the_app_serves_and_no_other(
     engine: Engine, include: frozenset[str]
 ) -> None:
     """Each served route (templated) is a path of the document with the same methods."""
-    app = create_app(engine=lambda: engine, verifier=HmacVerifier(b"k"), include=include)
+    app = create_app(
+        engine=lambda: engine, verifier=HmacVerifier(b"k"), authenticator=OPEN, include=include
+    )
     served = {
         (route.path, method.lower())
         for route in app.routes
@@ -93,7 +97,9 @@ def test_openapi_json_is_built_on_first_request_and_cached(engine: Engine) -> No
         calls.append(1)
         return engine
 
-    app = create_app(engine=factory, verifier=HmacVerifier(b"k"), include=ALL_ROUTES)
+    app = create_app(
+        engine=factory, verifier=HmacVerifier(b"k"), authenticator=OPEN, include=ALL_ROUTES
+    )
     with TestClient(app) as client:
         assert client.get("/healthz").status_code == 200
         assert calls == []
