@@ -15,6 +15,7 @@ import pytest
 from openapi_spec_validator import validate  # locked in requirements-dev.txt (via moto)
 from starlette.routing import Route
 
+from core.domain.audit import AuditEntry
 from core.domain.records import RunRecord, RunSnapshot, StepRecord
 from core.domain.status import RunStatus, StepStatus
 from core.engine.engine import Engine
@@ -25,8 +26,9 @@ from functions.http.app import ADMIN, ALL_ROUTES, PUBLIC_API, WORKER, create_app
 from functions.http.auth import HmacVerifier
 from functions.http.callers import OpenAuthenticator
 from functions.http.openapi import OPENAPI_PATH, build_document
-from functions.http.schemas import RunHeader, RunView
-from functions.http.views import run_header_view, run_view
+from functions.http.schemas import AuditEntry as AuditEntryModel
+from functions.http.schemas import RunHeader, RunView, StepView
+from functions.http.views import run_list_view, run_view
 from infra.memory.state_store import MemoryStateStore
 from infra.memory.task_queue import MemoryTaskQueue
 from tests.fuzz import fuzz_sagas
@@ -122,7 +124,7 @@ def test_importing_the_app_builds_no_model() -> None:
 
 
 def test_views_validate_against_the_documented_models() -> None:
-    """What views.py sends for a run (and a list entry) fits RunView and RunHeader."""
+    """What views.py sends for a run, its steps and a list entry are the documented models."""
     run = RunRecord(
         run_id="r-1",  # type: ignore[arg-type]
         saga="fuzz-order",
@@ -132,6 +134,7 @@ def test_views_validate_against_the_documented_models() -> None:
         created_at=1.5,
         updated_at=2.25,
         error="StepError: failed",
+        audit=(AuditEntry(action="retry", actor="hmac:local", source="127.0.0.1", at=3.0),),
     )
     steps = {
         "reserve": StepRecord(run_id=run.run_id, name="reserve", status=StepStatus.FAILED),  # type: ignore[arg-type]
@@ -147,4 +150,9 @@ def test_views_validate_against_the_documented_models() -> None:
     }
     view = run_view(RunSnapshot(run=run, steps=steps), ["reserve", "charge"])  # type: ignore[arg-type]
     RunView.model_validate(view)
-    RunHeader.model_validate(run_header_view(run))
+    RunHeader.model_validate(run_list_view(run))
+    # Field for field: a key added to a view (or a model) without the other is caught here.
+    assert set(view) == set(RunView.model_fields)
+    assert {key for step in view["steps"] for key in step} == set(StepView.model_fields)
+    assert set(run_list_view(run)) == set(RunHeader.model_fields)
+    assert set(view["audit"][0]) == set(AuditEntryModel.model_fields)
