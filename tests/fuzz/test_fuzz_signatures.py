@@ -25,6 +25,7 @@ import pytest
 
 from tests.fuzz.stack import (
     LONE_SURROGATE,
+    SCHEDULE_TIME_RANGE,
     TALLY,
     TERMINAL,
     FuzzStack,
@@ -319,3 +320,33 @@ def test_signed_junk_is_refused_without_writes(
     dead_letter = status == 200 and json_of(answer).get("status") == "dead_lettered"
     harmless = (route_name, status) in {("sweep", 200), ("schedules", 202), ("events", 202)}
     assert 400 <= status < 500 or dead_letter or harmless
+
+
+SCHEDULE_TIMES = [
+    pytest.param(b"", "0001-01-01T00:00:00.0+01:01", id="header-before-year-1"),
+    pytest.param(b'{"scheduled_time": "0001-01-01T00:00:00+01:00"}', None, id="body-before-year-1"),
+    pytest.param(b'{"scheduled_time": "9999-12-31T23:59:59-01:00"}', None, id="body-after-9999"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=SCHEDULE_TIME_RANGE)
+@pytest.mark.parametrize(("body", "header"), SCHEDULE_TIMES)
+def test_scheduled_time_out_of_range_is_refused(
+    quiet: FuzzStack, client: httpx.Client, body: bytes, header: str | None
+) -> None:
+    """A scheduled time that leaves datetime's range in UTC is a 400, not a 500."""
+    path = "/v1/schedules/fuzz-nightly"
+    headers = {
+        "Content-Type": "application/json",
+        "X-Relay-Signature": quiet.sign("POST", path, body),
+    }
+    if header is not None:
+        headers["X-CloudScheduler-ScheduleTime"] = header
+
+    def send() -> tuple[int, bytes]:
+        response = client.post(path, content=body, headers=headers)
+        return response.status_code, response.content
+
+    status, _ = check_outcome(quiet, send)
+    assert status == 400
