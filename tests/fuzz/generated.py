@@ -7,7 +7,8 @@ builds one operation's strategy and runs it under its own Hypothesis settings he
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,6 +39,33 @@ CHECKS = [
     response_schema_conformance,
 ]
 MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+
+
+def schedule_time_out_of_range(case: Any) -> bool:
+    """A scheduled time that leaves datetime's range once in UTC (``SCHEDULE_TIME_RANGE``)."""
+    if not case.operation.path.startswith("/v1/schedules/"):
+        return False
+    texts = [(case.headers or {}).get("X-CloudScheduler-ScheduleTime")]
+    if isinstance(case.body, dict):
+        texts.append(case.body.get("scheduled_time"))
+    for text in texts:
+        if not isinstance(text, str):
+            continue
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            continue
+        try:
+            moment.replace(tzinfo=moment.tzinfo or UTC).astimezone(UTC)
+            datetime.fromtimestamp(moment.timestamp(), tz=UTC)
+        except (OverflowError, ValueError, OSError):
+            return True
+    return False
+
+
+KNOWN_BUGS: list[Callable[[Any], bool]] = [schedule_time_out_of_range]
+"""Generated requests that meet a bug another helper owns are not sent (each has a strict
+xfail of its own that reproduces it); delete an entry once its xfail passes."""
 
 
 class Signer(requests.auth.AuthBase):
@@ -113,6 +141,8 @@ def fuzz_operation(
     )
     @hypothesis.given(case=operation.as_strategy(generation_mode=mode, **fixed))
     def call_and_check(case: Any) -> None:
+        if any(is_known(case) for is_known in KNOWN_BUGS):
+            hypothesis.reject()
         call_and_validate(case, session, db)
 
     try:
