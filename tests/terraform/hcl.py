@@ -35,6 +35,7 @@ API (stable; the consistency tests build on it)::
     run_checkov(path: Path, variables=None) -> CheckovResult   # offline; cached per content
     checkov_skips(path: Path) -> list[CheckovSkip]        # inline `checkov:skip=ID:reason`s
     run_terraform_fmt_check(path: Path) -> tuple[bool, str]   # (ok, diff / error text)
+    variable_errors(module, values, workdir) -> str       # "" or Terraform's validation errors
     tool_python(name) -> Path                             # "hcl2" | "checkov" | "terraform"
     tool_executable(name, executable) -> Path
 
@@ -616,6 +617,43 @@ def run_terraform_fmt_check(path: Path) -> tuple[bool, str]:
     if proc.returncode == 126 or "exec format error" in proc.stderr.lower():
         raise ToolError(f"{terraform} cannot run on this machine: {proc.stderr}")
     return False, (proc.stdout + proc.stderr).strip()
+
+
+# --- variable validation ----------------------------------------------------------------------
+
+
+def variable_errors(module: Path, values: Mapping[str, Any], workdir: Path) -> str:
+    """What Terraform (1.0.3, offline) says of ``values`` for the module's variables.
+
+    The declarations of the named variables (their ``validation`` blocks included) are
+    copied from the module's ``variables.tf`` into a root of their own in ``workdir`` and
+    applied with the values: no provider is needed. Returns "" when Terraform accepts them.
+    """
+    terraform = tool_executable("terraform", "terraform")
+    text = (module / "variables.tf").read_text(encoding="utf-8")
+    blocks_ = []
+    for name in values:
+        match = re.search(rf'^variable "{name}" \{{\n.*?^\}}\n', text, re.MULTILINE | re.DOTALL)
+        if match is None:
+            raise ValueError(f"{module}/variables.tf declares no variable {name!r}")
+        blocks_.append(match[0])
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "main.tf").write_text("\n".join(blocks_), encoding="utf-8")
+    (workdir / "terraform.tfvars.json").write_text(json.dumps(dict(values)), encoding="utf-8")
+    env = _tool_env(
+        TF_DATA_DIR=str(workdir / ".terraform"), TF_IN_AUTOMATION="1", CHECKPOINT_DISABLE="1"
+    )
+    command = [str(terraform), "apply", "-auto-approve", "-input=false", "-no-color"]
+    proc = subprocess.run(
+        [*command, f"-state={workdir / 'terraform.tfstate'}"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=FMT_TIMEOUT_S,
+        check=False,
+    )
+    return "" if proc.returncode == 0 else proc.stdout + proc.stderr
 
 
 # --- inline checkov skips ---------------------------------------------------------------------

@@ -38,6 +38,7 @@ from tests.terraform.hcl import (
     run_terraform_fmt_check,
     terraform_blocks,
     unwrap,
+    variable_errors,
     variables,
 )
 from tests.terraform.manifests import bundle_manifest, undeclared_issue10_variables
@@ -422,7 +423,9 @@ def test_the_run_api_is_private_unless_public_api_is_set(
     public = members["public_invoker"]
     assert unwrap(public["for_each"]) == "var.public_api ? local.api_functions : toset([])"
     assert unwrap(public["member"]) == 'var.public_api ? "allUsers" : null'
-    assert unwrap(public["service"]).startswith("google_cloudfunctions2_function.function[each.key]")
+    assert unwrap(public["service"]).startswith(
+        "google_cloudfunctions2_function.function[each.key]"
+    )
     (precondition,) = blocks(block(public, "lifecycle"), "precondition")
     assert unwrap(precondition["condition"]) == 'var.api_auth != "platform"'
     invokers = members["api_invoker"]
@@ -708,9 +711,9 @@ def test_firestore_access_is_conditioned_on_relays_database(
         "projects/${var.project}/databases/${google_firestore_database.relay.name}"
     )
     name = "${local.firestore_resource_name}"
-    assert expression == (
-        f'resource.name == "{name}" || resource.name.startsWith("{name}/")'
-    ), expression
+    assert expression == (f'resource.name == "{name}" || resource.name.startsWith("{name}/")'), (
+        expression
+    )
     # No other grant of a Firestore role: nothing project-wide on the data.
     text = json.dumps(module)
     assert text.count("roles/datastore.") == 1
@@ -814,3 +817,29 @@ def test_checkov_flags_the_public_binding_exactly_when_public_api_is_set() -> No
     public = run_checkov(MODULE_DIR, {"public_api": True, "api_auth": "api_key"})
     flagged = {(f.check_id, f.resource) for f in public.failed}
     assert flagged == {("CKV_GCP_102", "google_cloud_run_service_iam_member.public_invoker")}
+
+
+@pytest.mark.parametrize(
+    ("values", "accepted"),
+    [
+        ({"api_invokers": ["serviceAccount:backend@p.iam.gserviceaccount.com"]}, True),
+        ({"api_invokers": ["group:team@example.com", "user:a@example.com"]}, True),
+        ({"api_invokers": ["allUsers"]}, False),
+        ({"api_invokers": ["allAuthenticatedUsers"]}, False),
+        (
+            {"operators": ["user:ops@example.com", "serviceAccount:ci@p.iam.gserviceaccount.com"]},
+            True,
+        ),
+        ({"operators": ["group:ops@example.com"]}, False),
+        ({"operators": ["ops@example.com"]}, False),
+        ({"api_auth": "api_key,jwt"}, True),
+        ({"api_auth": "platform"}, True),
+        ({"api_auth": "none"}, False),
+    ],
+)
+def test_access_variables_refuse_what_would_open_the_api(
+    tmp_path: Path, values: dict[str, Any], accepted: bool
+) -> None:
+    """allUsers is no invoker (public_api is the only way in); operators are users or accounts."""
+    error = variable_errors(MODULE_DIR, values, tmp_path)
+    assert (error == "") == accepted, error

@@ -79,7 +79,7 @@ variable "event_sources" {
 
   validation {
     condition     = alltrue([for source in var.event_sources : can(regex("^[A-Za-z0-9][A-Za-z0-9._/:-]{0,255}$", source))])
-    error_message = "event_sources are exact source names (letters, digits, '.', '_', '/', ':', '-'); wildcards, prefixes and empty names are not accepted."
+    error_message = "Each of event_sources must be an exact source name (letters, digits, '.', '_', '/', ':', '-'); wildcards, prefixes and empty names are not accepted."
   }
 }
 
@@ -90,7 +90,7 @@ variable "event_publishers" {
 
   validation {
     condition     = alltrue([for arn in var.event_publishers : can(regex("^arn:aws[a-z-]*:(iam|sts)::[0-9]{12}:[A-Za-z-]+/\\S+$", arn))])
-    error_message = "event_publishers are IAM principal ARNs with an account id, such as arn:aws:iam::123456789012:role/payments (no bare \"*\")."
+    error_message = "Each of event_publishers must be an IAM principal ARN with an account id, such as arn:aws:iam::123456789012:role/payments (no bare \"*\")."
   }
 }
 
@@ -121,7 +121,7 @@ variable "api_auth" {
     condition = contains(["platform", "public"], var.api_auth) || alltrue([
       for mode in split(",", var.api_auth) : contains(["api_key", "jwt"], trimspace(mode))
     ])
-    error_message = "api_auth must be \"platform\", \"public\", or a comma list of \"api_key\" and \"jwt\"."
+    error_message = "The api_auth variable must be \"platform\", \"public\", or a comma list of \"api_key\" and \"jwt\"."
   }
 }
 

@@ -107,7 +107,7 @@ variable "api_invokers" {
 
   validation {
     condition     = alltrue([for member in var.api_invokers : can(regex("^(user|serviceAccount|group|domain|principal|principalSet):\\S+$", member))])
-    error_message = "api_invokers takes IAM members such as user:EMAIL, serviceAccount:EMAIL or group:EMAIL; for public access set public_api = true instead of listing allUsers."
+    error_message = "The api_invokers variable takes IAM members such as user:EMAIL, serviceAccount:EMAIL or group:EMAIL; for public access set public_api = true instead of listing allUsers."
   }
 }
 
@@ -126,7 +126,7 @@ variable "api_auth" {
     condition = contains(["platform", "public"], var.api_auth) || alltrue([
       for mode in split(",", var.api_auth) : contains(["api_key", "jwt"], trimspace(mode))
     ])
-    error_message = "api_auth must be \"platform\", \"public\", or a comma list of \"api_key\" and \"jwt\"."
+    error_message = "The api_auth variable must be \"platform\", \"public\", or a comma list of \"api_key\" and \"jwt\"."
   }
 }
 
@@ -143,6 +143,6 @@ variable "operators" {
 
   validation {
     condition     = alltrue([for member in var.operators : can(regex("^(user|serviceAccount):[^@\\s:]+@[^@\\s]+$", member))])
-    error_message = "operators takes user:EMAIL or serviceAccount:EMAIL members (the worker checks the email of each caller's token, so groups cannot be used)."
+    error_message = "The operators variable takes user:EMAIL or serviceAccount:EMAIL members (the worker checks the email of each caller's token, so groups cannot be used)."
   }
 }
