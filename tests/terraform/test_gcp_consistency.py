@@ -403,7 +403,7 @@ def _delivery_account(value: Any) -> str:
     found = set(re.findall(r'google_service_account\.delivery\["(\w+)"\]', json.dumps(value)))
     found |= set(re.findall(r'google_service_account\.delivery\[\\"(\w+)\\"\]', json.dumps(value)))
     assert len(found) == 1, f"expected one delivery account in {value!r}, found {found}"
-    return found.pop()
+    return str(found.pop())
 
 
 def test_the_run_api_is_private_unless_public_api_is_set(
@@ -435,8 +435,8 @@ def test_the_run_api_is_private_unless_public_api_is_set(
     assert declared["public_api"]["default"] is False
     assert declared["api_invokers"]["default"] == []
     assert declared["api_auth"]["default"] == "platform"
-    for member in members.values():
-        assert member["role"] == "roles/run.invoker"
+    for grant in members.values():
+        assert grant["role"] == "roles/run.invoker"
 
 
 def test_the_worker_admits_the_delivery_accounts_and_operators_only(

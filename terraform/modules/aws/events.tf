@@ -19,6 +19,8 @@ locals {
   has_event_rules = local.events_function != null && length(local.event_patterns) > 0
   owns_event_bus  = local.has_event_rules && var.event_bus_name == null
   event_bus_name  = var.event_bus_name != null ? var.event_bus_name : "${var.name_prefix}-events"
+  # Built from known parts rather than read from the bus, so the plan shows the policy.
+  event_bus_arn = "arn:${local.partition}:events:${local.region}:${local.account_id}:event-bus/${local.event_bus_name}"
 }
 
 resource "aws_cloudwatch_event_bus" "relay" {
@@ -37,7 +39,7 @@ data "aws_iam_policy_document" "event_bus" {
     sid       = "OnlyNamedPublishers"
     effect    = "Deny"
     actions   = ["events:PutEvents"]
-    resources = [aws_cloudwatch_event_bus.relay[0].arn]
+    resources = [local.event_bus_arn]
 
     principals {
       type        = "*"
@@ -55,7 +57,7 @@ data "aws_iam_policy_document" "event_bus" {
   statement {
     sid       = "NamedPublishers"
     actions   = ["events:PutEvents"]
-    resources = [aws_cloudwatch_event_bus.relay[0].arn]
+    resources = [local.event_bus_arn]
 
     principals {
       type        = "AWS"
