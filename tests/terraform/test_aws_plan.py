@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ MODULE_DIR = TERRAFORM_DIR / "modules" / "aws"
 MIRROR_ROOTS = (Path("/opt/tf-plugins"), Path("/usr/share/terraform/plugins"))
 PROVIDER = Path("registry.terraform.io/hashicorp/aws")
 PLAN_TIMEOUT_S = 240
+# One plan starts the AWS provider (~15 s alone, more on a busy machine).
+pytestmark = pytest.mark.timeout(PLAN_TIMEOUT_S + 60)
 EVENT_SOURCES = ["com.example.payments"]
 PUBLISHERS = ["arn:aws:iam::123456789012:role/payments"]
 PATTERN = "payments.*.confirmed"
@@ -64,6 +66,7 @@ class Workspace:
 
     root: Path
     env: dict[str, str]
+    plans: dict[str, tuple[dict[str, Any] | None, str]] = field(default_factory=dict)
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -76,8 +79,14 @@ class Workspace:
             check=False,
         )
 
-    def plan(self, name: str, variables: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-        """The JSON plan for ``variables``, or None and Terraform's error text."""
+    def plan(self, cases: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        """The JSON plan of one module instance per case, or None and Terraform's errors."""
+        key = json.dumps(cases, sort_keys=True)
+        if key not in self.plans:
+            self.plans[key] = self._plan("-".join(cases), {"cases": cases})
+        return self.plans[key]
+
+    def _plan(self, name: str, variables: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         var_file = self.root / f"{name}.tfvars.json"
         var_file.write_text(json.dumps(variables), encoding="utf-8")
         plan_file = f"{name}.tfplan"
@@ -105,23 +114,45 @@ provider "aws" {
   }
 }
 
-variable "relay" {
+# One module instance per case (its name is the instance key and the name prefix), so
+# one plan, one provider start, covers every configuration that must be accepted.
+variable "cases" {
   type = any
 }
 
 module "relay" {
-  source = "./aws"
+  source   = "./aws"
+  for_each = var.cases
 
+  name_prefix      = each.key
   manifest_path    = "${path.root}/manifest.json"
   package_path     = "${path.root}/package.zip"
-  public_api       = try(var.relay.public_api, false)
-  api_auth         = try(var.relay.api_auth, "platform")
-  jwt_issuer       = try(var.relay.jwt_issuer, null)
-  jwt_audience     = try(var.relay.jwt_audience, [])
-  event_sources    = try(var.relay.event_sources, [])
-  event_publishers = try(var.relay.event_publishers, [])
+  public_api       = try(each.value.public_api, false)
+  api_auth         = try(each.value.api_auth, "platform")
+  jwt_issuer       = try(each.value.jwt_issuer, null)
+  jwt_audience     = try(each.value.jwt_audience, [])
+  event_sources    = try(each.value.event_sources, [])
+  event_publishers = try(each.value.event_publishers, [])
 }
 """
+
+ISSUER = "https://issuer.example.com/"
+ACCEPTED = {
+    "default": {"event_sources": EVENT_SOURCES, "event_publishers": PUBLISHERS},
+    "jwt": {
+        "event_sources": EVENT_SOURCES,
+        "event_publishers": PUBLISHERS,
+        "jwt_issuer": ISSUER,
+        "jwt_audience": ["relay-api"],
+    },
+    "public": {
+        "event_sources": EVENT_SOURCES,
+        "event_publishers": PUBLISHERS,
+        "public_api": True,
+        "api_auth": "api_key",
+    },
+}
+"""The configurations a deployment may use, planned together (``accepted_plan``)."""
 
 
 @pytest.fixture(scope="module")
@@ -174,17 +205,29 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str) -> I
     yield workspace
 
 
-def _planned(plan: dict[str, Any], address_prefix: str) -> list[dict[str, Any]]:
-    """The ``after`` values of the planned creations whose address starts with the prefix."""
+def _planned(plan: dict[str, Any], case: str, resource: str) -> list[dict[str, Any]]:
+    """The ``after`` values of the planned creations of ``resource`` in one case's instance."""
+    prefix = f'module.relay["{case}"].{resource}'
     return [
         change["change"]["after"]
         for change in plan["resource_changes"]
-        if change["address"].startswith(address_prefix) and "create" in change["change"]["actions"]
+        if change["address"].startswith(prefix) and "create" in change["change"]["actions"]
     ]
 
 
-def _events(**extra: Any) -> dict[str, Any]:
-    return {"event_sources": EVENT_SOURCES, "event_publishers": PUBLISHERS, **extra}
+def _refused(workspace: Workspace, case: dict[str, Any]) -> str:
+    """Terraform's error text for a configuration that must fail the plan (whitespace joined)."""
+    plan, error = workspace.plan({"refused": case})
+    assert plan is None, "the plan was accepted"
+    return re.sub(r"\s+", " ", error)
+
+
+@pytest.fixture(scope="module")
+def accepted_plan(workspace: Workspace) -> dict[str, Any]:
+    """The plan of every ACCEPTED configuration, each in its own module instance."""
+    plan, error = workspace.plan(ACCEPTED)
+    assert plan is not None, error
+    return plan
 
 
 def test_the_module_validates_against_the_provider_schema(workspace: Workspace) -> None:
@@ -193,11 +236,9 @@ def test_the_module_validates_against_the_provider_schema(workspace: Workspace) 
     assert validated.returncode == 0, validated.stdout + validated.stderr
 
 
-def test_by_default_every_route_requires_aws_iam(workspace: Workspace) -> None:
-    """The default plan: each HTTP API route AWS_IAM, no authorizer, no NONE anywhere."""
-    plan, error = workspace.plan("default", {"relay": _events()})
-    assert plan is not None, error
-    routes = _planned(plan, "module.relay.aws_apigatewayv2_route.public")
+def test_by_default_every_route_requires_aws_iam(accepted_plan: dict[str, Any]) -> None:
+    """The default plan: each HTTP API route AWS_IAM, no authorizer."""
+    routes = _planned(accepted_plan, "default", "aws_apigatewayv2_route.public")
     manifest_routes = {
         f"{method} {route['path']}"
         for function in bundle_manifest()["functions"]
@@ -207,66 +248,67 @@ def test_by_default_every_route_requires_aws_iam(workspace: Workspace) -> None:
     }
     assert {route["route_key"] for route in routes} == manifest_routes
     assert {route["authorization_type"] for route in routes} == {"AWS_IAM"}
-    assert _planned(plan, "module.relay.aws_apigatewayv2_authorizer") == []
+    assert _planned(accepted_plan, "default", "aws_apigatewayv2_authorizer") == []
 
 
-def test_jwt_issuer_puts_every_route_behind_the_jwt_authorizer(workspace: Workspace) -> None:
+def test_jwt_issuer_puts_every_route_behind_the_jwt_authorizer(
+    accepted_plan: dict[str, Any],
+) -> None:
     """With jwt_issuer and jwt_audience, a JWT authorizer with them guards every route."""
-    issuer = "https://issuer.example.com/"
-    plan, error = workspace.plan(
-        "jwt", {"relay": _events(jwt_issuer=issuer, jwt_audience=["relay-api"])}
-    )
-    assert plan is not None, error
-    routes = _planned(plan, "module.relay.aws_apigatewayv2_route.public")
+    routes = _planned(accepted_plan, "jwt", "aws_apigatewayv2_route.public")
     assert routes and {route["authorization_type"] for route in routes} == {"JWT"}
-    (authorizer,) = _planned(plan, "module.relay.aws_apigatewayv2_authorizer.jwt")
+    (authorizer,) = _planned(accepted_plan, "jwt", "aws_apigatewayv2_authorizer.jwt")
     assert authorizer["authorizer_type"] == "JWT"
-    assert authorizer["jwt_configuration"] == [{"audience": ["relay-api"], "issuer": issuer}]
+    assert authorizer["jwt_configuration"] == [{"audience": ["relay-api"], "issuer": ISSUER}]
 
 
-def test_public_api_is_the_only_way_to_unauthenticated_routes(workspace: Workspace) -> None:
-    """public_api = true (with the app checking callers) plans NONE; with platform, refused."""
-    plan, error = workspace.plan("public", {"relay": _events(public_api=True, api_auth="api_key")})
-    assert plan is not None, error
-    routes = _planned(plan, "module.relay.aws_apigatewayv2_route.public")
-    assert routes and {route["authorization_type"] for route in routes} == {"NONE"}
-    plan, error = workspace.plan("public-platform", {"relay": _events(public_api=True)})
-    assert plan is None
-    assert "would trust every caller" in re.sub(r"\s+", " ", error), error
-
-
-def test_half_a_jwt_configuration_is_refused(workspace: Workspace) -> None:
-    """An issuer without an audience fails the plan instead of falling back to another mode."""
-    plan, error = workspace.plan("half-jwt", {"relay": _events(jwt_issuer="https://i.example/")})
-    assert plan is None
-    assert "Set both jwt_issuer and jwt_audience" in re.sub(r"\s+", " ", error), error
+def test_public_api_is_the_only_way_to_unauthenticated_routes(
+    accepted_plan: dict[str, Any],
+) -> None:
+    """NONE appears only in the public_api instance (with the app checking callers)."""
+    expected = {"default": "AWS_IAM", "jwt": "JWT", "public": "NONE"}
+    assert set(expected) == set(ACCEPTED)
+    for case in ACCEPTED:
+        routes = _planned(accepted_plan, case, "aws_apigatewayv2_route.public")
+        assert routes and {route["authorization_type"] for route in routes} == {expected[case]}
 
 
 def test_event_rules_match_named_sources_on_a_bus_only_publishers_may_use(
-    workspace: Workspace,
+    accepted_plan: dict[str, Any],
 ) -> None:
     """The rule's pattern requires the named sources; the bus policy denies other principals."""
-    plan, error = workspace.plan("events", {"relay": _events()})
-    assert plan is not None, error
-    (bus,) = _planned(plan, "module.relay.aws_cloudwatch_event_bus.relay")
-    (rule,) = _planned(plan, "module.relay.aws_cloudwatch_event_rule.topic")
-    assert rule["event_bus_name"] == bus["name"] == "relay-events"
+    (bus,) = _planned(accepted_plan, "default", "aws_cloudwatch_event_bus.relay")
+    (rule,) = _planned(accepted_plan, "default", "aws_cloudwatch_event_rule.topic")
+    assert rule["event_bus_name"] == bus["name"] == "default-events"
     pattern = json.loads(rule["event_pattern"])
     assert pattern["source"] == EVENT_SOURCES
     assert pattern["detail-type"] == [{"wildcard": PATTERN}]
-    (policy,) = _planned(plan, "module.relay.aws_cloudwatch_event_bus_policy.relay")
+    (policy,) = _planned(accepted_plan, "default", "aws_cloudwatch_event_bus_policy.relay")
     document = json.loads(policy["policy"])
     deny = next(s for s in document["Statement"] if s["Effect"] == "Deny")
     assert deny["Action"] == "events:PutEvents"
     assert deny["Principal"] == "*"
     assert deny["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": PUBLISHERS[0]}}
+    assert deny["Resource"].endswith(":event-bus/default-events")
 
 
-def test_event_patterns_without_sources_or_publishers_are_refused(workspace: Workspace) -> None:
+def test_public_api_with_platform_auth_is_refused(workspace: Workspace) -> None:
+    """public_api = true while the app trusts the platform (no authorizer) fails the plan."""
+    error = _refused(workspace, {**ACCEPTED["default"], "public_api": True})
+    assert "would trust every caller" in error, error
+
+
+def test_half_a_jwt_configuration_is_refused(workspace: Workspace) -> None:
+    """An issuer without an audience fails the plan instead of falling back to another mode."""
+    error = _refused(workspace, {**ACCEPTED["default"], "jwt_issuer": ISSUER})
+    assert "Set both jwt_issuer and jwt_audience" in error, error
+
+
+@pytest.mark.parametrize("missing", ["event_sources", "event_publishers"])
+def test_event_patterns_without_sources_or_publishers_are_refused(
+    workspace: Workspace, missing: str
+) -> None:
     """Events in the manifest and no named sources (or publishers): the plan fails, saying so."""
-    plan, error = workspace.plan("no-sources", {"relay": {"event_publishers": PUBLISHERS}})
-    assert plan is None
-    assert "set event_sources" in re.sub(r"\s+", " ", error), error
-    plan, error = workspace.plan("no-publishers", {"relay": {"event_sources": EVENT_SOURCES}})
-    assert plan is None
-    assert "set event_publishers" in re.sub(r"\s+", " ", error), error
+    case = {name: value for name, value in ACCEPTED["default"].items() if name != missing}
+    error = _refused(workspace, case)
+    assert f"set {missing}" in error, error
