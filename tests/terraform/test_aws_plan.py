@@ -137,7 +137,7 @@ module "relay" {
 """
 
 ISSUER = "https://issuer.example.com/"
-ACCEPTED = {
+ACCEPTED: dict[str, dict[str, Any]] = {
     "default": {"event_sources": EVENT_SOURCES, "event_publishers": PUBLISHERS},
     "jwt": {
         "event_sources": EVENT_SOURCES,
