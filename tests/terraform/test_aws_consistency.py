@@ -54,7 +54,7 @@ from tests.terraform.hcl import (
     variable_errors,
     variables,
 )
-from tests.terraform.manifests import bundle_manifest, undeclared_issue10_variables
+from tests.terraform.manifests import bundle_manifest
 
 MODULE_DIR = TERRAFORM_DIR / "modules" / "aws"
 EVENTBRIDGE_DIR = MODULE_DIR / "eventbridge"
@@ -394,7 +394,7 @@ def test_every_environment_name_the_module_knows_is_read_by_the_code(
 ) -> None:
     """No stray or misspelt name: each one Terraform sets, offers or skips is read somewhere."""
     deployment, optional, not_set = _env_sources(module_locals)
-    read = _names_read_by_code() | SDK_ENV | undeclared_issue10_variables()
+    read = _names_read_by_code() | SDK_ENV
     for name in [*deployment, *optional, *not_set]:
         assert name in read, f"{name} is in terraform/modules/aws but no code reads it"
     assert not set(deployment) & LAMBDA_RESERVED_ENV

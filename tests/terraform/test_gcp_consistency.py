@@ -41,7 +41,7 @@ from tests.terraform.hcl import (
     variable_errors,
     variables,
 )
-from tests.terraform.manifests import bundle_manifest, undeclared_issue10_variables
+from tests.terraform.manifests import bundle_manifest
 
 MODULE_DIR = TERRAFORM_DIR / "modules" / "gcp"
 EXAMPLE_DIR = TERRAFORM_DIR / "examples" / "gcp"
@@ -70,9 +70,16 @@ _GCP_ENV = [
 ]
 
 
-# What the parts of issue 10 add (tests/terraform/manifests.py): the run API's callers on
-# the api, the principal of each delivery route on the worker.
-_API_ENV = ["RELAY_API_AUTH", "RELAY_PLATFORM_GRANTS"]
+# Beside the rest, what the run API reads on the api (who may call it: functions/http) and
+# the principal of each delivery route on the worker (functions/http/oidc.py).
+_API_ENV = [
+    "RELAY_API_AUTH",
+    "RELAY_JWT_AUDIENCE",
+    "RELAY_JWT_GRANTS_CLAIM",
+    "RELAY_JWT_ISSUER",
+    "RELAY_JWT_JWKS_URL",
+    "RELAY_PLATFORM_GRANTS",
+]
 _WORKER_ENV = [
     "RELAY_OPERATOR_EMAILS",
     "RELAY_PUBSUB_TOPICS",
@@ -377,7 +384,7 @@ def test_each_function_gets_exactly_the_variables_its_code_reads(
         missing = sorted(key for key, has_value in environment.items() if not has_value)
         assert not missing, f"{name} reads {missing}, which the module gives no value"
         read_somewhere |= set(wanted)
-    stray = (set(deployment) | set(optional)) - read_somewhere - undeclared_issue10_variables()
+    stray = (set(deployment) | set(optional)) - read_somewhere
     assert not stray, f"the module sets variables no deployed function reads: {sorted(stray)}"
 
 
@@ -391,8 +398,7 @@ def test_module_variables_are_names_the_code_declares(module_locals: dict[str, A
         doc = settings.Settings.__doc__ or ""
         assert all(f"``{name}``" in doc for name in names - {"GOOGLE_CLOUD_REGION"})
         return
-    pending = undeclared_issue10_variables()
-    assert names - pending <= set(declared), sorted(names - pending - set(declared))
+    assert names <= set(declared), sorted(names - set(declared))
 
 
 _PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")

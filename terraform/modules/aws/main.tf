@@ -64,6 +64,11 @@ locals {
   env_optional = [
     "RELAY_FAULTS",
     "RELAY_INLINE_OUTPUT_LIMIT",
+    # With api_auth = "jwt" (or "api_key,jwt"): the issuer the app verifies bearer JWTs of.
+    "RELAY_JWT_AUDIENCE",
+    "RELAY_JWT_GRANTS_CLAIM",
+    "RELAY_JWT_ISSUER",
+    "RELAY_JWT_JWKS_URL",
     "RELAY_LOG_FORMAT",
     "RELAY_LOG_LEVEL",
     "RELAY_METRICS",

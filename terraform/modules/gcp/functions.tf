@@ -29,6 +29,11 @@ locals {
     RELAY_SAGA_MODULES        = ""
     RELAY_INLINE_OUTPUT_LIMIT = "65536"
     RELAY_LOG_LEVEL           = "INFO"
+    # With api_auth = "jwt" (or "api_key,jwt"): the issuer the app verifies bearer JWTs of.
+    RELAY_JWT_ISSUER       = ""
+    RELAY_JWT_AUDIENCE     = ""
+    RELAY_JWT_JWKS_URL     = ""
+    RELAY_JWT_GRANTS_CLAIM = "relay_grants"
   }
 
   env_values = merge(local.optional_env, var.environment, local.manifest.config.gcp, local.deployment_env)
