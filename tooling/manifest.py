@@ -24,7 +24,7 @@ MANIFEST_VERSION: Final = 2
 
 PLATFORMS: Final = ("gcp", "aws")
 API_GATEWAY_TIMEOUT_SECONDS: Final = 30
-"""API Gateway's integration timeout caps the public API function's useful timeout."""
+"""API Gateway's integration timeout caps the run API function's useful timeout."""
 LAMBDA_MAX_TIMEOUT_SECONDS: Final = 900
 GCP_HTTP_MAX_TIMEOUT_SECONDS: Final = 3600
 GCP_EVENT_MAX_TIMEOUT_SECONDS: Final = 540
@@ -60,7 +60,10 @@ class FunctionTarget:
             ``functions.settings.VARIABLES`` names.
         description: One line for people reading the manifest.
         route_groups: Route groups of ``functions/http/app.py`` its app mounts.
-        is_public: Serves the unauthenticated public API (everyone may invoke it).
+        is_public: Serves the run API, the routes callers outside the deployment use (the
+            manifest's ``public``). Who may call it is the deployment's choice, never the
+            manifest's: Terraform keeps it behind Cloud Run IAM / an API Gateway authorizer
+            unless its ``public_api`` variable says otherwise (issue 10).
         is_deployed: Part of the default Terraform layout (the others are alternatives).
         memory_mb: Memory of one instance (on Lambda it also sets the CPU share).
         timeout_seconds: Longest one invocation may run.
@@ -121,7 +124,7 @@ def function_targets() -> tuple[FunctionTarget, ...]:
     return (
         FunctionTarget(
             name="api",
-            description="public run API: start, read and list runs",
+            description="run API: start, read and list runs",
             route_groups=frozenset({PUBLIC_API}),
             is_public=True,
             is_deployed=True,
@@ -145,7 +148,7 @@ def function_targets() -> tuple[FunctionTarget, ...]:
             name="relay",
             description="every route in one function (small deployments)",
             route_groups=frozenset({PUBLIC_API, WORKER, ADMIN}),
-            # It serves the public API; its delivery routes authenticate in the app.
+            # It serves the run API; its delivery routes authenticate in the app.
             is_public=True,
             is_deployed=False,
             memory_mb=1024,

@@ -124,14 +124,27 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _check_depth(document: Any) -> None:
-    """Refuse nesting deeper than ``MAX_JSON_DEPTH`` (iteratively: no recursion)."""
+def _check_text(text: str) -> None:
+    # "\ud800" parses to a lone surrogate, which no UTF-8 store or answer can encode.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise JsonRefused("contains a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
+
+
+def _check_document(document: Any) -> None:
+    """Refuse nesting deeper than ``MAX_JSON_DEPTH`` and lone surrogates (no recursion)."""
     stack: list[tuple[Any, int]] = [(document, 1)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, dict | list):
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, dict | list):
             if depth > MAX_JSON_DEPTH:
                 raise JsonRefused(f"nests arrays or objects deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(value, dict):
+                for key in value:
+                    _check_text(key)
             children = value.values() if isinstance(value, dict) else value
             stack.extend((child, depth + 1) for child in children)
 
@@ -140,7 +153,9 @@ def loads_strict(text: str) -> Any:
     """Parse ``text`` as Relay accepts JSON.
 
     Refused: NaN/Infinity, a key repeated in one object, nesting deeper than
-    ``MAX_JSON_DEPTH``, integers beyond 64 bits and floats that overflow.
+    ``MAX_JSON_DEPTH``, integers beyond 64 bits, floats that overflow, and lone surrogates
+    (a high or low surrogate escape without its partner), which no UTF-8 store or answer
+    can encode.
 
     Raises:
         ValueError: saying what is wrong (a ``json.JSONDecodeError`` for bad syntax).
@@ -155,7 +170,7 @@ def loads_strict(text: str) -> Any:
         )
     except RecursionError:
         raise JsonRefused(f"nests arrays or objects deeper than {MAX_JSON_DEPTH} levels") from None
-    _check_depth(document)
+    _check_document(document)
     return document
 
 

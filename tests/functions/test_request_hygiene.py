@@ -98,6 +98,8 @@ BAD_JSON = [
     ("very-deep-nesting", b"[" * 100_000 + b"]" * 100_000, "deeper than 64"),
     ("not-utf8", b'{"name": "\xff"}', "UTF-8"),
     ("trailing-garbage", b'{"name": "Ada"} x', "not valid JSON"),
+    ("lone-surrogate", b'{"name": "Ada\\ud800"}', "lone UTF-16 surrogate"),
+    ("lone-surrogate-key", b'{"name": "Ada", "\\udfff": 1}', "lone UTF-16 surrogate"),
 ]
 
 
@@ -149,8 +151,9 @@ def test_malformed_signed_message_is_400_not_500(
         (b'{"name": "Ada", "name": "Eve"}', "repeats the key"),
         (b"[" * 5000 + b"]" * 5000, "deeper than 64"),
         (b'{"name": NaN}', "NaN"),
+        (b'{"name": "\\udc00"}', "lone UTF-16 surrogate"),
     ],
-    ids=["repeated-key", "deep", "nan"],
+    ids=["repeated-key", "deep", "nan", "lone-surrogate"],
 )
 def test_pubsub_data_relay_cannot_store_is_dead_lettered(
     client: TestClient,

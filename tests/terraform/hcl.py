@@ -32,9 +32,10 @@ API (stable; the consistency tests build on it)::
     unwrap(value) -> Any                                  # "${var.x}" -> "var.x"
     references(value, kind) -> set[str]                   # names after `kind.` anywhere
 
-    run_checkov(path: Path) -> CheckovResult              # offline; cached per tree content
+    run_checkov(path: Path, variables=None) -> CheckovResult   # offline; cached per content
     checkov_skips(path: Path) -> list[CheckovSkip]        # inline `checkov:skip=ID:reason`s
     run_terraform_fmt_check(path: Path) -> tuple[bool, str]   # (ok, diff / error text)
+    variable_errors(module, values, workdir) -> str       # "" or Terraform's validation errors
     tool_python(name) -> Path                             # "hcl2" | "checkov" | "terraform"
     tool_executable(name, executable) -> Path
 
@@ -55,6 +56,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -470,8 +472,12 @@ def _tree_digest(path: Path) -> str:
 _checkov_cache: dict[str, CheckovResult] = {}
 
 
-def run_checkov(path: Path) -> CheckovResult:
+def run_checkov(path: Path, variables: Mapping[str, Any] | None = None) -> CheckovResult:
     """Run checkov offline on a directory tree (Terraform framework only); cached per content.
+
+    ``variables`` (input variable values) are passed as a ``--var-file``: checkov evaluates
+    variables, so a binding spelled through one (``member = var.public_api ? "allUsers" :
+    null``) is judged as the deployment would make it.
 
     No API key is passed (``BC_API_KEY`` is removed), policies are not downloaded
     (``--skip-download``), external modules are not fetched, and update checks are off; checked
@@ -483,7 +489,9 @@ def run_checkov(path: Path) -> CheckovResult:
     """
     if not path.is_dir():
         raise FileNotFoundError(f"not a directory: {path}")
-    key = _tree_digest(path)
+    values = dict(variables or {})
+    var_text = json.dumps(values, sort_keys=True) if values else ""
+    key = _tree_digest(path) + var_text
     if key in _checkov_cache:
         return _checkov_cache[key]
     checkov = tool_executable("checkov", "checkov")
@@ -507,6 +515,15 @@ def run_checkov(path: Path) -> CheckovResult:
         "--output",
         "json",
     ]
+    var_dir = None
+    if var_text:
+        # Outside the scanned tree, so checkov does not read it as part of the module.
+        var_dir = tempfile.TemporaryDirectory(prefix="checkov-vars-")
+        var_file = Path(var_dir.name) / "checkov.tfvars"
+        # JSON's strings, numbers, booleans and lists are also HCL literals.
+        lines = [f"{name} = {json.dumps(value)}" for name, value in sorted(values.items())]
+        var_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        cmd += ["--var-file", str(var_file)]
     try:
         proc = subprocess.run(
             cmd,
@@ -519,6 +536,9 @@ def run_checkov(path: Path) -> CheckovResult:
         )
     except subprocess.TimeoutExpired as exc:
         raise ToolError(f"checkov timed out after {CHECKOV_TIMEOUT_S}s on {path}") from exc
+    finally:
+        if var_dir is not None:
+            var_dir.cleanup()
     if proc.returncode not in (0, 1):
         raise ToolError(f"checkov exited {proc.returncode} on {path}: {proc.stderr[-4000:]}")
     try:
@@ -597,6 +617,43 @@ def run_terraform_fmt_check(path: Path) -> tuple[bool, str]:
     if proc.returncode == 126 or "exec format error" in proc.stderr.lower():
         raise ToolError(f"{terraform} cannot run on this machine: {proc.stderr}")
     return False, (proc.stdout + proc.stderr).strip()
+
+
+# --- variable validation ----------------------------------------------------------------------
+
+
+def variable_errors(module: Path, values: Mapping[str, Any], workdir: Path) -> str:
+    """What Terraform (1.0.3, offline) says of ``values`` for the module's variables.
+
+    The declarations of the named variables (their ``validation`` blocks included) are
+    copied from the module's ``variables.tf`` into a root of their own in ``workdir`` and
+    applied with the values: no provider is needed. Returns "" when Terraform accepts them.
+    """
+    terraform = tool_executable("terraform", "terraform")
+    text = (module / "variables.tf").read_text(encoding="utf-8")
+    blocks_ = []
+    for name in values:
+        match = re.search(rf'^variable "{name}" \{{\n.*?^\}}\n', text, re.MULTILINE | re.DOTALL)
+        if match is None:
+            raise ValueError(f"{module}/variables.tf declares no variable {name!r}")
+        blocks_.append(match[0])
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "main.tf").write_text("\n".join(blocks_), encoding="utf-8")
+    (workdir / "terraform.tfvars.json").write_text(json.dumps(dict(values)), encoding="utf-8")
+    env = _tool_env(
+        TF_DATA_DIR=str(workdir / ".terraform"), TF_IN_AUTOMATION="1", CHECKPOINT_DISABLE="1"
+    )
+    command = [str(terraform), "apply", "-auto-approve", "-input=false", "-no-color"]
+    proc = subprocess.run(
+        [*command, f"-state={workdir / 'terraform.tfstate'}"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=FMT_TIMEOUT_S,
+        check=False,
+    )
+    return "" if proc.returncode == 0 else proc.stdout + proc.stderr
 
 
 # --- inline checkov skips ---------------------------------------------------------------------

@@ -51,6 +51,7 @@ from tests.terraform.hcl import (
     terraform_blocks,
     tool_executable,
     unwrap,
+    variable_errors,
     variables,
 )
 from tests.terraform.manifests import bundle_manifest
@@ -813,15 +814,15 @@ def test_event_rules_target_the_worker_by_detail_type(
 # --- HTTP API -----------------------------------------------------------------------------
 
 
-def test_http_api_serves_exactly_the_public_routes(
+def test_http_api_serves_exactly_the_api_routes(
     module: dict[str, dict[str, Any]], module_locals: dict[str, Any], manifest: dict[str, Any]
 ) -> None:
-    """Routes are the public functions' manifest routes, one per method, nothing else."""
-    assert _expr(module_locals["public_functions"]) == (
+    """Routes are the api functions' manifest routes, one per method, nothing else."""
+    assert _expr(module_locals["api_functions"]) == (
         "{for name, f in local.functions : name => f if f.public}"
     )
     assert _expr(module_locals["api_routes"]) == (
-        "{for route in flatten([for name, f in local.public_functions : [for r in f.routes : "
+        "{for route in flatten([for name, f in local.api_functions : [for r in f.routes : "
         '[for method in r.methods : {key = "${method} ${r.path}", function = name}]]]) : '
         "route.key => route.function}"
     )
@@ -829,7 +830,7 @@ def test_http_api_serves_exactly_the_public_routes(
     assert _expr(route["for_each"]) == "local.api_routes"
     assert _expr(route["route_key"]) == "each.key"
     integration = resources(module, "aws_apigatewayv2_integration")["public"]
-    assert _expr(integration["for_each"]) == "local.public_functions"
+    assert _expr(integration["for_each"]) == "local.api_functions"
     assert integration["payload_format_version"] == "2.0"
     assert integration["integration_type"] == "AWS_PROXY"
     stage = resources(module, "aws_apigatewayv2_stage")["public"]
@@ -850,6 +851,152 @@ def test_http_api_serves_exactly_the_public_routes(
         for method in r["methods"]
     }
     assert keys == {f"{r['methods'][0]} {r['path']}" for r in _API_ROUTES}
+
+
+def test_routes_are_behind_an_authorizer_unless_public_api(
+    module: dict[str, dict[str, Any]], module_locals: dict[str, Any]
+) -> None:
+    """AWS_IAM by default, JWT with jwt_issuer/jwt_audience, NONE only with var.public_api."""
+    assert _expr(module_locals["api_authorization"]) == (
+        'var.public_api ? "NONE" : (var.jwt_issuer != null ? "JWT" : "AWS_IAM")'
+    )
+    declared = variables(module)
+    assert declared["public_api"]["default"] is False
+    assert declared["jwt_issuer"]["default"] is None
+    assert declared["jwt_audience"]["default"] == []
+    assert declared["api_auth"]["default"] == "platform"
+    route = resources(module, "aws_apigatewayv2_route")["public"]
+    assert _expr(route["authorization_type"]) == "local.api_authorization"
+    assert _expr(route["authorizer_id"]) == (
+        'local.api_authorization == "JWT" ? aws_apigatewayv2_authorizer.jwt[0].id : null'
+    )
+    conditions = {
+        _expr(item["condition"]) for item in blocks(block(route, "lifecycle"), "precondition")
+    }
+    assert conditions == {
+        "(var.jwt_issuer == null) == (length(var.jwt_audience) == 0)",
+        '!var.public_api || var.api_auth != "platform"',
+    }
+    authorizer = resources(module, "aws_apigatewayv2_authorizer")["jwt"]
+    assert authorizer["authorizer_type"] == "JWT"
+    assert authorizer["identity_sources"] == ["$request.header.Authorization"]
+    jwt = block(authorizer, "jwt_configuration")
+    assert (_expr(jwt["issuer"]), _expr(jwt["audience"])) == ("var.jwt_issuer", "var.jwt_audience")
+    # "NONE" is written once in the module: in the branch var.public_api selects.
+    literal = json.dumps(_without_prose(module))
+    assert literal.count('\\"NONE\\"') + literal.count('"NONE"') == 1
+
+
+def test_checkov_flags_unauthenticated_routes_exactly_when_public_api_is_set() -> None:
+    """CKV_AWS_309 passes by default and fails with public_api = true; no skip hides it."""
+    default = run_checkov(MODULE_DIR)
+    assert default.ok, default.describe()
+    assert "CKV_AWS_309" in {finding.check_id for finding in default.passed}
+    assert "CKV_AWS_309" not in {finding.check_id for finding in default.skipped}
+    public = run_checkov(MODULE_DIR, {"public_api": True, "api_auth": "api_key"})
+    flagged = {(f.check_id, f.resource) for f in public.failed}
+    assert flagged == {("CKV_AWS_309", "aws_apigatewayv2_route.public")}
+
+
+def test_api_function_gets_its_callers_settings(module_locals: dict[str, Any]) -> None:
+    """RELAY_API_AUTH and RELAY_PLATFORM_GRANTS come from the module's variables."""
+    deployment, _optional, _not_set = _env_sources(module_locals)
+    assert _expr(deployment["RELAY_API_AUTH"]) == "var.api_auth"
+    assert _expr(deployment["RELAY_PLATFORM_GRANTS"]) == "var.platform_grants"
+
+
+def _without_prose(value: Any) -> Any:
+    """Parsed HCL without descriptions and error messages (prose may name what it forbids)."""
+    if isinstance(value, dict):
+        return {
+            k: _without_prose(v)
+            for k, v in value.items()
+            if k not in ("description", "error_message")
+        }
+    if isinstance(value, list):
+        return [_without_prose(v) for v in value]
+    return value
+
+
+def test_event_rules_accept_named_sources_only(
+    module: dict[str, dict[str, Any]], module_locals: dict[str, Any]
+) -> None:
+    """Every rule requires source to be exactly one of var.event_sources (required, no "*")."""
+    rule = resources(module, "aws_cloudwatch_event_rule")["topic"]
+    pattern = _expr(rule["event_pattern"])
+    assert re.search(r"\bsource = var\.event_sources\b", pattern), pattern
+    assert "length(values) > 0" not in pattern  # no "any source when the list is empty"
+    (precondition,) = blocks(block(rule, "lifecycle"), "precondition")
+    assert _expr(precondition["condition"]) == "length(var.event_sources) > 0"
+    sources = variables(module)["event_sources"]
+    assert sources["default"] == []
+    (validation,) = blocks(sources, "validation")
+    assert "for source in var.event_sources" in _expr(validation["condition"])
+
+
+def test_the_event_bus_lets_named_publishers_only(
+    module: dict[str, dict[str, Any]], module_locals: dict[str, Any]
+) -> None:
+    """The module's own bus: PutEvents denied to every principal but var.event_publishers."""
+    assert _expr(module_locals["owns_event_bus"]) == (
+        "local.has_event_rules && var.event_bus_name == null"
+    )
+    assert variables(module)["event_bus_name"]["default"] is None
+    bus = resources(module, "aws_cloudwatch_event_bus")["relay"]
+    assert _expr(bus["count"]) == "local.owns_event_bus ? 1 : 0"
+    policy = resources(module, "aws_cloudwatch_event_bus_policy")["relay"]
+    assert _expr(policy["policy"]) == "data.aws_iam_policy_document.event_bus[0].json"
+    (precondition,) = blocks(block(policy, "lifecycle"), "precondition")
+    assert _expr(precondition["condition"]) == "length(var.event_publishers) > 0"
+    document = data_sources(module, "aws_iam_policy_document")["event_bus"]
+    statements = {s["sid"]: s for s, _gate in _statements(document)}
+    deny = statements["OnlyNamedPublishers"]
+    assert (deny["effect"], deny["actions"]) == ("Deny", ["events:PutEvents"])
+    assert block(deny, "principals") == {"type": "*", "identifiers": ["*"]}
+    condition = block(deny, "condition")
+    assert (condition["test"], condition["variable"]) == ("ArnNotLike", "aws:PrincipalArn")
+    assert _expr(condition["values"]) == "var.event_publishers"
+    allow = statements["NamedPublishers"]
+    assert _expr(block(allow, "principals")["identifiers"]) == "var.event_publishers"
+    rule = resources(module, "aws_cloudwatch_event_rule")["topic"]
+    assert "aws_cloudwatch_event_bus.relay[0].name" in _expr(rule["event_bus_name"])
+    target = resources(module, "aws_cloudwatch_event_target")["topic"]
+    assert _expr(target["event_bus_name"]) == "each.value.event_bus_name"
+
+
+@pytest.mark.parametrize(
+    ("sources", "accepted"),
+    [
+        (["com.example.payments", "shop/orders", "partner:acme"], True),
+        (["*"], False),
+        (["com.example.*"], False),
+        ([""], False),
+        (["com.example payments"], False),
+    ],
+)
+def test_event_sources_are_exact_names(tmp_path: Path, sources: list[str], accepted: bool) -> None:
+    """The event_sources validation (evaluated by Terraform) refuses wildcards and blanks."""
+    error = variable_errors(MODULE_DIR, {"event_sources": sources}, tmp_path)
+    assert (error == "") == accepted, error
+    if not accepted:
+        assert "exact source name" in re.sub(r"\s+", " ", error)
+
+
+@pytest.mark.parametrize(
+    ("publishers", "accepted"),
+    [
+        (["arn:aws:iam::123456789012:role/payments"], True),
+        (["*"], False),
+        (["arn:aws:iam::*:role/x"], False),
+        (["arn:aws:iam::123456789012:root"], False),
+    ],
+)
+def test_event_publishers_are_principal_arns(
+    tmp_path: Path, publishers: list[str], accepted: bool
+) -> None:
+    """The event_publishers validation refuses "*" and ARNs without an account and a name."""
+    error = variable_errors(MODULE_DIR, {"event_publishers": publishers}, tmp_path)
+    assert (error == "") == accepted, error
 
 
 # --- IAM ----------------------------------------------------------------------------------
@@ -897,6 +1044,10 @@ def test_function_roles_grant_each_service_only_behind_its_setting(
         expected_gate, resource = gates[sid]
         assert expected_gate in gate and gate.endswith("? [1] : []"), (sid, gate)
         assert resource in json.dumps(statement["resources"]), sid
+        if sid == "StateTable":
+            assert "/index/*" not in json.dumps(statement["resources"]), "name the indexes"
+        if sid == "SendSteps":
+            assert statement["actions"] == ["sqs:GetQueueAttributes", "sqs:SendMessage"]
         if sid == "CreateDelaySchedules":
             assert statement["actions"] == ["scheduler:CreateSchedule"]
             assert statement["resources"][0].endswith(f"/{NAME_PREFIX}*")

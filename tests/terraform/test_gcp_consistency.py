@@ -38,6 +38,7 @@ from tests.terraform.hcl import (
     run_terraform_fmt_check,
     terraform_blocks,
     unwrap,
+    variable_errors,
     variables,
 )
 from tests.terraform.manifests import bundle_manifest
@@ -69,8 +70,27 @@ _GCP_ENV = [
 ]
 
 
+# Beside the rest, what the run API reads on the api (who may call it: functions/http) and
+# the principal of each delivery route on the worker (functions/http/oidc.py).
+_API_ENV = [
+    "RELAY_API_AUTH",
+    "RELAY_JWT_AUDIENCE",
+    "RELAY_JWT_GRANTS_CLAIM",
+    "RELAY_JWT_ISSUER",
+    "RELAY_JWT_JWKS_URL",
+    "RELAY_PLATFORM_GRANTS",
+]
+_WORKER_ENV = [
+    "RELAY_OPERATOR_EMAILS",
+    "RELAY_PUBSUB_TOPICS",
+    "RELAY_PUSH_SERVICE_ACCOUNT",
+    "RELAY_SCHEDULER_SERVICE_ACCOUNT",
+]
+
+
 def _function(name: str, *, public: bool, deploy: bool, groups: list[str]) -> dict[str, Any]:
-    env = sorted({*_GCP_ENV, *(["RELAY_PUBSUB_TOPICS"] if "worker" in groups else [])})
+    extra = [*(_API_ENV if "api" in groups else []), *(_WORKER_ENV if "worker" in groups else [])]
+    env = sorted({*_GCP_ENV, *extra})
     return {
         "name": name,
         "description": f"the {name} function",
@@ -381,25 +401,94 @@ def test_module_variables_are_names_the_code_declares(module_locals: dict[str, A
     assert names <= set(declared), sorted(names - set(declared))
 
 
-def test_only_the_public_function_is_open_to_all_users(
+_PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
+
+
+def _delivery_account(value: Any) -> str:
+    """The delivery account an expression names: ``google_service_account.delivery["X"]``."""
+    found = set(re.findall(r'google_service_account\.delivery\["(\w+)"\]', json.dumps(value)))
+    found |= set(re.findall(r'google_service_account\.delivery\[\\"(\w+)\\"\]', json.dumps(value)))
+    assert len(found) == 1, f"expected one delivery account in {value!r}, found {found}"
+    return str(found.pop())
+
+
+def test_the_run_api_is_private_unless_public_api_is_set(
     module: dict[str, dict[str, Any]], module_locals: dict[str, Any], manifest: dict[str, Any]
 ) -> None:
-    """allUsers gets run.invoker on public functions only; the worker only the invoker SA."""
-    public_expected = {name for name, f in _deployed(manifest).items() if f["public"]}
+    """run.invoker on the api goes to var.api_invokers; allUsers only when var.public_api."""
+    api_expected = {name for name, f in _deployed(manifest).items() if f["public"]}
+    assert set(evaluate(module_locals["api_functions"], manifest, module_locals)) == api_expected
     members = resources(module, "google_cloud_run_service_iam_member")
-    all_users = {name for name, body in members.items() if body["member"] == "allUsers"}
-    assert all_users == {"public_invoker"}
+    assert set(members) == {"api_invoker", "public_invoker", "worker_invoker"}
+    # The only public member in the whole module, and only behind the variable.
+    text = json.dumps(_without_comments(module))
+    for member in _PUBLIC_MEMBERS:
+        assert text.count(f'\\"{member}\\"') + text.count(f'"{member}"') <= (
+            1 if member == "allUsers" else 0
+        ), member
     public = members["public_invoker"]
-    assert unwrap(public["for_each"]) == "local.public"
-    public_keys = evaluate(module_locals["public"], manifest, module_locals)
-    assert set(public_keys) == public_expected
-    worker = members["worker_invoker"]
-    assert worker["role"] == "roles/run.invoker"
-    assert references(worker["member"], "google_service_account") == {"invoker"}
+    assert unwrap(public["for_each"]) == "var.public_api ? local.api_functions : toset([])"
+    assert unwrap(public["member"]) == 'var.public_api ? "allUsers" : null'
+    assert unwrap(public["service"]).startswith(
+        "google_cloudfunctions2_function.function[each.key]"
+    )
+    (precondition,) = blocks(block(public, "lifecycle"), "precondition")
+    assert unwrap(precondition["condition"]) == 'var.api_auth != "platform"'
+    invokers = members["api_invoker"]
+    assert "setproduct(local.api_functions, var.api_invokers)" in unwrap(invokers["for_each"])
+    assert unwrap(invokers["member"]) == "each.value.member"
+    declared = variables(module)
+    assert declared["public_api"]["default"] is False
+    assert declared["api_invokers"]["default"] == []
+    assert declared["api_auth"]["default"] == "platform"
+    for grant in members.values():
+        assert grant["role"] == "roles/run.invoker"
+
+
+def test_the_worker_admits_the_delivery_accounts_and_operators_only(
+    module: dict[str, dict[str, Any]], module_locals: dict[str, Any], manifest: dict[str, Any]
+) -> None:
+    """run.invoker on the worker: the tasks, scheduler and push accounts and var.operators."""
+    worker = resources(module, "google_cloud_run_service_iam_member")["worker_invoker"]
     assert "local.worker" in worker["service"]
+    for_each = re.sub(r"\s+", " ", unwrap(worker["for_each"]))
+    assert "google_service_account.delivery" in for_each
+    assert "for member in var.operators : member => member" in for_each
+    assert unwrap(worker["member"]) == "each.value"
+    assert set(module_locals["delivery_accounts"]) == {"tasks", "scheduler", "push"}
+    accounts = resources(module, "google_service_account")
+    assert unwrap(accounts["delivery"]["for_each"]) == "local.delivery_accounts"
+    assert variables(module)["operators"]["default"] == []
     workers = [n for n, f in _deployed(manifest).items() if "worker" in f["route_groups"]]
     assert len(workers) == 1, f"expected one deployed worker, found {workers}"
     assert evaluate(module_locals["worker"], manifest, module_locals) == workers[0]
+
+
+def test_each_worker_route_has_its_own_principal(module_locals: dict[str, Any]) -> None:
+    """The worker learns the account of each route; the operators come from var.operators."""
+    deployment = module_locals["deployment_env"]
+    assert _delivery_account(deployment["RELAY_TASKS_SERVICE_ACCOUNT"]) == "tasks"
+    assert _delivery_account(deployment["RELAY_SCHEDULER_SERVICE_ACCOUNT"]) == "scheduler"
+    assert _delivery_account(deployment["RELAY_PUSH_SERVICE_ACCOUNT"]) == "push"
+    assert unwrap(deployment["RELAY_OPERATOR_EMAILS"]) == 'join(",", local.operator_emails)'
+    assert unwrap(module_locals["operator_emails"]) == (
+        '[for member in var.operators : split(":", member)[1]]'
+    )
+    assert unwrap(deployment["RELAY_API_AUTH"]) == "var.api_auth"
+    assert unwrap(deployment["RELAY_PLATFORM_GRANTS"]) == "var.platform_grants"
+
+
+def _without_comments(value: Any) -> Any:
+    """Parsed HCL without ``description`` prose (which may name allUsers to forbid it)."""
+    if isinstance(value, dict):
+        return {
+            k: _without_comments(v)
+            for k, v in value.items()
+            if k not in ("description", "error_message")
+        }
+    if isinstance(value, list):
+        return [_without_comments(v) for v in value]
+    return value
 
 
 def test_worker_url_is_cloud_runs_deterministic_url_of_the_worker(
@@ -419,9 +508,7 @@ def test_worker_url_is_cloud_runs_deterministic_url_of_the_worker(
     deployment = module_locals["deployment_env"]
     assert deployment["RELAY_WORKER_URL"] == "${local.worker_url}/v1/steps"
     assert unwrap(deployment["RELAY_TASKS_AUDIENCE"]) == "local.worker_url"
-    assert references(deployment["RELAY_TASKS_SERVICE_ACCOUNT"], "google_service_account") == {
-        "invoker"
-    }
+    assert _delivery_account(deployment["RELAY_TASKS_SERVICE_ACCOUNT"]) == "tasks"
 
 
 # --- queues, topics, schedules -------------------------------------------------------------------
@@ -458,7 +545,7 @@ def test_one_push_subscription_per_manifest_topic(
     push = block(subscription, "push_config")
     assert push["push_endpoint"] == "${local.worker_url}/v1/events"
     token = block(push, "oidc_token")
-    assert references(token, "google_service_account") == {"invoker"}
+    assert _delivery_account(token["service_account_email"]) == "push"
     assert unwrap(token["audience"]) == "local.worker_url"
     dead_letter = block(subscription, "dead_letter_policy")
     assert references(dead_letter, "google_pubsub_topic") == {"dead_letter"}
@@ -493,7 +580,8 @@ def test_one_scheduler_job_per_schedule_and_one_for_the_sweeper(
     target = block(schedule, "http_target")
     assert target["http_method"] == "POST"
     assert target["uri"] == "${local.worker_url}/v1/schedules/${each.key}"
-    assert references(block(target, "oidc_token"), "google_service_account") == {"invoker"}
+    assert _delivery_account(block(target, "oidc_token")["service_account_email"]) == "scheduler"
+    assert target["headers"] == {"Content-Type": "application/json"}
     sweeper = jobs["sweeper"]
     assert "for_each" not in sweeper
     assert evaluate(module_locals["sweeper"], manifest, module_locals) == manifest["sweeper"]
@@ -501,7 +589,9 @@ def test_one_scheduler_job_per_schedule_and_one_for_the_sweeper(
     sweep_target = block(sweeper, "http_target")
     assert sweep_target["uri"] == "${local.worker_url}${local.sweeper.path}"
     assert "local.sweeper.stale_after_seconds" in sweep_target["body"]
-    assert references(block(sweep_target, "oidc_token"), "google_service_account") == {"invoker"}
+    token = block(sweep_target, "oidc_token")
+    assert _delivery_account(token["service_account_email"]) == "scheduler"
+    assert sweep_target["headers"] == {"Content-Type": "application/json"}
 
 
 def test_the_worker_serves_every_path_the_module_calls(manifest: dict[str, Any]) -> None:
@@ -583,23 +673,25 @@ def test_ttl_field_is_the_one_the_adapter_writes(
 
 
 def test_service_accounts_have_least_privilege(module: dict[str, dict[str, Any]]) -> None:
-    """Project roles are Firestore, metrics and logs only; actAs only on the invoker account."""
+    """Project roles are metrics and logs; Firestore on Relay's database; actAs on tasks only."""
     project_grants = resources(module, "google_project_iam_member")
-    assert set(project_grants) == {"function"}
+    assert set(project_grants) == {"function", "firestore"}
     assert locals_(module)["function_project_roles"] == [
-        "roles/datastore.user",
         "roles/monitoring.metricWriter",
         "roles/logging.logWriter",
     ]
     account_grants = resources(module, "google_service_account_iam_member")
-    assert {body["role"] for body in account_grants.values()} == {
-        "roles/iam.serviceAccountUser",
-        "roles/iam.serviceAccountTokenCreator",
-    }
-    for body in account_grants.values():
-        assert references(body["service_account_id"], "google_service_account") == {"invoker"}
-    act_as = account_grants["enqueuer_act_as_invoker"]
+    assert set(account_grants) == {"enqueuer_act_as_tasks", "pubsub_token_creator"}
+    act_as = account_grants["enqueuer_act_as_tasks"]
+    assert act_as["role"] == "roles/iam.serviceAccountUser"
     assert unwrap(act_as["for_each"]) == "local.enqueuers"
+    # The functions may mint tokens of the tasks account only: never of the scheduler or
+    # push accounts, whose routes (schedules, sweep, events) the api must not reach.
+    assert _delivery_account(act_as["service_account_id"]) == "tasks"
+    token_creator = account_grants["pubsub_token_creator"]
+    assert token_creator["role"] == "roles/iam.serviceAccountTokenCreator"
+    assert _delivery_account(token_creator["service_account_id"]) == "push"
+    assert unwrap(token_creator["member"]) == "local.pubsub_agent"
     enqueue = resources(module, "google_cloud_tasks_queue_iam_member")["enqueuer"]
     assert enqueue["role"] == "roles/cloudtasks.enqueuer"
     assert "local.enqueuers" in json.dumps(enqueue["for_each"])
@@ -608,8 +700,29 @@ def test_service_accounts_have_least_privilege(module: dict[str, dict[str, Any]]
     assert set(bucket_grants) == {"io_object_admin"}
     assert references(bucket_grants["io_object_admin"]["bucket"], "google_storage_bucket") == {"io"}
     accounts = resources(module, "google_service_account")
+    assert set(accounts) == {"function", "delivery"}
     assert unwrap(accounts["function"]["for_each"]) == "local.functions"
-    assert "invoker" in accounts
+
+
+def test_firestore_access_is_conditioned_on_relays_database(
+    module: dict[str, dict[str, Any]], module_locals: dict[str, Any]
+) -> None:
+    """datastore.user per function, with an IAM condition naming Relay's database only."""
+    grant = resources(module, "google_project_iam_member")["firestore"]
+    assert grant["role"] == "roles/datastore.user"
+    assert unwrap(grant["for_each"]) == "local.functions"
+    assert "google_service_account.function[each.key].email" in grant["member"]
+    expression = block(grant, "condition")["expression"]
+    assert module_locals["firestore_resource_name"] == (
+        "projects/${var.project}/databases/${google_firestore_database.relay.name}"
+    )
+    name = "${local.firestore_resource_name}"
+    assert expression == (f'resource.name == "{name}" || resource.name.startsWith("{name}/")'), (
+        expression
+    )
+    # No other grant of a Firestore role: nothing project-wide on the data.
+    text = json.dumps(module)
+    assert text.count("roles/datastore.") == 1
 
 
 def test_io_bucket_is_private_versioned_and_expires_outputs(
@@ -695,3 +808,44 @@ def test_terraform_fmt_leaves_the_files_alone(path: Path) -> None:
     """terraform fmt -check finds nothing to rewrite."""
     ok, diff = run_terraform_fmt_check(path)
     assert ok, diff
+
+
+def test_checkov_flags_the_public_binding_exactly_when_public_api_is_set() -> None:
+    """CKV_GCP_102 (no anonymous Cloud Run invoker) passes by default, fails with public_api.
+
+    No skip hides it: the allUsers binding is spelled through var.public_api, which checkov
+    evaluates, so the check sees the binding the deployment would create.
+    """
+    default = run_checkov(MODULE_DIR)
+    assert default.ok, default.describe()
+    assert "CKV_GCP_102" in {finding.check_id for finding in default.passed}
+    assert "CKV_GCP_102" not in {finding.check_id for finding in default.skipped}
+    public = run_checkov(MODULE_DIR, {"public_api": True, "api_auth": "api_key"})
+    flagged = {(f.check_id, f.resource) for f in public.failed}
+    assert flagged == {("CKV_GCP_102", "google_cloud_run_service_iam_member.public_invoker")}
+
+
+@pytest.mark.parametrize(
+    ("values", "accepted"),
+    [
+        ({"api_invokers": ["serviceAccount:backend@p.iam.gserviceaccount.com"]}, True),
+        ({"api_invokers": ["group:team@example.com", "user:a@example.com"]}, True),
+        ({"api_invokers": ["allUsers"]}, False),
+        ({"api_invokers": ["allAuthenticatedUsers"]}, False),
+        (
+            {"operators": ["user:ops@example.com", "serviceAccount:ci@p.iam.gserviceaccount.com"]},
+            True,
+        ),
+        ({"operators": ["group:ops@example.com"]}, False),
+        ({"operators": ["ops@example.com"]}, False),
+        ({"api_auth": "api_key,jwt"}, True),
+        ({"api_auth": "platform"}, True),
+        ({"api_auth": "none"}, False),
+    ],
+)
+def test_access_variables_refuse_what_would_open_the_api(
+    tmp_path: Path, values: dict[str, Any], accepted: bool
+) -> None:
+    """allUsers is no invoker (public_api is the only way in); operators are users or accounts."""
+    error = variable_errors(MODULE_DIR, values, tmp_path)
+    assert (error == "") == accepted, error

@@ -300,3 +300,42 @@ def test_fmt_accepts_a_formatted_tree(write_module: WriteModule) -> None:
     formatted = write_module({"a.tf": 'variable "a" {\n  type = string\n}\n'})
     assert run_terraform_fmt_check(formatted) == (True, "")
     assert run_terraform_fmt_check(write_module({})) == (True, "")
+
+
+# --- issue 10: the two access checks are never skipped -----------------------------------------
+
+NEVER_SKIPPED = ("CKV_GCP_102", "CKV_AWS_309")
+"""Anonymous Cloud Run invokers and API Gateway routes without authorization (issue 10)."""
+
+
+def _checkov_configuration_files() -> list[Path]:
+    """Every file that could tell checkov to skip a check: config files, CI, the test helper."""
+    root = TERRAFORM_DIR.parent
+    candidates = [
+        *root.glob(".checkov*"),
+        *TERRAFORM_DIR.rglob(".checkov*"),
+        root / "Makefile",
+        root / "pyproject.toml",
+        root / ".pre-commit-config.yaml",
+        *(root / ".ci").glob("*"),
+        *(root / ".github").rglob("*.y*ml"),
+        Path(__file__).with_name("hcl.py"),
+    ]
+    return [path for path in candidates if path.is_file()]
+
+
+def test_the_access_checks_are_skipped_nowhere() -> None:
+    """CKV_GCP_102 and CKV_AWS_309 appear in no inline skip, no config file, no checkov call."""
+    for path in TF_FILES:
+        for skip in checkov_skips(path):
+            assert skip.check_id not in NEVER_SKIPPED, f"{_rel(path)}:{skip.line} skips it"
+    files = _checkov_configuration_files()
+    assert Path(__file__).with_name("hcl.py") in files
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for check in NEVER_SKIPPED:
+            assert check not in text, f"{path} names {check}"
+    result = run_checkov(TERRAFORM_DIR)
+    assert not {f.check_id for f in result.skipped} & set(NEVER_SKIPPED)
+    passed = {f.check_id for f in result.passed}
+    assert set(NEVER_SKIPPED) <= passed, "checkov no longer evaluates the access checks"

@@ -18,4 +18,11 @@ module "relay" {
   environment         = var.environment
   reserve_concurrency = var.reserve_concurrency
   deletion_protection = var.deletion_protection
+  public_api          = var.public_api
+  jwt_issuer          = var.jwt_issuer
+  jwt_audience        = var.jwt_audience
+  api_auth            = var.api_auth
+  platform_grants     = var.platform_grants
+  event_sources       = var.event_sources
+  event_publishers    = var.event_publishers
 }

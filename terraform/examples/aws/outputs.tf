@@ -1,6 +1,16 @@
 output "api_url" {
-  description = "Base URL of the public run API: POST {api_url}/v1/sagas/{name}/runs, GET {api_url}/v1/runs/{run_id}."
+  description = "Base URL of the run API: POST {api_url}/v1/sagas/{name}/runs, GET {api_url}/v1/runs/{run_id} (SigV4 or a JWT unless public_api)."
   value       = module.relay.api_url
+}
+
+output "api_execution_arn" {
+  description = "Grant callers execute-api:Invoke on \"<this>/*/*\" (AWS_IAM authorization)."
+  value       = module.relay.api_execution_arn
+}
+
+output "event_bus_name" {
+  description = "The EventBridge bus to put Relay events on (source: one of event_sources; detail-type: the Relay topic)."
+  value       = module.relay.event_bus_name
 }
 
 output "function_names" {

@@ -57,3 +57,45 @@ variable "deletion_protection" {
   type        = bool
   default     = true
 }
+
+variable "public_api" {
+  description = "Serve the run API with no authorizer (anyone may call it). Off by default; needs api_auth other than \"platform\"."
+  type        = bool
+  default     = false
+}
+
+variable "jwt_issuer" {
+  description = "Issuer of a JWT authorizer for the run API (with jwt_audience); null: AWS_IAM (SigV4)."
+  type        = string
+  default     = null
+}
+
+variable "jwt_audience" {
+  description = "Audiences the JWT authorizer accepts."
+  type        = list(string)
+  default     = []
+}
+
+variable "api_auth" {
+  description = "RELAY_API_AUTH of the api function: platform (the authorizer checked the caller), api_key, jwt, api_key,jwt, or public."
+  type        = string
+  default     = "platform"
+}
+
+variable "platform_grants" {
+  description = "RELAY_PLATFORM_GRANTS: what a caller the authorizer admitted may do (\"saga:start,read;saga2:read\", \"*\" for every saga)."
+  type        = string
+  default     = "*:start,read"
+}
+
+variable "event_sources" {
+  description = "EventBridge source names whose events start and resume runs (required when the bundle has event patterns)."
+  type        = list(string)
+  default     = []
+}
+
+variable "event_publishers" {
+  description = "IAM role or user ARNs allowed to put events on Relay's bus (required when the bundle has event patterns)."
+  type        = list(string)
+  default     = []
+}

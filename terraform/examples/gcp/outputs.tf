@@ -1,5 +1,5 @@
 output "api_url" {
-  description = "Public run API: POST <api_url>/v1/sagas/{name}/runs."
+  description = "Run API: POST <api_url>/v1/sagas/{name}/runs, with a Google ID token of one of api_invokers (unless public_api)."
   value       = module.relay.api_url
 }
 
@@ -18,9 +18,9 @@ output "relay_tasks_queues" {
   value       = module.relay.relay_tasks_queues
 }
 
-output "relay_tasks_service_account" {
-  description = "The invoker service account whose tokens the worker accepts."
-  value       = module.relay.relay_tasks_service_account
+output "service_accounts" {
+  description = "Service accounts: one per function, and the tasks, scheduler and push accounts whose tokens the worker accepts (each on its own routes)."
+  value       = module.relay.service_accounts
 }
 
 output "relay_gcs_bucket" {

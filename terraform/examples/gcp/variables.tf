@@ -38,3 +38,33 @@ variable "firestore_database" {
   type        = string
   default     = "(default)"
 }
+
+variable "api_invokers" {
+  description = "Who may call the run API (roles/run.invoker on the api function): IAM members such as serviceAccount:backend@PROJECT.iam.gserviceaccount.com or group:team@example.com."
+  type        = list(string)
+  default     = []
+}
+
+variable "public_api" {
+  description = "Let anyone on the internet call the run API (allUsers). Off by default; needs api_auth other than \"platform\"."
+  type        = bool
+  default     = false
+}
+
+variable "api_auth" {
+  description = "RELAY_API_AUTH of the api function: platform (Cloud Run IAM checked the caller), api_key, jwt, api_key,jwt, or public."
+  type        = string
+  default     = "platform"
+}
+
+variable "platform_grants" {
+  description = "RELAY_PLATFORM_GRANTS: what a caller Cloud Run admitted may do (\"saga:start,read;saga2:read\", \"*\" for every saga)."
+  type        = string
+  default     = "*:start,read"
+}
+
+variable "operators" {
+  description = "user:EMAIL or serviceAccount:EMAIL members allowed to retry and cancel runs on the worker (none by default)."
+  type        = list(string)
+  default     = []
+}

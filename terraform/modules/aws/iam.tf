@@ -57,7 +57,11 @@ data "aws_iam_policy_document" "function" {
         "dynamodb:Query",
         "dynamodb:UpdateItem",
       ]
-      resources = [aws_dynamodb_table.state.arn, "${aws_dynamodb_table.state.arn}/index/*"]
+      # The table and its two indexes by name (no "index/*").
+      resources = concat(
+        [aws_dynamodb_table.state.arn],
+        [for index in aws_dynamodb_table.state.global_secondary_index : "${aws_dynamodb_table.state.arn}/index/${index.name}"],
+      )
     }
   }
 
@@ -65,9 +69,10 @@ data "aws_iam_policy_document" "function" {
     for_each = contains(each.value.env.aws, "RELAY_SQS_QUEUE_URL") ? [1] : []
     content {
       sid = "SendSteps"
-      # GetQueueAttributes: the queue's ARN and dead-letter queue for long-delay schedules;
-      # ChangeMessageVisibility: holding back a record that is not due yet.
-      actions   = ["sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:SendMessage"]
+      # GetQueueAttributes: the queue's ARN and dead-letter queue for long-delay schedules.
+      # (ChangeMessageVisibility, holding back a record that is not due yet, acts on a
+      # received message: ConsumeSteps grants it to the consumer only.)
+      actions   = ["sqs:GetQueueAttributes", "sqs:SendMessage"]
       resources = [for q in aws_sqs_queue.steps : q.arn]
     }
   }

@@ -22,11 +22,14 @@ locals {
   scheduler_function = one([for f in local.functions : f.name if contains(f.aws.triggers, "scheduler")])
   events_function    = one([for f in local.functions : f.name if contains(f.aws.triggers, "eventbridge")])
 
-  # The public HTTP API: every route of the public functions, one per method.
-  public_functions = { for name, f in local.functions : name => f if f.public }
+  # The HTTP API: every route of the api functions (manifest "public": the caller-facing
+  # function), one per method. Who may call them is decided here, not by the manifest:
+  # an authorizer unless var.public_api (api.tf).
+  api_functions     = { for name, f in local.functions : name => f if f.public }
+  api_authorization = var.public_api ? "NONE" : (var.jwt_issuer != null ? "JWT" : "AWS_IAM")
   api_routes = {
     for route in flatten([
-      for name, f in local.public_functions : [
+      for name, f in local.api_functions : [
         for r in f.routes : [for method in r.methods : { key = "${method} ${r.path}", function = name }]
       ]
     ]) : route.key => route.function
@@ -54,10 +57,18 @@ locals {
     RELAY_SCHEDULER_GROUP    = aws_scheduler_schedule_group.delays.name
     RELAY_SCHEDULER_ROLE_ARN = aws_iam_role.delay_scheduler.arn
     RELAY_SQS_QUEUE_URL      = aws_sqs_queue.steps[local.step_queue].url
+    # Who may call the run API once the authorizer admitted the caller (functions/http).
+    RELAY_API_AUTH        = var.api_auth
+    RELAY_PLATFORM_GRANTS = var.platform_grants
   }
   env_optional = [
     "RELAY_FAULTS",
     "RELAY_INLINE_OUTPUT_LIMIT",
+    # With api_auth = "jwt" (or "api_key,jwt"): the issuer the app verifies bearer JWTs of.
+    "RELAY_JWT_AUDIENCE",
+    "RELAY_JWT_GRANTS_CLAIM",
+    "RELAY_JWT_ISSUER",
+    "RELAY_JWT_JWKS_URL",
     "RELAY_LOG_FORMAT",
     "RELAY_LOG_LEVEL",
     "RELAY_METRICS",

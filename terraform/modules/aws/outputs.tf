@@ -1,6 +1,21 @@
 output "api_url" {
-  description = "Base URL of the public HTTP API (POST /v1/sagas/{name}/runs, GET /v1/runs, /healthz); null when no function is public."
+  description = "Base URL of the run API (POST /v1/sagas/{name}/runs, GET /v1/runs, /healthz); null when no function serves it. Calls need SigV4 (AWS_IAM) or a JWT unless public_api."
   value       = length(aws_apigatewayv2_stage.public) > 0 ? aws_apigatewayv2_stage.public[0].invoke_url : null
+}
+
+output "api_authorization" {
+  description = "How the run API's routes authorize callers: AWS_IAM (default), JWT (jwt_issuer set) or NONE (public_api)."
+  value       = local.api_authorization
+}
+
+output "api_execution_arn" {
+  description = "Execution ARN of the run API: with AWS_IAM, grant callers execute-api:Invoke on \"<this>/*/*\" (or narrower, e.g. \"<this>/*/GET/v1/runs/*\")."
+  value       = length(aws_apigatewayv2_api.public) > 0 ? aws_apigatewayv2_api.public[0].execution_arn : null
+}
+
+output "event_bus_name" {
+  description = "The EventBridge bus Relay's event rules listen on (null when the manifest has no event patterns and no bus was given)."
+  value       = local.owns_event_bus ? aws_cloudwatch_event_bus.relay[0].name : var.event_bus_name
 }
 
 output "function_names" {

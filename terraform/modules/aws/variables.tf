@@ -67,15 +67,68 @@ variable "deletion_protection" {
 }
 
 variable "event_bus_name" {
-  description = "EventBridge bus whose events start and resume runs (detail-type = the Relay topic)."
+  description = "An existing EventBridge bus whose events start and resume runs (detail-type = the Relay topic); null: the module creates <name_prefix>-events, on which only event_publishers may put events. On a bus of yours, restricting PutEvents is up to you."
   type        = string
-  default     = "default"
+  default     = null
 }
 
 variable "event_sources" {
-  description = "EventBridge `source` values accepted by the event rules; empty: any source."
+  description = "EventBridge `source` values the event rules accept, as exact names (required when the manifest has event patterns): events claiming any other source match no rule."
   type        = list(string)
   default     = []
+
+  validation {
+    condition     = alltrue([for source in var.event_sources : can(regex("^[A-Za-z0-9][A-Za-z0-9._/:-]{0,255}$", source))])
+    error_message = "Each of event_sources must be an exact source name (letters, digits, '.', '_', '/', ':', '-'); wildcards, prefixes and empty names are not accepted."
+  }
+}
+
+variable "event_publishers" {
+  description = "IAM principal ARNs (roles or users, in this account or another) allowed to put events on the bus the module creates; everyone else is denied events:PutEvents on it. Required when the manifest has event patterns and event_bus_name is null."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.event_publishers : can(regex("^arn:aws[a-z-]*:(iam|sts)::[0-9]{12}:[A-Za-z-]+/\\S+$", arn))])
+    error_message = "Each of event_publishers must be an IAM principal ARN with an account id, such as arn:aws:iam::123456789012:role/payments (no bare \"*\")."
+  }
+}
+
+variable "public_api" {
+  description = "Serve the run API's routes with no authorizer (authorization NONE): anyone on the internet may call them. Off by default; with it on, api_auth must not be \"platform\"."
+  type        = bool
+  default     = false
+}
+
+variable "jwt_issuer" {
+  description = "Issuer URL of a JWT authorizer for the run API (Cognito, Auth0, any OIDC issuer), with jwt_audience; null: routes use AWS_IAM (SigV4, execute-api:Invoke on the api_execution_arn output)."
+  type        = string
+  default     = null
+}
+
+variable "jwt_audience" {
+  description = "Audiences (client ids) the JWT authorizer accepts; set with jwt_issuer."
+  type        = list(string)
+  default     = []
+}
+
+variable "api_auth" {
+  description = "RELAY_API_AUTH of the api function: \"platform\" (the authorizer already checked the caller; grants from platform_grants), a comma list of \"api_key\" and \"jwt\", or \"public\" (no check in the app)."
+  type        = string
+  default     = "platform"
+
+  validation {
+    condition = contains(["platform", "public"], var.api_auth) || alltrue([
+      for mode in split(",", var.api_auth) : contains(["api_key", "jwt"], trimspace(mode))
+    ])
+    error_message = "The api_auth variable must be \"platform\", \"public\", or a comma list of \"api_key\" and \"jwt\"."
+  }
+}
+
+variable "platform_grants" {
+  description = "RELAY_PLATFORM_GRANTS of the api function: what a caller the authorizer admitted may do, as \"saga:start,read;saga2:read\" (\"*\" for every saga)."
+  type        = string
+  default     = "*:start,read"
 }
 
 variable "tags" {

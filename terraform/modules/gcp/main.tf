@@ -13,9 +13,11 @@ locals {
   # (api and worker; "relay" and "pubsub" are alternatives with deploy = false).
   functions = { for f in local.manifest.functions : f.name => f if f.deploy && f.gcp != null }
 
-  # The worker serves /v1/steps, /v1/events, /v1/schedules and /v1/sweep; the api is public.
-  worker = one([for name, f in local.functions : name if contains(f.route_groups, "worker")])
-  public = toset([for name, f in local.functions : name if f.public])
+  # The worker serves /v1/steps, /v1/events, /v1/schedules and /v1/sweep. The api serves
+  # the run API (manifest "public": the caller-facing function); who may call it is
+  # var.api_invokers, plus everyone only when var.public_api says so (functions.tf).
+  worker        = one([for name, f in local.functions : name if contains(f.route_groups, "worker")])
+  api_functions = toset([for name, f in local.functions : name if f.public])
 
   queues    = { for q in local.manifest.queues : q.name => q }
   topics    = toset(local.manifest.topics)

@@ -1,6 +1,6 @@
 output "api_url" {
-  description = "Base URL of the public run API (POST /v1/sagas/{name}/runs, GET /v1/runs/{run_id})."
-  value       = one([for name in local.public : google_cloudfunctions2_function.function[name].service_config[0].uri])
+  description = "Base URL of the run API (POST /v1/sagas/{name}/runs, GET /v1/runs/{run_id}); callers need run.invoker (var.api_invokers) unless var.public_api."
+  value       = one([for name in local.api_functions : google_cloudfunctions2_function.function[name].service_config[0].uri])
 }
 
 output "worker_url" {
@@ -59,8 +59,18 @@ output "relay_worker_url" {
 }
 
 output "relay_tasks_service_account" {
-  description = "The invoker service account: the identity of every token the worker accepts."
-  value       = google_service_account.invoker.email
+  description = "The account of Cloud Tasks step deliveries (accepted by the worker on /v1/steps only)."
+  value       = google_service_account.delivery["tasks"].email
+}
+
+output "relay_scheduler_service_account" {
+  description = "The account of Cloud Scheduler calls (accepted by the worker on /v1/schedules/{name} and /v1/sweep only)."
+  value       = google_service_account.delivery["scheduler"].email
+}
+
+output "relay_push_service_account" {
+  description = "The account of Pub/Sub push deliveries (accepted by the worker on /v1/events only)."
+  value       = google_service_account.delivery["push"].email
 }
 
 output "relay_tasks_audience" {
@@ -84,6 +94,6 @@ output "scheduler_jobs" {
 }
 
 output "service_accounts" {
-  description = "Service account email of every function and of the invoker."
-  value       = merge({ for name, account in google_service_account.function : name => account.email }, { invoker = google_service_account.invoker.email })
+  description = "Service account email of every function and of the tasks, scheduler and push delivery accounts."
+  value       = merge({ for name, account in google_service_account.function : name => account.email }, { for role, account in google_service_account.delivery : role => account.email })
 }

@@ -1,5 +1,5 @@
 # Events: one Pub/Sub topic per manifest topic (the first segment of the event patterns;
-# "relay-all" for "*"/"**"), pushed to the worker's /v1/events with the invoker's OIDC
+# "relay-all" for "*"/"**"), pushed to the worker's /v1/events with the push account's OIDC
 # token. Publishers set the message attribute relay_topic (or topic) to the full Relay
 # topic, e.g. orders.eu.created; a message without one is read as the manifest topic of its
 # subscription (RELAY_PUBSUB_TOPICS). Undeliverable messages go to the dead-letter topic.
@@ -60,7 +60,7 @@ resource "google_pubsub_subscription" "event" {
     push_endpoint = "${local.worker_url}/v1/events"
 
     oidc_token {
-      service_account_email = google_service_account.invoker.email
+      service_account_email = google_service_account.delivery["push"].email
       audience              = local.worker_url
     }
   }

@@ -1,5 +1,6 @@
 # One Cloud Scheduler job per manifest schedule, POSTing to the worker's
-# /v1/schedules/<name> with the invoker's OIDC token; the run id derives from the schedule
+# /v1/schedules/<name> with the scheduler account's OIDC token (Content-Type
+# application/json: the worker answers 415 to anything else); the run id derives from the schedule
 # name and X-CloudScheduler-ScheduleTime, so the scheduler's retries start one run. Plus the
 # sweeper, which re-drives runs that stopped making progress.
 
@@ -30,7 +31,7 @@ resource "google_cloud_scheduler_job" "schedule" {
     }
 
     oidc_token {
-      service_account_email = google_service_account.invoker.email
+      service_account_email = google_service_account.delivery["scheduler"].email
       audience              = local.worker_url
     }
   }
@@ -56,7 +57,7 @@ resource "google_cloud_scheduler_job" "sweeper" {
     }
 
     oidc_token {
-      service_account_email = google_service_account.invoker.email
+      service_account_email = google_service_account.delivery["scheduler"].email
       audience              = local.worker_url
     }
   }

@@ -66,7 +66,7 @@ variable "io_retention_days" {
 }
 
 variable "worker_ingress" {
-  description = "Ingress of the worker. ALLOW_INTERNAL_ONLY still admits Cloud Tasks, Pub/Sub push and Cloud Scheduler of the same project; ALLOW_ALL lets operators call /v1/runs/{id}/retry from outside (every call still needs an OIDC token)."
+  description = "Ingress of the worker. ALLOW_INTERNAL_ONLY still admits Cloud Tasks, Pub/Sub push and Cloud Scheduler of the same project; ALLOW_ALL lets var.operators call /v1/runs/{id}/retry from outside (every call still needs an OIDC token)."
   type        = string
   default     = "ALLOW_INTERNAL_ONLY"
 
@@ -98,4 +98,51 @@ variable "enable_apis" {
   description = "Enable the Google APIs the deployment uses (Cloud Functions, Cloud Run, Cloud Build, Firestore, Cloud Tasks, Pub/Sub, Cloud Scheduler, ...)."
   type        = bool
   default     = true
+}
+
+variable "api_invokers" {
+  description = "IAM members allowed to call the run API (roles/run.invoker on the api function), e.g. \"serviceAccount:backend@P.iam.gserviceaccount.com\", \"group:team@example.com\". Empty: nobody until you grant it."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for member in var.api_invokers : can(regex("^(user|serviceAccount|group|domain|principal|principalSet):\\S+$", member))])
+    error_message = "The api_invokers variable takes IAM members such as user:EMAIL, serviceAccount:EMAIL or group:EMAIL; for public access set public_api = true instead of listing allUsers."
+  }
+}
+
+variable "public_api" {
+  description = "Let anyone call the run API (allUsers gets roles/run.invoker on the api function). Off by default; with it on, api_auth must not be \"platform\"."
+  type        = bool
+  default     = false
+}
+
+variable "api_auth" {
+  description = "RELAY_API_AUTH of the api function: \"platform\" (Cloud Run IAM already checked the caller; grants from platform_grants), a comma list of \"api_key\" and \"jwt\", or \"public\" (no check in the app)."
+  type        = string
+  default     = "platform"
+
+  validation {
+    condition = contains(["platform", "public"], var.api_auth) || alltrue([
+      for mode in split(",", var.api_auth) : contains(["api_key", "jwt"], trimspace(mode))
+    ])
+    error_message = "The api_auth variable must be \"platform\", \"public\", or a comma list of \"api_key\" and \"jwt\"."
+  }
+}
+
+variable "platform_grants" {
+  description = "RELAY_PLATFORM_GRANTS of the api function: what a caller Cloud Run admitted may do, as \"saga:start,read;saga2:read\" (\"*\" for every saga)."
+  type        = string
+  default     = "*:start,read"
+}
+
+variable "operators" {
+  description = "Members allowed to call the worker's operator routes (/v1/runs/{id}/retry and /cancel), as user:EMAIL or serviceAccount:EMAIL: they get roles/run.invoker on the worker and their emails become RELAY_OPERATOR_EMAILS. Empty: the worker refuses operator calls."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for member in var.operators : can(regex("^(user|serviceAccount):[^@\\s:]+@[^@\\s]+$", member))])
+    error_message = "The operators variable takes user:EMAIL or serviceAccount:EMAIL members (the worker checks the email of each caller's token, so groups cannot be used)."
+  }
 }
