@@ -31,11 +31,6 @@ from tests.fuzz.fuzz_sagas import SAGA_MODULES, SAGA_NAMES
 from tests.support.processes import ServerProcess, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
-LONE_SURROGATE = (
-    "issue 10, open (request parsing, the signing branch's area): a lone surrogate such as "
-    "\\ud800 is valid JSON but no UTF-8; the SQLite insert raises UnicodeEncodeError (500)"
-)
-"""The reason of the strict xfails this bug marks, until strict JSON parsing refuses it."""
 SCHEDULE_TIME_RANGE = (
     "issue 10, open (request parsing, the signing branch's area): a scheduled time that "
     "leaves datetime's range once in UTC (0001-01-01T00:00:00+01:00, "

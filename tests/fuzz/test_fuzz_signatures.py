@@ -24,7 +24,6 @@ import httpx
 import pytest
 
 from tests.fuzz.stack import (
-    LONE_SURROGATE,
     SCHEDULE_TIME_RANGE,
     TALLY,
     TERMINAL,
@@ -280,10 +279,7 @@ JUNK: list[tuple[str, bytes]] = [
 ]
 
 
-KNOWN_JUNK_FAILURES: dict[tuple[str, str], str] = {
-    ("events", "surrogate-data"): LONE_SURROGATE,
-    ("events", "pubsub-surrogate"): LONE_SURROGATE,
-}
+KNOWN_JUNK_FAILURES: dict[tuple[str, str], str] = {}
 """(route, junk) pairs that fail for a known reason: a strict xfail naming who fixes it."""
 
 
