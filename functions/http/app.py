@@ -23,6 +23,7 @@ from functions.http.auth import DeliveryVerifier
 from functions.http.callers import Authenticator
 from functions.http.errors import guarded, http_exception, unhandled_exception
 from functions.http.handlers import Handlers
+from functions.http.openapi import OPENAPI_PATH, OpenApiEndpoint
 from functions.logs import bind_request, reset_request
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ def create_app(
             Route("/v1/sagas/{name}/runs", guarded(api.start_run), methods=["POST"]),
             Route("/v1/runs", guarded(api.list_runs), methods=["GET"]),
             Route("/v1/runs/{run_id}", guarded(api.get_run), methods=["GET"]),
+            Route(OPENAPI_PATH, guarded(OpenApiEndpoint(engine=engine, include=include).serve)),
         ]
     if WORKER in include:
         routes += [
