@@ -80,11 +80,12 @@ def create_app(
     )
     routes = [Route("/healthz", guarded(api.healthz), methods=["GET"])]
     if PUBLIC_API in include:
+        docs = OpenApiEndpoint(engine=engine, include=include, authenticate=api.caller)
         routes += [
             Route("/v1/sagas/{name}/runs", guarded(api.start_run), methods=["POST"]),
             Route("/v1/runs", guarded(api.list_runs), methods=["GET"]),
             Route("/v1/runs/{run_id}", guarded(api.get_run), methods=["GET"]),
-            Route(OPENAPI_PATH, guarded(OpenApiEndpoint(engine=engine, include=include).serve)),
+            Route(OPENAPI_PATH, guarded(docs.serve), methods=["GET"]),
         ]
     if WORKER in include:
         routes += [

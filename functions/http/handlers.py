@@ -91,7 +91,7 @@ class Handlers:
         The caller must hold ``start`` on the saga (403 otherwise, before the body is read).
         """
         name = request.path_params["name"]
-        caller = await self._caller(request)
+        caller = await self.caller(request)
         if not caller.grants.may("start", name):
             message = f"{caller.identity} may not start runs of saga {name!r}"
             raise HttpError(403, "forbidden", message, saga=name)
@@ -109,7 +109,7 @@ class Handlers:
         the API does not reveal which run ids exist.
         """
         run_id = request.path_params["run_id"]
-        grants = (await self._caller(request)).grants
+        grants = (await self.caller(request)).grants
         return JSONResponse(await self._call(lambda e: _run_view_of(e, run_id, readable=grants)))
 
     async def list_runs(self, request: Request) -> Response:
@@ -117,7 +117,7 @@ class Handlers:
 
         ``saga=`` naming a saga the caller may not read is a 403.
         """
-        caller = await self._caller(request)
+        caller = await self.caller(request)
         query = request.query_params
         saga = query.get("saga") or None
         statuses = parse_statuses(query.getlist("status"))
@@ -252,8 +252,11 @@ class Handlers:
     async def _body(self, request: Request) -> bytes:
         return await read_body(request, limit=self._max_body_bytes)
 
-    async def _caller(self, request: Request) -> Caller:
+    async def caller(self, request: Request) -> Caller:
         """The run API caller of ``request`` (also kept as ``request.state.caller``).
+
+        Public for the routes outside these handlers that the run API's callers only may
+        read (``GET /openapi.json``).
 
         Raises:
             HttpError: 401 without a credential, 403 with one that does not check out.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from starlette.concurrency import run_in_threadpool
@@ -80,20 +80,33 @@ _DELIVERY_SECURITY: Final[list[dict[str, list[str]]]] = [{"relaySignature": []},
 class OpenApiEndpoint:
     """``GET /openapi.json``: the document for the served sagas and route groups, built once.
 
+    The document names every saga and its input schema, so only a run API caller may read
+    it: ``authenticate`` admits the request as the run API would (no grant needed), and an
+    open ``relay dev`` on loopback serves it to anyone.
+
     Args:
         engine: Returns the engine, whose registry names the served sagas; called on the
             first request only (in a worker thread: it imports every saga module).
         include: The route groups the app serves (``functions.http.app.ALL_ROUTES``).
+        authenticate: Raises ``HttpError`` 401/403 unless the request's caller checks out.
     """
 
-    def __init__(self, *, engine: Callable[[], Engine], include: Iterable[str]) -> None:
+    def __init__(
+        self,
+        *,
+        engine: Callable[[], Engine],
+        include: Iterable[str],
+        authenticate: Callable[[Request], Awaitable[object]],
+    ) -> None:
         self._engine = engine
         self._include = frozenset(include)
+        self._authenticate = authenticate
         self._document: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
     async def serve(self, request: Request) -> Response:
-        """The endpoint: answer the cached document."""
+        """The endpoint: answer the cached document to an authenticated caller."""
+        await self._authenticate(request)
         return JSONResponse(await run_in_threadpool(self.document))
 
     def document(self) -> dict[str, Any]:
@@ -118,7 +131,8 @@ def build_document(sagas: Iterable[Saga], *, include: Iterable[str]) -> dict[str
     }  # fmt: skip
     if PUBLIC_API in groups:
         paths[OPENAPI_PATH] = {"get": _operation(
-            "openapi", "this document", {"200": _ok("OpenAPI 3.1", None)}, refs, security=[]
+            "openapi", "this document (run API callers)", {"200": _ok("OpenAPI 3.1", None)},
+            refs, errors=(401, 403), security=_RUN_API_SECURITY,
         )}  # fmt: skip
         for saga in served:
             paths[f"/v1/sagas/{saga.name}/runs"] = {"post": _start(refs, saga)}

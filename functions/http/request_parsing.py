@@ -308,6 +308,10 @@ SCHEDULE_TIME_HEADER: Final = "X-CloudScheduler-ScheduleTime"
 """Cloud Scheduler's own scheduled time, used when the body names none."""
 
 
+_LATEST_SCHEDULE_TIME: Final = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
+"""Scheduled times end a day before datetime's last one, so any offset still formats."""
+
+
 def scheduled_time(body: bytes, headers: Headers) -> float:
     """The scheduled time: the body's ``scheduled_time``, the scheduler's header, or now.
 
@@ -330,7 +334,20 @@ def scheduled_time(body: bytes, headers: Headers) -> float:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    try:
+        # An offset can push year 1 or 9999 out of datetime's range once in UTC; the run's
+        # key formats the time again (iso_utc), so it must round-trip.
+        stamp = moment.timestamp()
+        datetime.fromtimestamp(stamp, tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        stamp = -1.0
+    if not 0 <= stamp < _LATEST_SCHEDULE_TIME:
+        raise HttpError(
+            400,
+            "malformed_schedule",
+            f"scheduled_time {text[:64]!r} is outside 1970-01-01..9999-12-30 (UTC)",
+        )
+    return stamp
 
 
 # -- responses -----------------------------------------------------------------------

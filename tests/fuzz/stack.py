@@ -31,14 +31,6 @@ from tests.fuzz.fuzz_sagas import SAGA_MODULES, SAGA_NAMES
 from tests.support.processes import ServerProcess, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEDULE_TIME_RANGE = (
-    "issue 10, open (request parsing, the signing branch's area): a scheduled time that "
-    "leaves datetime's range once in UTC (0001-01-01T00:00:00+01:00, "
-    "9999-12-31T23:59:59-01:00; body or X-CloudScheduler-ScheduleTime) raises "
-    "OverflowError/ValueError in request_parsing.scheduled_time or iso_utc (500); once "
-    "fixed, drop schedule_time_out_of_range from tests/fuzz/generated.py KNOWN_BUGS"
-)
-"""Found by schemathesis; the reason of the strict xfails it marks."""
 TERMINAL = frozenset({"COMPLETED", "COMPENSATED", "FAILED", "CANCELLED"})
 SIGNED_ROUTES = ("/v1/steps", "/v1/events", "/v1/schedules/", "/v1/sweep")
 """Path prefixes of the signed delivery routes (retry and cancel: see ``is_signed``)."""

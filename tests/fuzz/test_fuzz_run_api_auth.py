@@ -172,7 +172,23 @@ RUN_API = [
 
 @pytest.fixture(scope="module")
 def keyed_schema(keyed: tuple[FuzzStack, Keys]) -> Any:
-    return load_schema(keyed[0])
+    stack, keys = keyed
+    return load_schema(stack, headers={"Authorization": f"Bearer {keys.reader}"})
+
+
+@pytest.mark.slow
+def test_the_document_is_for_run_api_callers_only(
+    keyed: tuple[FuzzStack, Keys], client: httpx.Client
+) -> None:
+    """``/openapi.json`` names every saga and its input: 401 without a key, 403 with a bad one."""
+    _, keys = keyed
+
+    def document(headers: dict[str, str]) -> int:
+        return client.get("/openapi.json", headers=headers).status_code
+
+    assert document({}) == 401
+    assert document({"Authorization": f"Bearer {keys.revoked}"}) == 403
+    assert document({"X-Api-Key": keys.reader}) == 200
 
 
 @pytest.mark.slow
