@@ -66,14 +66,15 @@ class StackProcess:
     directory and port, as a restarted machine would, and appends to the same log.
 
     Args:
-        data_dir: The stack's RELAY_DATA_DIR (run state, queue, demo services).
+        data_dir: The stack's RELAY_DATA_DIR (run state, queue, demo services); made
+            absolute here, since the stack runs in the project root, not the caller's directory.
         port: Where its HTTP API listens.
         workers: Worker processes of the stack.
         faults: RELAY_FAULTS for every process of the stack ("" for none).
     """
 
     def __init__(self, *, data_dir: Path, port: int, workers: int, faults: str = "") -> None:
-        self.data_dir = data_dir
+        self.data_dir = data_dir.resolve()
         self.port = port
         self.workers = workers
         self.faults = faults

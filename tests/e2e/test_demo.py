@@ -15,14 +15,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_relay_demo_exits_0_showing_completed_and_compensated_runs(tmp_path: Path) -> None:
-    """The demo finishes well under a minute with both outcomes and clean invariants."""
+    """The demo finishes well under a minute with both outcomes and clean invariants.
+
+    It runs outside the project with a relative data dir, as a user's shell would: the
+    stack it starts runs in the project root and must still use the caller's directory.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env["RELAY_DATA_DIR"] = str(tmp_path / "relay")
+    env["RELAY_DATA_DIR"] = "relay"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     began = time.monotonic()
 
     completed = subprocess.run(
         [sys.executable, "-m", "tooling.cli", "demo"],
-        cwd=ROOT,
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
