@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from core.domain.records import (
 from core.domain.run_ids import RunKey, new_run_id
 from core.domain.status import RunStatus, StepStatus
 from core.engine import planner
+from core.engine.outputs import OutputStorage
 from core.errors import (
     ConcurrencyConflict,
     IdempotencyKeyReusedError,
@@ -52,12 +54,14 @@ class RunService:
         store: StateStore,
         queue: TaskQueue,
         clock: Clock,
+        outputs: OutputStorage,
         conflict_retries: int = 10,
     ) -> None:
         self._registry = registry
         self._store = store
         self._queue = queue
         self._clock = clock
+        self._outputs = outputs
         self._conflict_retries = conflict_retries
 
     def start(
@@ -72,6 +76,7 @@ class RunService:
             InvalidIdempotencyKeyError: the key is not 1-200 printable ASCII characters.
             UnknownSagaError: no saga of that name (nothing written).
             InputValidationError: the input does not match the model (nothing written).
+            InputTooLargeError: the input is too large to keep (nothing written).
             IdempotencyKeyReusedError: the key already started a run with other input.
         """
         key = RunKey.client(idempotency_key) if idempotency_key is not None else None
@@ -80,20 +85,27 @@ class RunService:
     def start_keyed(self, saga_name: str, raw_input: object, *, key: RunKey | None) -> StartResult:
         """``start`` with a key of any space (the engine's schedules and events use this).
 
+        An input over the inline limit is saved through the I/O manager first (under a
+        content-addressed id, so a request reusing a key with other input cannot overwrite
+        the run's) and the run record keeps a reference; steps and the run view see the
+        real input (``resolve_input``).
+
         Raises:
             UnknownSagaError: no saga of that name (nothing written).
             InputValidationError: the input does not match the model (nothing written).
+            InputTooLargeError: the input is too large to keep (nothing written).
             IdempotencyKeyReusedError: the key already started a run with other input.
         """
         saga = self._registry.get(saga_name)
         normalized = saga.validate_input(raw_input)
+        prepared = self._outputs.prepare_input(saga=saga.name, value=normalized)
         now = self._clock.now()
         run_id = key.run_id(saga.name) if key is not None else new_run_id(now)
         run = RunRecord(
             run_id=run_id,
             saga=saga.name,
             status=RunStatus.PENDING,
-            input=normalized,
+            input=self._outputs.store_input(run_id=run_id, prepared=prepared),
             definition_hash=saga.definition_hash,
             created_at=now,
             updated_at=now,
@@ -106,7 +118,7 @@ class RunService:
         stored, is_created = self._store.create_run(run=run, steps=steps, outbox=outbox)
         if not is_created:
             # The run id derives from saga and key, so only the input can differ.
-            if stored.input != normalized:
+            if not self._outputs.is_same_input(stored.input, prepared):
                 raise IdempotencyKeyReusedError(run_id=stored.run_id, saga=stored.saga)
             if stored.status is not RunStatus.PENDING:
                 return StartResult(stored, False)
@@ -125,6 +137,24 @@ class RunService:
         if snapshot is None:
             raise RunNotFoundError(run_id=run_id)
         return snapshot
+
+    def resolve_input(self, snapshot: RunSnapshot) -> RunSnapshot:
+        """``snapshot`` with the run's real input in place of a reference, for reading only.
+
+        Never write the returned run back: its record would carry the offloaded input.
+        An input the I/O manager no longer has (expired by the bucket's lifecycle) is left
+        as its reference.
+        """
+        stored = snapshot.run.input
+        try:
+            real = self._outputs.resolve_input(snapshot.run)
+        except KeyError:
+            # The bucket's lifecycle deleted it (docs/adr/0008): show the reference, not a 500.
+            log.warning("offloaded input of run %s is gone", snapshot.run.run_id)
+            return snapshot
+        if real is stored:
+            return snapshot
+        return RunSnapshot(dataclasses.replace(snapshot.run, input=real), snapshot.steps)
 
     def list(
         self,

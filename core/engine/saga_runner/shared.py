@@ -96,6 +96,7 @@ class SharedSteps:
     ) -> AttemptOutcome:
         """Run one attempt of ``fn`` for the claimed step and record its metrics."""
         run, outputs = snapshot.run, self.ports.outputs
+        run_input = outputs.resolve_input(run)
         started = time.perf_counter()
         own_output = None
         if action is Action.COMPENSATE and claimed.output is not None:
@@ -114,7 +115,7 @@ class SharedSteps:
                 else claimed.execute_attempts
             ),
             idempotency_key=f"{run.run_id}:{claimed.name}",
-            input=saga.parse_input(run.input),
+            input=saga.parse_input(run_input),
             outputs=outputs.outputs_of(snapshot),
             deadline_at=self.now() + timeout_seconds,
             output=own_output,
@@ -124,7 +125,7 @@ class SharedSteps:
         if not outcome.is_success:
             # Before anything stores or logs it: the run's secret input values and
             # credential-shaped text leave neither the public error nor the detail.
-            outcome = outcome.redacted(Redactor.for_values(run.input, ctx.input))
+            outcome = outcome.redacted(Redactor.for_values(run_input, ctx.input))
             log.warning(
                 "%s attempt %d of step %r failed: %s",
                 action.value,
