@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pydantic import BaseModel
 
-from core.domain.records import JSON, RunRecord, RunSnapshot, StepName
+from core.domain.records import JSON, RunRecord, RunSnapshot, StepName, StepRecord
 from core.domain.status import StepStatus
 from core.errors import ConfigurationError, InputTooLargeError, NonRetryableStepError
 from core.ports.io_manager import IOManager
@@ -155,6 +155,24 @@ class OutputStorage:
         if is_reference(stored) and isinstance(stored, dict) and "sha256" in stored:
             return bool(stored["sha256"] == prepared.sha256)
         return bool(stored == prepared.value)
+
+    def on_run_ended(self, run: RunRecord, steps: Iterable[StepRecord]) -> None:
+        """Start the retention of a terminal run's offloaded data (outputs, input).
+
+        The state store stamps the run record to expire ``updated_at`` plus its retention;
+        the I/O manager's ``mark_run_finished`` makes the bucket delete the run's objects
+        the same retention after the same time (docs/adr/0008). Only runs that offloaded
+        something pay for it (a listing and a rewrite per object). Idempotent: a
+        redelivered message of an ended run calls it again, which heals a crash between
+        the final commit and this call.
+
+        Raises:
+            StoreUnavailable: the bucket failed; the caller lets the message be redelivered.
+        """
+        if self._io is None or not run.status.is_terminal:
+            return
+        if is_reference(run.input) or any(is_reference(step.output) for step in steps):
+            self._io.mark_run_finished(run_id=run.run_id, finished_at=run.updated_at)
 
     def outputs_of(self, snapshot: RunSnapshot) -> LazyOutputs:
         """A read-only mapping of succeeded steps to outputs, loaded on access."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from core.domain.records import (
@@ -23,6 +23,7 @@ from core.engine.outputs import OutputStorage
 from core.errors import (
     ConcurrencyConflict,
     IdempotencyKeyReusedError,
+    InfrastructureError,
     InvalidRunStateError,
     RunNotFoundError,
 )
@@ -250,17 +251,26 @@ class RunService:
                     outbox=tuple(outbox),
                 )
             try:
-                self._apply(change)
+                self._apply(change, snapshot.steps.values())
             except ConcurrencyConflict:
                 continue
             assert change.run is not None
             return change.run
         raise ConcurrencyConflict(run_id=run_id, detail="run kept changing during cancel")
 
-    def _apply(self, change: StateChange) -> None:
+    def _apply(self, change: StateChange, steps: Iterable[StepRecord] = ()) -> None:
         self._store.apply(change=change)
         if change.outbox and not self._store.delivers_outbox:
             self._queue.enqueue(messages=change.outbox)
+        if change.run is not None and change.run.status.is_terminal:
+            try:
+                self._outputs.on_run_ended(change.run, [*steps, *change.steps])
+            except InfrastructureError as exc:  # the run ended; a stray delivery heals it
+                log.warning(
+                    "run %s ended but its outputs' retention could not be started: %s",
+                    change.run.run_id,
+                    exc,
+                )
 
 
 _COMPENSATION_PHASE = frozenset(

@@ -28,6 +28,11 @@ class IOManager(Protocol):
       ``list_chunks`` the chunk indexes saved with ``save_chunk``, ascending, whatever
       order they were saved in; ``list_steps`` the steps of a run that hold anything.
     * ``clear_run`` deletes every result and chunk of the run and returns how many.
+    * ``mark_run_finished`` starts the retention of a run that ended: the backend deletes
+      its results the deployment's retention after ``finished_at``, the moment the state
+      store stamps the run record for expiry, so outputs expire with their run
+      (``docs/adr/0008-outputs-expire-with-their-run.md``). Marking never deletes or
+      changes a result; marking again is harmless.
     * Codecs (``core.ports.io_codec``): JSON by default; Parquet for Arrow tables, which
       needs the ``arrow`` extra (``MissingExtraError`` otherwise); pickle only when the
       caller asks for it, and a pickle is loaded only when Relay's codec framed it
@@ -82,6 +87,13 @@ class IOManager(Protocol):
 
     def clear_run(self, *, run_id: str) -> int:
         """Delete every result and chunk of ``run_id``; returns the number deleted."""
+        ...
+
+    def mark_run_finished(self, *, run_id: str, finished_at: float) -> int:
+        """Start the retention of every result of ``run_id``, which ended at ``finished_at``.
+
+        Returns the number of results (and chunks) the backend now retains from that time.
+        """
         ...
 
     def describe(self) -> Mapping[str, str]:

@@ -39,8 +39,12 @@ from infra.aws._boto import (
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
 
 _SAVED_AT: Final = "relay-saved-at"
+_FINISHED_AT: Final = "relay-finished-at"
+RETENTION_TAG: Final = "relay-retention=finished"
+"""The tag of objects whose run ended; the bucket's lifecycle rule filters on it."""
 _MISSING_CODES: Final = frozenset({"404", "NoSuchKey", "NotFound"})
 _MAX_KEY_BYTES: Final = 1024
 _DELETE_BATCH: Final = 1000
@@ -53,11 +57,12 @@ class S3IOManager:
     A PutObject is atomic and, once it returns, durable and strongly consistent for
     reads, so the object exists before the step commit that references it.
 
-    Calls: ``save`` = HeadObject (keeps the first-save time) + a DeleteObject per other
-    format + PutObject; ``save_chunk`` the same without the HeadObject; ``load`` = one
+    Calls: ``save`` = HeadObject (keeps the first-save time) + DeleteObjects (the other
+    formats) + PutObject; ``save_chunk`` the same without the HeadObject; ``load`` = one
     GetObject per format tried (JSON, Parquet, pickle); ``list_results`` = ListObjectsV2 +
     one HeadObject per result; ``list_chunks`` and ``list_steps`` = ListObjectsV2;
-    ``clear_run`` = ListObjectsV2 + DeleteObjects per 1,000 objects.
+    ``clear_run`` = ListObjectsV2 + DeleteObjects per 1,000 objects;
+    ``mark_run_finished`` = ListObjectsV2 + HeadObject and CopyObject per object.
 
     Args:
         client: A boto3 S3 client (thread-safe).
@@ -192,6 +197,40 @@ class S3IOManager:
                 )
         return sum(1 for key in keys if split_name(key) is not None)
 
+    def mark_run_finished(self, *, run_id: str, finished_at: float) -> int:
+        """Tag the run's objects ``relay-retention=finished``, restarting their age now.
+
+        The bucket's lifecycle rule for that tag (``terraform/modules/aws/s3.tf``) expires
+        an object its retention after its last write, so each object is copied onto
+        itself (the copy is the new write, made when the run ended) with the tag and a
+        ``relay-finished-at`` metadata entry; an object that already carries that entry is
+        left alone, so a redelivered message costs a HeadObject per object only.
+        """
+        folder = self._prefix + check_key_component("run id", run_id) + "/"
+        stamp = str(int(finished_at))
+        count = 0
+        for key in self._keys(folder):
+            head = self._head(key)
+            if head is None:  # deleted since the listing
+                continue
+            count += 1
+            metadata = dict(head.get("Metadata", {}))
+            if metadata.get(_FINISHED_AT) == stamp:
+                continue
+            metadata[_FINISHED_AT] = stamp
+            with self._translated():
+                self._client.copy_object(
+                    Bucket=self._bucket,
+                    Key=key,
+                    CopySource={"Bucket": self._bucket, "Key": key},
+                    MetadataDirective="REPLACE",
+                    Metadata=metadata,
+                    ContentType=head.get("ContentType", "application/octet-stream"),
+                    TaggingDirective="REPLACE",
+                    Tagging=RETENTION_TAG,
+                )
+        return count
+
     def _put(
         self, stem: str, value: Any, serializer: Serializer | None, *, is_ordered: bool = False
     ) -> str:
@@ -203,9 +242,17 @@ class S3IOManager:
         with self._translated():
             # Delete the other formats first: a crash in between leaves no result (the
             # retried step saves it again), never a stale one that load() prefers.
-            for fmt, suffix in SUFFIXES.items():
-                if fmt != chosen:
-                    self._client.delete_object(Bucket=self._bucket, Key=stem + suffix)
+            others = [stem + suffix for fmt, suffix in SUFFIXES.items() if fmt != chosen]
+            deleted = self._client.delete_objects(
+                Bucket=self._bucket,
+                Delete={"Objects": [{"Key": key} for key in others], "Quiet": True},
+            )
+            if deleted.get("Errors"):
+                first = deleted["Errors"][0]
+                raise StoreUnavailable(
+                    f"S3 could not delete {first.get('Key')} before saving {target}: "
+                    f"{first.get('Code')} ({self._where}); the step's retry saves it again"
+                )
             self._client.put_object(
                 Bucket=self._bucket,
                 Key=target,
@@ -265,10 +312,10 @@ class S3IOManager:
             self._last_saved_ns = max(time.time_ns(), self._last_saved_ns + 1)
             return self._last_saved_ns
 
-    def _saved_at(self, key: str) -> int | None:
-        """The first-save time recorded on ``key``; None when the object does not exist."""
+    def _head(self, key: str) -> HeadObjectOutputTypeDef | None:
+        """HeadObject of ``key``; None when the object does not exist."""
         try:
-            head = self._client.head_object(Bucket=self._bucket, Key=key)
+            return self._client.head_object(Bucket=self._bucket, Key=key)
         except Exception as exc:
             if error_code(exc) in _MISSING_CODES:
                 return None
@@ -276,6 +323,12 @@ class S3IOManager:
             if error is None:
                 raise
             raise error from exc
+
+    def _saved_at(self, key: str) -> int | None:
+        """The first-save time recorded on ``key``; None when the object does not exist."""
+        head = self._head(key)
+        if head is None:
+            return None
         value = head.get("Metadata", {}).get(_SAVED_AT, "")
         return int(value) if value.isdigit() else 0
 

@@ -16,6 +16,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from core.ports.io_codec import (
@@ -207,6 +208,49 @@ class GcsIOManager:
                 if relative.count("/") == 1 and split_name(relative.split("/", 1)[1]):
                     count += 1
                 self._delete(run_dir + relative)
+        return count
+
+    def mark_run_finished(self, *, run_id: str, finished_at: float) -> int:
+        """Set every object's ``customTime`` to ``finished_at``, rewriting it as it is.
+
+        The bucket's lifecycle rule (``terraform/modules/gcp/storage.tf``) deletes an
+        object ``days_since_custom_time`` after its custom time, so objects of runs still
+        in flight (no custom time) are kept. Each object is uploaded again with the same
+        bytes and content type plus the custom time (one download and one upload per
+        object; the storage emulator serves no metadata PATCH). An object whose custom
+        time is already this late is left alone (Cloud Storage never moves one earlier);
+        a run retried by hand and ended again moves it later.
+        """
+        from google.api_core.exceptions import NotFound
+
+        run_dir = self._prefix + check_key_component("run id", run_id) + "/"
+        when = datetime.fromtimestamp(finished_at, UTC)
+        count = 0
+        with google_errors(f"mark run {run_id!r} finished", self.describe()):
+            blobs = list(
+                self._client.list_blobs(
+                    self._bucket, prefix=run_dir, retry=self._retry, timeout=self._timeout
+                )
+            )
+            for blob in blobs:
+                relative = str(blob.name)[len(run_dir) :]
+                is_result = relative.count("/") == 1 and bool(split_name(relative.split("/", 1)[1]))
+                count += 1 if is_result else 0
+                if blob.custom_time is not None and blob.custom_time >= when:
+                    continue
+                try:
+                    data = blob.download_as_bytes(retry=self._retry, timeout=self._timeout)
+                except NotFound:  # deleted since the listing
+                    count -= 1 if is_result else 0
+                    continue
+                fresh = self._bucket.blob(blob.name)
+                fresh.custom_time = when
+                fresh.upload_from_string(
+                    data,
+                    content_type=blob.content_type,
+                    retry=self._retry,
+                    timeout=self._timeout,
+                )
         return count
 
     def _put(

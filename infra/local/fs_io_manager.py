@@ -135,6 +135,17 @@ class FilesystemIOManager:
         shutil.rmtree(run_dir)
         return count
 
+    def mark_run_finished(self, *, run_id: str, finished_at: float) -> int:
+        """Keep the run's results: the embedded backend keeps every run for good.
+
+        SQLite never expires a run record, so its outputs stay as long as it does; delete a
+        run's files with ``clear_run`` (docs/adr/0008). Returns how many results it holds.
+        """
+        run_dir = self._base / check_key_component("run id", run_id)
+        return sum(
+            1 for _, _, names in os.walk(run_dir) for name in names if split_name(name) is not None
+        )
+
     def _put(
         self,
         step_dir: Path,

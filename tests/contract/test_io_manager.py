@@ -261,3 +261,23 @@ def test_pickle_not_written_by_the_codec_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ResultFormatError, match="not written by Relay"):
         manager.load(run_id="r-1", step="s", result_id="0")
+
+
+def test_marking_a_run_finished_keeps_every_result_as_it_was(io_manager: IOManager) -> None:
+    """mark_run_finished changes no value, order or listing, counts results, and repeats."""
+    io_manager.save(run_id="r-1", step="s", result_id="b", value={"v": 1})
+    io_manager.save(run_id="r-1", step="s", result_id="a", value=[2], serializer="pickle")
+    io_manager.save_chunk(run_id="r-1", step="t", index=0, value="c0")
+    io_manager.save(run_id="r-2", step="s", result_id="x", value=0)
+
+    assert io_manager.mark_run_finished(run_id="r-1", finished_at=1_800_000_000.0) == 3
+    assert io_manager.mark_run_finished(run_id="r-1", finished_at=1_800_000_000.0) == 3
+
+    assert io_manager.list_results(run_id="r-1", step="s") == ["b", "a"]
+    assert io_manager.load(run_id="r-1", step="s", result_id="b") == {"v": 1}
+    assert io_manager.load(run_id="r-1", step="s", result_id="a") == [2]
+    assert io_manager.list_chunks(run_id="r-1", step="t") == [0]
+    assert io_manager.load_chunk(run_id="r-1", step="t", index=0) == "c0"
+    assert io_manager.list_steps(run_id="r-1") == ["s", "t"]
+    assert io_manager.mark_run_finished(run_id="r-none", finished_at=1_800_000_000.0) == 0
+    assert io_manager.clear_run(run_id="r-1") == 3

@@ -192,6 +192,9 @@ class SharedSteps:
                 continue
             if change.run is not None and change.run.status.is_terminal:
                 self.ports.metrics.record_run(saga=saga.name, status=change.run.status.value)
+                self.ports.outputs.on_run_ended(
+                    change.run, [*snapshot.steps.values(), *change.steps]
+                )
             return HandleResult.ack(Outcome.COMMITTED, "committed")
         return HandleResult.retry_later(1.0, "commit kept conflicting")
 
@@ -207,7 +210,10 @@ class SharedSteps:
         if snapshot.run.status is RunStatus.COMPENSATING and (
             planner.next_compensation_target(saga, snapshot.steps) is None
         ):
-            self.store_change(planner.finish_compensation(snapshot.run, now=now))
+            finished = planner.finish_compensation(snapshot.run, now=now)
+            self.store_change(finished)
+            if finished.run is not None:
+                self.ports.outputs.on_run_ended(finished.run, snapshot.steps.values())
             return HandleResult.ack(Outcome.FINISHED, f"{reason}; compensation finished")
         messages = planner.expected_messages(saga, snapshot, now=now)
         if messages:
@@ -220,6 +226,7 @@ class SharedSteps:
         log.error("run failed: %s", error, extra={"run_id": run.run_id})
         failed = run.failed(now=self.now(), error=error)
         self.ports.store.apply(change=StateChange(run.run_id, run=failed))
+        self.ports.outputs.on_run_ended(failed, snapshot.steps.values())
         return HandleResult.ack(Outcome.RUN_FAILED, error)
 
 
