@@ -232,7 +232,7 @@ class PipelinePlan:
         for edge in self.edges:
             source, target = ids[edge.upstream], ids[edge.downstream]
             if edge.is_data:
-                carried = type_name(self.nodes[edge.upstream].task.output_type)
+                carried = type_name(self.nodes[edge.upstream].task.output_type, qualified=False)
                 lines.append(f'    {source} -->|"{_mermaid_text(carried)}"| {target}')
             else:
                 lines.append(f"    {source} -.-> {target}")

@@ -58,10 +58,12 @@ _ITEM_ABCS = frozenset(
 )
 
 
-def type_name(annotation: object) -> str:
+def type_name(annotation: object, *, qualified: bool = True) -> str:
     """A stable, readable name for a type (``list[int]``, ``shop.Order | None``).
 
     Stable across processes (no memory addresses), so it is safe in content hashes.
+    With ``qualified=False`` classes are named without their module (``Order``), for
+    tables and diagrams.
     """
     if annotation is Any:
         return "Any"
@@ -72,21 +74,23 @@ def type_name(annotation: object) -> str:
     origin = get_origin(annotation)
     args = get_args(annotation)
     if _is_union(annotation):
-        return " | ".join(type_name(a) for a in args)
+        return " | ".join(type_name(a, qualified=qualified) for a in args)
     if origin is Literal:
         return f"Literal[{', '.join(repr(a) for a in args)}]"
     if origin is typing.Annotated:
-        return type_name(args[0])
+        return type_name(args[0], qualified=qualified)
     if origin is not None:
-        inner = ", ".join("..." if a is Ellipsis else type_name(a) for a in args)
-        return f"{type_name(origin)}[{inner}]" if args else type_name(origin)
-    if isinstance(annotation, type):
-        module = annotation.__module__
-        qualname = annotation.__qualname__
-        return qualname if module in ("builtins", "collections.abc") else f"{module}.{qualname}"
-    supertype = getattr(annotation, "__supertype__", None)
-    if supertype is not None:  # a NewType
-        return f"{annotation.__module__}.{annotation.__qualname__}"  # type: ignore[attr-defined]
+        inner = ", ".join(
+            "..." if a is Ellipsis else type_name(a, qualified=qualified) for a in args
+        )
+        name = type_name(origin, qualified=qualified)
+        return f"{name}[{inner}]" if args else name
+    if isinstance(annotation, type) or getattr(annotation, "__supertype__", None) is not None:
+        module = getattr(annotation, "__module__", "")
+        qualname = getattr(annotation, "__qualname__", str(annotation))
+        if not qualified or module in ("builtins", "collections.abc"):
+            return str(qualname)
+        return f"{module}.{qualname}"
     return str(annotation).replace("typing.", "")
 
 
