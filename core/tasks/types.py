@@ -161,8 +161,9 @@ def _class_fits(source: object, target: object) -> bool:
     target_origin = get_origin(target) or target
     if not isinstance(source_origin, type) or not isinstance(target_origin, type):
         return False
-    if target_origin in _NUMERIC_TOWER.get(source_origin, ()):
-        return True
+    for number, wider in _NUMERIC_TOWER.items():
+        if target_origin in wider and issubclass(source_origin, number):
+            return True  # int (and bool) → float → complex
     try:
         if not issubclass(source_origin, target_origin):
             return False
