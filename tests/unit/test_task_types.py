@@ -92,13 +92,13 @@ DOES_NOT_FIT = [
 ]
 
 
-@pytest.mark.parametrize(("source", "target"), FITS, ids=lambda t: type_name(t))
+@pytest.mark.parametrize(("source", "target"), FITS, ids=type_name)
 def test_these_outputs_fit_these_parameters(source: object, target: object) -> None:
     """Subclasses, the numeric tower, covariant containers and union members fit."""
     assert is_assignable(source, target)
 
 
-@pytest.mark.parametrize(("source", "target"), DOES_NOT_FIT, ids=lambda t: type_name(t))
+@pytest.mark.parametrize(("source", "target"), DOES_NOT_FIT, ids=type_name)
 def test_these_outputs_do_not_fit_these_parameters(source: object, target: object) -> None:
     """Optional into required, base into subclass, wider into narrower: refused."""
     assert not is_assignable(source, target)
