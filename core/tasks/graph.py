@@ -64,7 +64,7 @@ def find_cycle(stuck: set[str], upstream: Mapping[str, Iterable[str]]) -> list[s
     Every stuck task waits for at least one other stuck task, so walking from the
     smallest stuck name to its smallest stuck upstream, again and again, must revisit
     a task; the walk between the two visits is a cycle. It is returned in the direction
-    data flows (each name feeds the next), first name repeated last.
+    data flows (each name feeds the next), from its smallest name, repeated last.
     """
     start = min(stuck)
     seen: dict[str, int] = {}
@@ -76,4 +76,6 @@ def find_cycle(stuck: set[str], upstream: Mapping[str, Iterable[str]]) -> list[s
         current = min(up for up in upstream[current] if up in stuck)
     loop = walk[seen[current] :]  # each waits for the next: reverse to follow the data
     loop.reverse()
+    first = loop.index(min(loop))
+    loop = loop[first:] + loop[:first]
     return [*loop, loop[0]]
