@@ -278,6 +278,8 @@ def structure_hash(tasks: Mapping[str, Task[..., Any]], edges: tuple[Edge, ...])
 
 def _stable(value: object) -> object:
     """A default as JSON when it is JSON, else its type's name (never a memory address)."""
+    if value is None or isinstance(value, str | int | float):
+        return value
     try:
         json.dumps(value)
     except (TypeError, ValueError):

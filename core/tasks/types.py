@@ -65,6 +65,13 @@ def type_name(annotation: object, *, qualified: bool = True) -> str:
     With ``qualified=False`` classes are named without their module (``Order``), for
     tables and diagrams.
     """
+    try:
+        return _cached_type_name(annotation, qualified)
+    except TypeError:  # an unhashable annotation (Annotated metadata): name it uncached
+        return _type_name(annotation, qualified)
+
+
+def _type_name(annotation: object, qualified: bool) -> str:
     if annotation is Any:
         return "Any"
     if annotation is None or annotation is NoneType:
@@ -92,6 +99,9 @@ def type_name(annotation: object, *, qualified: bool = True) -> str:
             return str(qualname)
         return f"{module}.{qualname}"
     return str(annotation).replace("typing.", "")
+
+
+_cached_type_name = lru_cache(maxsize=4096)(_type_name)
 
 
 def is_assignable(source: object, target: object) -> bool:
