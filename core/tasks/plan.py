@@ -10,7 +10,9 @@ engine's DAG of steps is a loop over ``order``: each node a step ``after`` its
 The plan's **input** is a pydantic model built from every parameter no upstream feeds
 (``input_model``): one field per parameter name, required when some task taking it has
 no default, optional (with that default) when all do. Tasks that share a parameter name
-share the input field.
+share the input field. Extra fields are refused. Fields are validated and documented under
+the parameter names (aliases): ``input_model.model_validate(raw).model_dump(by_alias=True)``
+gives the keyword arguments by parameter name, defaults filled in.
 """
 
 from __future__ import annotations

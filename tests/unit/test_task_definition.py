@@ -118,7 +118,7 @@ def test_bad_settings_are_definition_errors(kwargs: dict[str, object], message: 
     """Every setting is checked at decoration, with a message naming the task and the rule."""
     with pytest.raises(DefinitionError, match=message):
 
-        @task(**kwargs)  # type: ignore[call-overload]
+        @task(**kwargs)  # type: ignore[call-overload, untyped-decorator]
         def f(x: int) -> int:
             return x
 
