@@ -1,4 +1,4 @@
-"""The ``relay`` command line: run the local stack, start and inspect runs, demo, chaos.
+"""The ``relay`` command line: run the local stack, start and inspect runs, demo, chaos, plan.
 
 Commands that read or change runs talk to the local engine (``RELAY_DATA_DIR``) by
 default; ``relay start --url`` goes through the HTTP API instead. JSON output
