@@ -117,6 +117,7 @@ test-fast: $(DEV_STAMP) ## no emulator, no archive build, no slow run: under a m
 bench: $(DEV_STAMP) ## benchmarks (not tests): ratios against same-run baselines
 	$(BIN)/python -m bench.transitions
 	$(BIN)/python -m bench.cold_start
+	$(BIN)/python -m bench.planner
 
 bench-gcp: $(DEV_STAMP) $(TASKS_EMULATOR_STAMP) ## GCP benchmarks on the emulators (gcloud, Java)
 	$(BIN)/python -m bench.gcp_calls

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
         NonRetryableStepError,
     )
     from core.result import Failure, Result, Success
+    from core.tasks.pipeline import Pipeline
+    from core.tasks.plan import PipelinePlan
+    from core.tasks.registry import TaskRegistry
+    from core.tasks.task import Task, task
 
 # Resolved on first access (PEP 562): importing ``core.domain.records`` from an entry
 # point must not pay for pydantic, which ``Saga`` needs and a health check does not.
@@ -54,6 +58,11 @@ _HOMES = {
     "Failure": "core.result",
     "Result": "core.result",
     "Success": "core.result",
+    "Pipeline": "core.tasks.pipeline",
+    "PipelinePlan": "core.tasks.plan",
+    "Task": "core.tasks.task",
+    "TaskRegistry": "core.tasks.registry",
+    "task": "core.tasks.task",
 }
 
 
@@ -78,6 +87,8 @@ __all__ = [
     "JSONValue",
     "Message",
     "NonRetryableStepError",
+    "Pipeline",
+    "PipelinePlan",
     "QueueSettings",
     "Result",
     "RetryPolicy",
@@ -91,4 +102,7 @@ __all__ = [
     "StepRecord",
     "StepStatus",
     "Success",
+    "Task",
+    "TaskRegistry",
+    "task",
 ]

@@ -8,8 +8,12 @@ parsing messages::
     ├── ConfigurationError
     │   └── MissingExtraError
     ├── DefinitionError
+    │   ├── UnknownTaskError
+    │   ├── DependencyCycleError
+    │   └── SchemaMismatchError
     ├── InputValidationError
     ├── UnknownSagaError
+    ├── UnknownPipelineError
     ├── RunNotFoundError
     ├── InvalidRunStateError
     ├── IllegalTransitionError
@@ -28,6 +32,7 @@ parsing messages::
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -59,6 +64,62 @@ class DefinitionError(EngineError):
     """Raised when a saga or DAG definition is invalid (duplicate step, unknown dependency)."""
 
 
+class UnknownTaskError(DefinitionError):
+    """Raised when a task name (a lookup, a dependency, a pipeline's selection) is not known."""
+
+    def __init__(self, *, task: str, known: Sequence[str], wanted_by: str | None = None) -> None:
+        self.task = task
+        self.known = sorted(known)
+        self.wanted_by = wanted_by
+        where = f"{wanted_by} names" if wanted_by else "there is no"
+        close = difflib.get_close_matches(task, self.known, n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        names = ", ".join(self.known) or "none"
+        super().__init__(f"{where} task {task!r}, which is not registered{hint} (known: {names})")
+
+
+class DependencyCycleError(DefinitionError):
+    """Raised when a pipeline's tasks depend on each other in a cycle.
+
+    ``cycle`` is a real cycle, first name repeated last: ``["a", "b", "a"]``.
+    """
+
+    def __init__(self, *, pipeline: str, cycle: Sequence[str]) -> None:
+        self.pipeline = pipeline
+        self.cycle = list(cycle)
+        super().__init__(
+            f"pipeline {pipeline!r} has a dependency cycle: {' -> '.join(self.cycle)}; "
+            "remove one of these edges (a parameter named after a task, or dependencies=)"
+        )
+
+
+class SchemaMismatchError(DefinitionError):
+    """Raised when an upstream task's output type cannot feed a downstream parameter."""
+
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        upstream: str,
+        downstream: str,
+        parameter: str,
+        upstream_type: str,
+        parameter_type: str,
+    ) -> None:
+        self.pipeline = pipeline
+        self.upstream = upstream
+        self.downstream = downstream
+        self.parameter = parameter
+        self.upstream_type = upstream_type
+        self.parameter_type = parameter_type
+        super().__init__(
+            f"pipeline {pipeline!r}: task {upstream!r} returns {upstream_type}, which cannot "
+            f"feed parameter {parameter!r}: {parameter_type} of task {downstream!r}; change "
+            "one of the two annotations, or rename the parameter if it should not receive "
+            f"{upstream!r}'s output"
+        )
+
+
 class InputValidationError(EngineError):
     """Raised when a run's input does not match the saga's input model.
 
@@ -80,6 +141,16 @@ class UnknownSagaError(EngineError):
         self.known = list(known)
         names = ", ".join(sorted(known)) or "none"
         super().__init__(f"unknown saga {saga!r}; this bundle serves: {names}")
+
+
+class UnknownPipelineError(EngineError):
+    """Raised when a pipeline name is not registered in the bundle."""
+
+    def __init__(self, *, pipeline: str, known: Sequence[str]) -> None:
+        self.pipeline = pipeline
+        self.known = list(known)
+        names = ", ".join(sorted(known)) or "none"
+        super().__init__(f"unknown pipeline {pipeline!r}; this bundle has: {names}")
 
 
 class RunNotFoundError(EngineError):

@@ -1,4 +1,8 @@
-"""Which sagas a process serves, imported only when first needed (cold start)."""
+"""Which sagas (and pipelines) a process serves, imported only when first needed (cold start).
+
+Pipelines are found the way sagas are: by name, as references into the bundle
+(``functions/bundle.py``'s ``PIPELINE_MODULES``), imported on first use.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,15 @@ import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, TypeVar
 
 from core.domain.saga import Saga
-from core.errors import ConfigurationError, UnknownSagaError
+from core.errors import ConfigurationError, UnknownPipelineError, UnknownSagaError
+
+if TYPE_CHECKING:
+    from core.tasks.pipeline import Pipeline
+
+DefinitionT = TypeVar("DefinitionT")
 
 
 class SagaRegistry:
@@ -58,7 +68,7 @@ class SagaRegistry:
         if isinstance(entry, Saga):
             return entry
         try:
-            saga = _import_saga(entry)
+            saga = _import_definition(entry, Saga, kind="saga")
         except ConfigurationError as exc:
             raise ConfigurationError(f"saga {name!r} cannot be loaded: {exc}") from exc
         if saga.name != name:
@@ -84,45 +94,103 @@ class SagaRegistry:
         return [self.get(name) for name in self.names()]
 
 
-def _import_saga(reference: str) -> Saga:
-    """Import the saga a reference names: ``package.module:name`` or ``path/file.py:name``.
+class PipelineRegistry:
+    """Pipelines by name; entries are ready pipelines or references imported on first use.
+
+    References are written as for :class:`SagaRegistry`. Planning is not done here:
+    ``get(name).plan()`` plans (and validates) the pipeline.
+    """
+
+    def __init__(self, entries: Mapping[str, Pipeline | str] | None = None) -> None:
+        self._entries: dict[str, Pipeline | str] = dict(entries or {})
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        """Every pipeline name this registry knows, sorted."""
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def get(self, name: str) -> Pipeline:
+        """The pipeline called ``name``, importing its module on first use.
+
+        Raises:
+            UnknownPipelineError: no such pipeline in this registry.
+            ConfigurationError: the reference does not import, is not a Pipeline, or
+                defines a pipeline of another name.
+        """
+        from core.tasks.pipeline import Pipeline
+
+        entry = self._entries.get(name)
+        if entry is None:
+            raise UnknownPipelineError(pipeline=name, known=self.names())
+        if isinstance(entry, Pipeline):
+            return entry
+        try:
+            pipeline = _import_definition(entry, Pipeline, kind="pipeline")
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"pipeline {name!r} cannot be loaded: {exc}") from exc
+        if pipeline.name != name:
+            raise ConfigurationError(
+                f"{entry!r} defines pipeline {pipeline.name!r}, but it is registered as {name!r}"
+            )
+        with self._lock:
+            self._entries[name] = pipeline
+        return pipeline
+
+
+def import_pipeline(reference: str) -> Pipeline:
+    """The pipeline a reference (``package.module:name`` or ``path/file.py:name``) names.
+
+    Raises:
+        ConfigurationError: the reference does not import or is not a Pipeline.
+    """
+    from core.tasks.pipeline import Pipeline
+
+    return _import_definition(reference, Pipeline, kind="pipeline")
+
+
+def _import_definition(reference: str, expected: type[DefinitionT], *, kind: str) -> DefinitionT:
+    """Import the saga or pipeline ``package.module:name`` or ``path/file.py:name`` names.
 
     A path (it ends in ``.py`` or contains a ``/``) is resolved against the working
     directory and loaded as a module of its own, with its directory first on
-    ``sys.path`` so it can import its neighbours: a saga file needs no ``PYTHONPATH``.
-    Any exception the module raises at import becomes a ``ConfigurationError`` naming
-    the reference, so a broken saga stops ``relay dev`` at startup with one clear line.
+    ``sys.path`` so it can import its neighbours: a saga or pipeline file needs no
+    ``PYTHONPATH``. Any exception the module raises at import becomes a
+    ``ConfigurationError`` naming the reference, so a broken saga or pipeline stops
+    ``relay dev`` (or ``relay plan``) at startup with one clear line.
     """
     target, _, attribute = reference.rpartition(":")
     if not target or not attribute:
         raise ConfigurationError(
-            f"saga reference {reference!r} must look like 'package.module:name' "
+            f"{kind} reference {reference!r} must look like 'package.module:name' "
             "or 'path/to/file.py:name'"
         )
     try:
-        module = _load_file(target) if _is_path(target) else importlib.import_module(target)
+        module = _load_file(target, kind) if _is_path(target) else importlib.import_module(target)
     except ConfigurationError:
         raise
     except Exception as exc:  # user code: any error at import is a configuration error
         raise ConfigurationError(
-            f"cannot import saga module {target!r} ({reference!r}): {type(exc).__name__}: {exc}"
+            f"cannot import {kind} module {target!r} ({reference!r}): {type(exc).__name__}: {exc}"
         ) from exc
-    saga = getattr(module, attribute, None)
-    if not isinstance(saga, Saga):
-        found = "does not define it" if saga is None else f"defines it as {type(saga).__name__}"
-        raise ConfigurationError(f"{reference!r} must name a Saga; {target} {found}")
-    return saga
+    found = getattr(module, attribute, None)
+    if not isinstance(found, expected):
+        what = "does not define it" if found is None else f"defines it as {type(found).__name__}"
+        raise ConfigurationError(f"{reference!r} must name a {expected.__name__}; {target} {what}")
+    return found
 
 
 def _is_path(target: str) -> bool:
     return target.endswith(".py") or "/" in target or os.sep in target
 
 
-def _load_file(target: str) -> ModuleType:
+def _load_file(target: str, kind: str) -> ModuleType:
     path = Path(target).expanduser().resolve()
     if not path.is_file():
         raise ConfigurationError(
-            f"saga file {target!r} does not exist (looked for {path}; relative paths are "
+            f"{kind} file {target!r} does not exist (looked for {path}; relative paths are "
             "relative to the working directory)"
         )
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
@@ -132,7 +200,7 @@ def _load_file(target: str) -> ModuleType:
         return loaded
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise ConfigurationError(f"saga file {target!r} cannot be loaded as a Python module")
+        raise ConfigurationError(f"{kind} file {target!r} cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
     if str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))

@@ -77,6 +77,7 @@ _AWS_ENV = [
 ]
 _API_ROUTES = [
     {"methods": ["GET"], "path": "/healthz"},
+    {"methods": ["GET"], "path": "/openapi.json"},
     {"methods": ["GET"], "path": "/v1/runs"},
     {"methods": ["GET"], "path": "/v1/runs/{run_id}"},
     {"methods": ["POST"], "path": "/v1/sagas/{name}/runs"},

@@ -84,8 +84,11 @@ def snapshot_view(engine: Engine, snapshot: RunSnapshot) -> dict[str, Any]:
 
 
 def fail(message: str, *, code: int = EXIT_FAILED) -> NoReturn:
+    from rich.markup import escape
+
+    # Escaped: a message quoting a type (list[str]) or a path must print as it is.
     make_console(stderr=True).print(
-        f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True
+        f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
     )
     sys.exit(code)
 

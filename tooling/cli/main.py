@@ -1,4 +1,4 @@
-"""The ``relay`` command line: run the local stack, start and inspect runs, demo, chaos.
+"""The ``relay`` command line: run the local stack, start and inspect runs, demo, chaos, plan.
 
 Commands that read or change runs talk to the local engine (``RELAY_DATA_DIR``) by
 default; ``relay start --url`` goes through the HTTP API instead. JSON output
@@ -34,6 +34,7 @@ from tooling.cli._common import (
 )
 from tooling.cli.bundle import COMMANDS
 from tooling.cli.keys import keys
+from tooling.cli.plan import plan
 from tooling.cli.runs import runs
 from tooling.timeline import TERMINAL_RUN_STATUSES, make_console, run_timeline
 
@@ -233,5 +234,6 @@ def publish(*, topic: str, data_text: str, event_id: str | None, as_json: bool) 
 
 main.add_command(runs)
 main.add_command(keys)
+main.add_command(plan)
 for command in COMMANDS:
     main.add_command(command)
