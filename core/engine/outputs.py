@@ -22,6 +22,8 @@ from core.ports.io_manager import IOManager
 
 REF_KEY: Final = "$ref"
 OUTPUT_RESULT_ID: Final = "output"
+RUN_OUTPUT_STEP: Final = "$output"
+"""Where a run's offloaded output lives: ``{run}/$output/output`` (``$``: no step's name)."""
 INPUT_STEP: Final = "$input"
 """Where a run's offloaded input lives in the I/O manager: ``{run}/$input/input-<sha256>``.
 ``$`` is not allowed in step names, so no step's results can collide with it."""
@@ -105,6 +107,22 @@ class OutputStorage:
             return self._io.load(run_id=run_id, step=step, result_id=OUTPUT_RESULT_ID)
         return stored
 
+    def store_run_output(self, *, run_id: str, value: Any) -> Any:
+        """The value to put in the run header: the run's output or a reference to it.
+
+        A default run output gathers every step's stored output, and a custom one is
+        whatever the saga builds; either can outgrow a record that its parts fit in.
+        Without an I/O manager it stays inline (a store that cannot hold it refuses the
+        commit, and the engine fails the step rather than loop).
+        """
+        if self._io is None:
+            return value
+        return self.store(run_id=run_id, step=RUN_OUTPUT_STEP, value=value)
+
+    def resolve_run_output(self, run: RunRecord) -> Any:
+        """The run's real output (loads an offloaded one)."""
+        return self.resolve(run_id=run.run_id, step=RUN_OUTPUT_STEP, stored=run.output)
+
     def prepare_input(self, *, saga: str, value: JSON) -> PreparedInput:
         """Measure a validated run input and decide where it goes; writes nothing.
 
@@ -171,7 +189,11 @@ class OutputStorage:
         """
         if self._io is None or not run.status.is_terminal:
             return
-        if is_reference(run.input) or any(is_reference(step.output) for step in steps):
+        if (
+            is_reference(run.input)
+            or is_reference(run.output)
+            or any(is_reference(step.output) for step in steps)
+        ):
             self._io.mark_run_finished(run_id=run.run_id, finished_at=run.updated_at)
 
     def outputs_of(self, snapshot: RunSnapshot) -> LazyOutputs:

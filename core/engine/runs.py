@@ -89,7 +89,7 @@ class RunService:
         An input over the inline limit is saved through the I/O manager first (under a
         content-addressed id, so a request reusing a key with other input cannot overwrite
         the run's) and the run record keeps a reference; steps and the run view see the
-        real input (``resolve_input``).
+        real input (``resolved``).
 
         Raises:
             UnknownSagaError: no saga of that name (nothing written).
@@ -139,23 +139,24 @@ class RunService:
             raise RunNotFoundError(run_id=run_id)
         return snapshot
 
-    def resolve_input(self, snapshot: RunSnapshot) -> RunSnapshot:
-        """``snapshot`` with the run's real input in place of a reference, for reading only.
+    def resolved(self, snapshot: RunSnapshot) -> RunSnapshot:
+        """``snapshot`` with the run's real input and output in place of references.
 
-        Never write the returned run back: its record would carry the offloaded input.
-        An input the I/O manager no longer has (expired by the bucket's lifecycle) is left
-        as its reference.
+        For reading only (the run view): never write the returned run back, its record
+        would carry the offloaded values. A value the I/O manager no longer has (deleted
+        by the bucket's lifecycle, docs/adr/0008) is left as its reference.
         """
-        stored = snapshot.run.input
+        run = snapshot.run
         try:
-            real = self._outputs.resolve_input(snapshot.run)
+            real_input = self._outputs.resolve_input(run)
+            real_output = self._outputs.resolve_run_output(run)
         except KeyError:
-            # The bucket's lifecycle deleted it (docs/adr/0008): show the reference, not a 500.
-            log.warning("offloaded input of run %s is gone", snapshot.run.run_id)
+            log.warning("offloaded input or output of run %s is gone", run.run_id)
             return snapshot
-        if real is stored:
+        if real_input is run.input and real_output is run.output:
             return snapshot
-        return RunSnapshot(dataclasses.replace(snapshot.run, input=real), snapshot.steps)
+        real = dataclasses.replace(run, input=real_input, output=real_output)
+        return RunSnapshot(real, snapshot.steps)
 
     def list(
         self,

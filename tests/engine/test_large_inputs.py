@@ -61,7 +61,7 @@ def test_a_one_mib_input_is_offloaded_and_steps_receive_it(saga_harness: MakeHar
     assert set(reference) == {"$ref", "bytes", "sha256"}
     assert reference["bytes"] > 1_000_000
     assert io_of(harness).list_steps(run_id=done.run.run_id) == [INPUT_STEP]
-    view = harness.engine.runs.resolve_input(done)
+    view = harness.engine.runs.resolved(done)
     assert view.run.input == {"name": MIB_NAME}
 
 
@@ -94,7 +94,7 @@ def test_input_shaped_like_a_reference_is_offloaded_not_misread(
     assert done.run.status is RunStatus.COMPLETED
     assert received == [lookalike]
     assert done.run.input != lookalike
-    assert harness.engine.runs.resolve_input(done).run.input == lookalike
+    assert harness.engine.runs.resolved(done).run.input == lookalike
 
 
 def test_same_key_same_large_input_is_the_same_run_other_input_is_refused(
@@ -111,7 +111,7 @@ def test_same_key_same_large_input_is_the_same_run_other_input_is_refused(
     assert (first.is_created, again.is_created) == (True, False)
     assert again.run.run_id == first.run.run_id
     snapshot = harness.snapshot(first.run.run_id)
-    assert harness.engine.runs.resolve_input(snapshot).run.input == {"name": MIB_NAME}
+    assert harness.engine.runs.resolved(snapshot).run.input == {"name": MIB_NAME}
 
 
 def test_an_input_over_the_maximum_is_refused_with_nothing_written(
@@ -137,4 +137,27 @@ def test_the_view_of_a_run_whose_input_expired_shows_the_reference(
     assert io_of(harness).clear_run(run_id=run_id) == 1
     snapshot = harness.snapshot(run_id)
 
-    assert harness.engine.runs.resolve_input(snapshot).run.input == snapshot.run.input
+    assert harness.engine.runs.resolved(snapshot).run.input == snapshot.run.input
+
+
+def test_a_run_output_over_the_inline_limit_is_offloaded_and_shown(
+    saga_harness: MakeHarness,
+) -> None:
+    """Step outputs that fit their records can add up to a run output that does not."""
+    saga: Saga[Any] = Saga("wide")
+    parts = [f"part{i}" for i in range(8)]
+    for name in parts:
+
+        @saga.step(name=name)
+        def part(ctx: StepContext) -> str:
+            return "z" * 60_000  # under the 64 KiB inline limit: kept in the step record
+
+    harness = saga_harness([saga])
+
+    done = harness.run("wide", {})
+
+    assert done.run.status is RunStatus.COMPLETED
+    assert all(done.step(name).output == "z" * 60_000 for name in parts)
+    assert set(done.run.output) == {"$ref", "bytes"}
+    shown = harness.engine.runs.resolved(done).run.output
+    assert shown == {name: "z" * 60_000 for name in parts}

@@ -196,7 +196,7 @@ def test_a_repeated_start_with_other_large_input_is_refused(greet_lambda: AwsSta
     assert json.loads(again["body"])["run_id"] == run_id
     assert json.loads(again["body"])["created"] is False
     engine = wiring.get_engine()
-    resolved = engine.runs.resolve_input(engine.runs.get(run_id)).run.input
+    resolved = engine.runs.resolved(engine.runs.get(run_id)).run.input
     assert resolved == {"name": OVER_AN_ITEM, "times": 2}
 
 
@@ -211,7 +211,7 @@ def test_an_event_with_a_large_input_starts_its_run(greet_lambda: AwsStack) -> N
     (run_id,) = outcome["runs"]
     engine = wiring.get_engine()
     assert engine.runs.get(run_id).run.input["$ref"].startswith("s3://")
-    assert engine.runs.resolve_input(engine.runs.get(run_id)).run.input["name"] == OVER_AN_ITEM
+    assert engine.runs.resolved(engine.runs.get(run_id)).run.input["name"] == OVER_AN_ITEM
 
 
 class Captured(logging.Handler):
