@@ -72,6 +72,8 @@ class PipelineSaga(Saga[JSONValue]):
     def __init__(self, plan: PipelinePlan) -> None:
         super().__init__(plan.name, description=plan.description)
         self.plan = plan
+        # Documents the input (OpenAPI, the manifest); validation is ``validate_input``'s.
+        self.input_model = plan.input_model
         for name in plan.order:
             node = plan.nodes[name]
             task = node.task
@@ -114,6 +116,10 @@ class PipelineSaga(Saga[JSONValue]):
             ]
             raise InputValidationError(saga=self.name, errors=errors) from None
         return model.model_dump(mode="json", by_alias=True)
+
+    def parse_input(self, stored: JSONValue) -> JSONValue:
+        """The stored input as tasks take it: JSON by parameter name (see ``_arguments``)."""
+        return stored
 
 
 def compile_pipeline(pipeline: Pipeline | PipelinePlan) -> PipelineSaga:
