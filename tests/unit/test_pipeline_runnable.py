@@ -84,7 +84,7 @@ def test_the_definition_hash_covers_the_structure_and_the_task_code() -> None:
 
 
 def test_pipelines_and_sagas_share_one_namespace() -> None:
-    with pytest.raises(DefinitionError, match="'order'.*both a saga and a pipeline"):
+    with pytest.raises(DefinitionError, match=r"'order'.*both a saga and a pipeline"):
         SagaRegistry(dict(SAGA_MODULES), pipelines={"order": PIPELINE_MODULES["etl"]})
     registry = SagaRegistry({"lenient": Saga("lenient")})
     with pytest.raises(DefinitionError, match="share one namespace"):
