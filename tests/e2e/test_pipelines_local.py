@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+from click.testing import CliRunner
 
+from tooling.cli.main import main
 from tooling.dev_stack import DevStack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,8 +65,10 @@ def test_post_sagas_etl_runs_validates_the_input_and_runs_the_pipeline(tmp_path:
     assert all(s["execute_attempts"] == 1 for s in steps)
 
 
-def test_relay_start_etl_wait_runs_the_example_to_completion(tmp_path: Path) -> None:
-    """``relay start etl --wait`` (defaults for every input) against the embedded stack."""
+def test_relay_start_etl_wait_runs_the_example_to_completion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``relay start etl --wait`` (defaults for every input), then ``relay runs show``."""
     data_dir = tmp_path / "data"
     env = _environment(data_dir)
 
@@ -100,3 +105,12 @@ def test_relay_start_etl_wait_runs_the_example_to_completion(tmp_path: Path) -> 
     load = view["output"]["load"]
     assert load["orders"] + load["rejected"] == 200  # the pipeline input's defaults
     assert [s["name"] for s in view["steps"]] == ["extract", "audit", "transform", "load"]
+
+    for name in [n for n in os.environ if n.startswith("RELAY_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("RELAY_DATA_DIR", str(data_dir))
+    shown = CliRunner().invoke(main, ["runs", "show", view["run_id"]])
+    assert shown.exit_code == 0, shown.output
+    assert "COMPLETED" in shown.output
+    for task_name in ("extract", "audit", "transform", "load"):
+        assert task_name in shown.output

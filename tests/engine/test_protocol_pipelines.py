@@ -15,9 +15,10 @@ from pydantic import BaseModel
 from core import RunStatus, StepStatus
 from core.domain.records import Message
 from core.errors import InputValidationError
+from core.faults import FaultPlan
 from core.tasks import Pipeline, task
 from core.tasks.runnable import compile_pipeline
-from core.testing import SagaHarness
+from core.testing import SagaHarness, SimulatedCrash
 from functions.pipelines.etl import pipeline as etl_pipeline
 from tests.support.backends.fixtures import MakeHarness
 
@@ -41,26 +42,26 @@ class Effects:
         self.writes[name] += 1
 
 
-def diamond(effects: Effects) -> Pipeline:
+def diamond(effects: Effects, *, retries: int = 2) -> Pipeline:
     """source → left, right → join (join has two data upstreams)."""
 
-    @task(name="source")
+    @task(name="source", max_retries=retries)
     def source(seed: int, run_id: str) -> Point:
         effects.write(run_id, "source", seed)
         return Point(x=seed, y=seed * 2)
 
-    @task(name="left")
+    @task(name="left", max_retries=retries)
     def left(source: Point, run_id: str) -> int:
         effects.write(run_id, "left", source.x)
         return source.x + 1
 
-    @task(name="right")
+    @task(name="right", max_retries=retries)
     async def right(source: Point, run_id: str) -> int:
         await asyncio.sleep(0)
         effects.write(run_id, "right", source.y)
         return source.y + 1
 
-    @task(name="join")
+    @task(name="join", max_retries=retries)
     def join(left: int, right: int, run_id: str) -> list[int]:
         effects.write(run_id, "join", (left, right))
         return [left, right]
@@ -128,6 +129,36 @@ def test_a_diamond_under_duplicate_deliveries_runs_every_task_once(
     assert snap.step("join").output == [3, 5]
     assert effects.writes == Counter(source=1, left=1, right=1, join=1)
     assert effects.done[("r", "join")] == (3, 5)
+
+
+def test_a_diamond_under_injected_failures_and_crashes_completes_each_task_once(
+    saga_harness: MakeHarness,
+) -> None:
+    """Chaos faults (failures before, crashes after the task ran): the run still completes.
+
+    A crash after the task ran and before the commit makes a redelivery run it again, so
+    the side effect is idempotent (one entry per run and task) and counted by its writes.
+    """
+    effects = Effects()
+    faults = FaultPlan.parse("diamond.*:fail@0.25;diamond.*:crash@0.25;seed=5")
+    h = saga_harness([compile_pipeline(diamond(effects, retries=20))], faults=faults)
+    run_ids = [start(h, "diamond", {"seed": n, "run_id": f"r{n}"}) for n in range(4)]
+    crashes = 0
+    for _ in range(500):
+        try:
+            h.pump(max_deliveries=2000)
+            break
+        except SimulatedCrash:
+            crashes += 1  # the leased message comes back once its lease runs out
+    assert crashes > 0
+    for n, run_id in enumerate(run_ids):
+        snap = h.snapshot(run_id)
+        assert snap.run.status is RunStatus.COMPLETED, snap.run.error
+        assert snap.step("join").output == [n + 1, 2 * n + 1]
+        assert effects.done[(f"r{n}", "join")] == (n + 1, 2 * n + 1)
+    assert {key[1] for key in effects.done} == {"source", "left", "right", "join"}
+    assert len(effects.done) == 16  # exactly one effect per run and task
+    assert sum(effects.writes.values()) >= 16
 
 
 def test_a_failed_fail_safe_task_hands_none_downstream_and_the_run_completes(
