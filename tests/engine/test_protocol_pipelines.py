@@ -14,6 +14,8 @@ from pydantic import BaseModel
 
 from core import RunStatus, StepStatus
 from core.domain.records import Message
+from core.engine.outputs import REF_KEY
+from core.engine.saga_runner import RunnerSettings
 from core.errors import InputValidationError
 from core.faults import FaultPlan
 from core.tasks import Pipeline, task
@@ -88,6 +90,19 @@ def test_the_example_etl_runs_to_completion_with_typed_outputs(saga_harness: Mak
     assert snap.run.output["load"] == loaded
     assert snap.run.definition_hash == h.registry.get("etl").definition_hash
     assert all(r.attempt == 1 for r in snap.steps.values())
+
+
+def test_large_task_outputs_go_through_the_io_manager_and_feed_downstream_tasks(
+    saga_harness: MakeHarness,
+) -> None:
+    """Outputs over the inline limit are stored as references and loaded for downstreams."""
+    settings = RunnerSettings(lease_grace_seconds=1.0, inline_output_limit_bytes=256)
+    h = saga_harness([compile_pipeline(etl_pipeline)], settings=settings)
+    snap = h.run("etl", {"row_count": 60, "seed": 3})
+    assert snap.run.status is RunStatus.COMPLETED, snap.run.error
+    assert REF_KEY in snap.step("extract").output
+    assert REF_KEY in snap.step("transform").output
+    assert snap.step("load").output["orders"] + snap.step("load").output["rejected"] == 60
 
 
 def test_a_fan_in_task_runs_once_when_its_last_upstream_commits(
