@@ -65,11 +65,19 @@ class PipelineSaga(Saga[JSONValue]):
 
     Attributes:
         plan: The pipeline's validated plan.
+
+    Raises:
+        DefinitionError: a task streams its output, which the engine cannot run yet.
     """
 
-    kind = "pipeline"
-
     def __init__(self, plan: PipelinePlan) -> None:
+        streaming = [name for name in plan.order if plan.nodes[name].stream_output]
+        if streaming:
+            raise DefinitionError(
+                f"pipeline {plan.name!r} cannot run yet: task(s) {', '.join(streaming)} declare "
+                "stream_output=True, and streaming outputs are not supported by the engine yet; "
+                "return a list instead of yielding chunks"
+            )
         super().__init__(plan.name, description=plan.description)
         self.plan = plan
         # Documents the input (OpenAPI, the manifest); validation is ``validate_input``'s.
@@ -130,13 +138,6 @@ def compile_pipeline(pipeline: Pipeline | PipelinePlan) -> PipelineSaga:
             its output, which the engine cannot run yet.
     """
     plan = pipeline if isinstance(pipeline, PipelinePlan) else pipeline.plan()
-    streaming = [name for name in plan.order if plan.nodes[name].stream_output]
-    if streaming:
-        raise DefinitionError(
-            f"pipeline {plan.name!r} cannot run yet: task(s) {', '.join(streaming)} declare "
-            "stream_output=True, and streaming outputs are not supported by the engine yet; "
-            "return a list instead of yielding chunks"
-        )
     return PipelineSaga(plan)
 
 
