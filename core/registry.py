@@ -18,7 +18,12 @@ from types import ModuleType
 from typing import TYPE_CHECKING, TypeVar
 
 from core.domain.saga import Saga
-from core.errors import ConfigurationError, UnknownPipelineError, UnknownSagaError
+from core.errors import (
+    ConfigurationError,
+    DefinitionError,
+    UnknownPipelineError,
+    UnknownSagaError,
+)
 
 if TYPE_CHECKING:
     from core.tasks.pipeline import Pipeline
@@ -27,46 +32,85 @@ DefinitionT = TypeVar("DefinitionT")
 
 
 class SagaRegistry:
-    """Sagas by name; entries are ready sagas or references to import on first use.
+    """Sagas (and runnable pipelines) by name; entries are ready or imported on first use.
 
     A reference is ``"package.module:attribute"`` or ``"path/to/file.py:attribute"``.
 
     A worker that serves two sagas of a bundle of twenty imports only those two modules,
     so a function pays at cold start only for the code it runs.
+
+    Pipelines (``pipelines=``, ``register_pipeline``) share the sagas' namespace: the
+    engine runs a pipeline as the saga its plan compiles to (``core/tasks/runnable.py``),
+    so ``get`` returns that saga, built on first use. A pipeline and a saga of the same
+    name are a ``DefinitionError``.
     """
 
-    def __init__(self, entries: Mapping[str, Saga | str] | None = None) -> None:
+    def __init__(
+        self,
+        entries: Mapping[str, Saga | str] | None = None,
+        *,
+        pipelines: Mapping[str, Pipeline | str] | None = None,
+    ) -> None:
         self._entries: dict[str, Saga | str] = dict(entries or {})
+        self._pipelines: dict[str, Pipeline | str] = dict(pipelines or {})
+        _check_namespace(self._entries, self._pipelines)
         self._lock = threading.Lock()
 
     def register(self, saga: Saga) -> Saga:
         """Add a saga; a second saga with the same name is a configuration error."""
         with self._lock:
+            if saga.name in self._pipelines:
+                _check_namespace({saga.name: saga}, self._pipelines)
             existing = self._entries.get(saga.name)
             if existing is not None and existing is not saga and not isinstance(existing, str):
                 raise ConfigurationError(f"two different sagas are registered as {saga.name!r}")
             self._entries[saga.name] = saga.freeze()
         return saga
 
-    def names(self) -> list[str]:
-        """Every saga name this registry can serve, sorted."""
-        return sorted(self._entries)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
-    def get(self, name: str) -> Saga:
-        """The saga called ``name``, importing its module on first use.
+    def register_pipeline(self, pipeline: Pipeline) -> Saga:
+        """Add a pipeline and return the saga that runs it.
 
         Raises:
-            UnknownSagaError: no such saga in this registry.
-            ConfigurationError: the reference does not import or is not a Saga.
+            DefinitionError: a saga has the pipeline's name, or the pipeline cannot run
+                (its plan is invalid, or a task streams its output).
+        """
+        from core.tasks.runnable import compile_pipeline
+
+        with self._lock:
+            if pipeline.name in self._entries and pipeline.name not in self._pipelines:
+                _check_namespace(self._entries, {pipeline.name: pipeline})
+            compiled = compile_pipeline(pipeline)
+            self._pipelines[pipeline.name] = pipeline
+            self._entries[pipeline.name] = compiled
+        return compiled
+
+    def names(self) -> list[str]:
+        """Every saga and pipeline name this registry can serve, sorted."""
+        return sorted({*self._entries, *self._pipelines})
+
+    def pipeline_names(self) -> list[str]:
+        """The names that are pipelines, sorted."""
+        return sorted(self._pipelines)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries or name in self._pipelines
+
+    def get(self, name: str) -> Saga:
+        """The saga (or compiled pipeline) called ``name``, importing it on first use.
+
+        Raises:
+            UnknownSagaError: no such saga or pipeline in this registry.
+            ConfigurationError: the reference does not import or is not a Saga (a
+                Pipeline, for a pipeline entry).
+            DefinitionError: a pipeline that cannot run (see ``register_pipeline``).
         """
         entry = self._entries.get(name)
-        if entry is None:
-            raise UnknownSagaError(saga=name, known=self.names())
         if isinstance(entry, Saga):
             return entry
+        if entry is None:
+            if name in self._pipelines:
+                return self._load_pipeline(name)
+            raise UnknownSagaError(saga=name, known=self.names())
         try:
             saga = _import_definition(entry, Saga, kind="saga")
         except ConfigurationError as exc:
@@ -79,19 +123,46 @@ class SagaRegistry:
             self._entries[name] = saga.freeze()
         return saga
 
+    def _load_pipeline(self, name: str) -> Saga:
+        from core.tasks.runnable import compile_pipeline
+
+        pipeline = PipelineRegistry(self._pipelines).get(name)
+        compiled = compile_pipeline(pipeline)
+        with self._lock:
+            self._entries[name] = compiled
+        return compiled
+
     def restricted_to(self, names: Iterable[str]) -> SagaRegistry:
         """A registry serving only ``names`` (a worker configured for some sagas)."""
         wanted = list(names)
-        unknown = [n for n in wanted if n not in self._entries]
+        unknown = [n for n in wanted if n not in self]
         if unknown:
             raise ConfigurationError(
                 f"configured sagas {unknown} are not in the bundle; known: {self.names()}"
             )
-        return SagaRegistry({n: self._entries[n] for n in wanted})
+        return SagaRegistry(
+            {n: self._entries[n] for n in wanted if n not in self._pipelines},
+            pipelines={n: self._pipelines[n] for n in wanted if n in self._pipelines},
+        )
 
     def loaded(self) -> list[Saga]:
-        """Every saga, importing all modules (for the manifest and the CLI)."""
+        """Every saga and compiled pipeline, importing all modules (manifest, CLI)."""
         return [self.get(name) for name in self.names()]
+
+
+def _check_namespace(sagas: Mapping[str, object], pipelines: Mapping[str, object]) -> None:
+    """Refuse a pipeline named like a saga: both are started by name on one route.
+
+    Raises:
+        DefinitionError: naming the clashing names.
+    """
+    clash = sorted(set(sagas) & set(pipelines))
+    if clash:
+        raise DefinitionError(
+            f"{', '.join(repr(n) for n in clash)} name(s) both a saga and a pipeline; sagas and "
+            "pipelines share one namespace (POST /v1/sagas/{name}/runs starts either), so "
+            "rename one of them"
+        )
 
 
 class PipelineRegistry:

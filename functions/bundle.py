@@ -8,8 +8,9 @@ saga that lives outside the bundle, ``RELAY_SAGA_MODULES="name=path/to/file.py:s
 
 Pipelines are listed the same way in ``PIPELINE_MODULES`` (``functions/pipelines/<name>.py``);
 ``relay plan NAME`` finds them there, and ``relay plan path/to/file.py:pipeline`` plans one
-that lives outside the bundle. Only their definition and plan exist so far: running a
-pipeline is a later part of issue 11, which will add its setting beside RELAY_SAGA_MODULES.
+that lives outside the bundle. The engine runs a pipeline as a saga of one step per task
+(``core/tasks/runnable.py``), started by name like a saga (``relay start etl``); pipelines
+and sagas share one namespace. ``RELAY_PIPELINE_MODULES`` adds pipelines outside the bundle.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from core.errors import ConfigurationError
-from functions.bundle import SAGA_MODULES
+from functions.bundle import PIPELINE_MODULES, SAGA_MODULES
 from functions.env_table import (
     ALL_BACKENDS,
     ALL_ROLES,
@@ -77,14 +77,27 @@ def parse_saga_modules(name: str, value: str) -> dict[str, str]:
     Raises:
         ConfigurationError: an entry is not ``name=package.module:attribute``.
     """
-    modules = dict(SAGA_MODULES)
+    return _modules(SAGA_MODULES, name, value)
+
+
+def parse_pipeline_modules(name: str, value: str) -> dict[str, str]:
+    """The bundle's pipelines plus ``name=package.module:attribute`` entries of ``value``.
+
+    Raises:
+        ConfigurationError: an entry is not ``name=package.module:attribute``.
+    """
+    return _modules(PIPELINE_MODULES, name, value)
+
+
+def _modules(bundled: Mapping[str, str], name: str, value: str) -> dict[str, str]:
+    modules = dict(bundled)
     for item in split_commas(value):
-        saga, eq, reference = item.partition("=")
+        entry, eq, reference = item.partition("=")
         if not eq or ":" not in reference:
             raise ConfigurationError(
                 f"{name} entry {item!r} must look like name=package.module:attribute"
             )
-        modules[saga.strip()] = reference.strip()
+        modules[entry.strip()] = reference.strip()
     return modules
 
 
@@ -134,6 +147,14 @@ class Settings:
         ALL_ROLES,
         "extra sagas: comma-separated name=package.module:attribute (added to the bundle's)",
         parse=parse_saga_modules,
+    )
+    pipeline_modules: Mapping[str, str] = setting(
+        "RELAY_PIPELINE_MODULES",
+        ALL_BACKENDS,
+        ALL_ROLES,
+        "extra pipelines: comma-separated name=package.module:attribute (added to the bundle's;"
+        " pipelines and sagas share one namespace)",
+        parse=parse_pipeline_modules,
     )
     faults: str = setting(
         "RELAY_FAULTS",

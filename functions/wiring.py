@@ -43,8 +43,16 @@ class Backend:
 
 
 def build_registry(settings: Settings) -> SagaRegistry:
-    """The sagas this process serves: ``RELAY_SAGAS`` or every saga of the bundle."""
-    registry = SagaRegistry(dict(settings.saga_modules))
+    """The sagas and pipelines this process serves: ``RELAY_SAGAS`` or all of the bundle's.
+
+    Pipelines (``RELAY_PIPELINE_MODULES`` and the bundle's) run as sagas and share their
+    namespace: ``RELAY_SAGAS`` names either.
+
+    Raises:
+        DefinitionError: a pipeline has the name of a saga.
+        ConfigurationError: ``RELAY_SAGAS`` names something the bundle lacks.
+    """
+    registry = SagaRegistry(dict(settings.saga_modules), pipelines=dict(settings.pipeline_modules))
     return registry.restricted_to(settings.sagas) if settings.sagas else registry
 
 

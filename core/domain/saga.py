@@ -378,6 +378,7 @@ class Saga(Generic[InputT]):
         timeout_seconds: float,
         compensate_on_failure: bool,
         wait: WaitSpec | None = None,
+        fail_safe: bool = False,
     ) -> None:
         self._check_mutable()
         check_name("step", name)
@@ -414,6 +415,7 @@ class Saga(Generic[InputT]):
             timeout_seconds=timeout_seconds,
             compensate_on_failure=compensate_on_failure,
             wait=wait,
+            fail_safe=fail_safe,
         )
 
     def _check_mutable(self) -> None:

@@ -128,6 +128,10 @@ class StepDefinition:
     ``compensate_on_failure`` runs the compensation for this step even when the step
     itself failed: a timed-out call to a payment provider may still have charged, and an
     idempotent compensation keyed by the idempotency key is then the only safe undo.
+
+    ``fail_safe`` (set for pipeline tasks declared ``@task(fail_safe=True)``) lets the run
+    go on when the step fails for good: the step stays FAILED, nothing is compensated, and
+    the steps after it run as if it had finished, seeing no output of it.
     """
 
     name: str
@@ -139,6 +143,7 @@ class StepDefinition:
     compensation: CompensationDefinition | None = None
     compensate_on_failure: bool = True
     wait: WaitSpec | None = None
+    fail_safe: bool = False
 
     @property
     def compensation_timeout_seconds(self) -> float:

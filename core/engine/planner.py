@@ -37,15 +37,30 @@ def ordered_names(saga: Saga, steps: Steps) -> list[StepName]:
     return sorted(steps, key=lambda n: (index.get(n, len(index)), n))
 
 
+def is_done(saga: Saga, record: StepRecord) -> bool:
+    """True when the steps after this one may run: it SUCCEEDED, or a fail-safe step FAILED.
+
+    A ``fail_safe`` step (a pipeline task declared ``fail_safe=True``) that failed for good
+    lets the run go on without its output; every other step must succeed.
+    """
+    if record.status is StepStatus.SUCCEEDED:
+        return True
+    if record.status is not StepStatus.FAILED:
+        return False
+    definition = saga.steps.get(record.name)
+    return definition is not None and definition.fail_safe
+
+
+def deps_done(saga: Saga, steps: Steps, name: str) -> bool:
+    """True when every dependency of ``name`` in this run is done (``is_done``)."""
+    return all(is_done(saga, steps[StepName(d)]) for d in deps_of(saga, steps, name))
+
+
 def is_ready(saga: Saga, steps: Steps, name: StepName) -> bool:
-    """True when a never-attempted step has all dependencies succeeded."""
+    """True when a never-attempted step has all dependencies done."""
     record = steps[name]
     return (
-        record.status is StepStatus.PENDING
-        and record.attempt == 0
-        and all(
-            steps[StepName(d)].status is StepStatus.SUCCEEDED for d in deps_of(saga, steps, name)
-        )
+        record.status is StepStatus.PENDING and record.attempt == 0 and deps_done(saga, steps, name)
     )
 
 
@@ -57,7 +72,7 @@ def successors_in_run(saga: Saga, steps: Steps, name: str) -> list[StepName]:
 def success_follow_up(
     saga: Saga, steps: Steps, name: StepName
 ) -> tuple[list[StepName], list[VersionCheck], bool]:
-    """After ``name`` succeeded (already reflected in ``steps``): what becomes ready.
+    """After ``name`` is done (already reflected in ``steps``): what becomes ready.
 
     Returns the ready successors, the version checks that make the decision safe, and
     whether the run is now complete.
@@ -79,12 +94,12 @@ def success_follow_up(
             ready.append(successor)
         for dep in deps_of(saga, steps, successor):
             record = steps[StepName(dep)]
-            if dep != name and record.status is not StepStatus.SUCCEEDED:
+            if dep != name and not is_done(saga, record):
                 checks[record.name] = VersionCheck(record.name, record.version)
-    is_complete = all(r.status is StepStatus.SUCCEEDED for r in steps.values())
+    is_complete = all(is_done(saga, r) for r in steps.values())
     if not successors:
         for record in steps.values():
-            if record.name != name and record.status is not StepStatus.SUCCEEDED:
+            if record.name != name and not is_done(saga, record):
                 checks[record.name] = VersionCheck(record.name, record.version)
     return ready, list(checks.values()), is_complete
 
@@ -208,11 +223,7 @@ def expected_messages(saga: Saga, snapshot: RunSnapshot, *, now: float) -> list[
         messages: list[Message] = []
         for name in ordered_names(saga, steps):
             record = steps[name]
-            deps_done = all(
-                steps[StepName(d)].status is StepStatus.SUCCEEDED
-                for d in deps_of(saga, steps, name)
-            )
-            if record.status is StepStatus.PENDING and deps_done:
+            if record.status is StepStatus.PENDING and deps_done(saga, steps, name):
                 messages.append(execute_message(saga, record, not_before=record.retry_at))
             elif is_waiting(saga, record):
                 messages.append(wake_message(saga, record))

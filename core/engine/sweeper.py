@@ -162,7 +162,7 @@ def due_messages(saga: Saga, snapshot: RunSnapshot, *, now: float) -> list[DueMe
                     due.append(DueMessage(message, record.lease_until or record.updated_at))
             elif record.status is StepStatus.PENDING:
                 deps = [steps[StepName(d)] for d in planner.deps_of(saga, steps, name)]
-                if all(d.status is StepStatus.SUCCEEDED for d in deps):
+                if all(planner.is_done(saga, d) for d in deps):
                     ready_at = max(
                         [run.created_at, record.updated_at, record.retry_at or 0.0]
                         + [d.finished_at or d.updated_at for d in deps]

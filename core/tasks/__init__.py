@@ -1,6 +1,8 @@
 """Task pipelines, the definition-time half: ``@task``, a registry, pipelines and their plans.
 
-Declaring and planning import nothing beyond pydantic; running a plan is the engine's job.
+Declaring and planning import nothing beyond pydantic. ``core/tasks/runnable.py`` compiles a
+plan onto the saga engine (one step per task); the registry does that when a pipeline is
+first used, so importing this package does not import it.
 """
 
 from __future__ import annotations

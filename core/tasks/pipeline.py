@@ -15,7 +15,8 @@ are looked up among the given ``Task`` objects first, then in the registry.
 Planning checks, in this order, and raises a ``DefinitionError`` subclass naming the fix:
 every dependency exists (``UnknownTaskError``); no cycle (``DependencyCycleError``, with
 a real cycle); every data edge type-checks (``SchemaMismatchError``, rules in
-``core/tasks/types.py``); parameters that become pipeline inputs agree on type and
+``core/tasks/types.py``), and a parameter fed by a ``fail_safe`` task accepts ``None``
+(what it receives when that task fails); parameters that become pipeline inputs agree on type and
 default across tasks.
 """
 
@@ -236,6 +237,13 @@ def _check_types(pipeline: str, tasks: dict[str, Task[..., Any]], edges: tuple[E
                 parameter=edge.parameter,
                 upstream_type=type_name(source),
                 parameter_type=type_name(parameter.annotation),
+            )
+        if tasks[edge.upstream].fail_safe and not is_assignable(None, parameter.annotation):
+            raise DefinitionError(
+                f"pipeline {pipeline!r}: task {edge.upstream!r} is fail_safe, so parameter "
+                f"{edge.parameter!r} of task {edge.downstream!r} receives None when it fails; "
+                f"annotate it {type_name(parameter.annotation)} | None (Optional), or make "
+                f"{edge.downstream!r} wait for it with dependencies= instead"
             )
 
 

@@ -2,5 +2,5 @@
 
 ``etl`` (extract → audit and transform side by side → load). Each module defines one
 module-level ``pipeline`` and does no I/O at import. ``relay plan NAME`` prints a
-pipeline's plan; running pipelines is not built yet (issue 11, later slices).
+pipeline's plan; ``relay start NAME --wait`` runs one on the engine, like a saga.
 """

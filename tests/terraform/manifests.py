@@ -12,6 +12,7 @@ def bundle_manifest() -> dict[str, Any]:
     from functions.settings import Settings
     from tooling.manifest import build_manifest
 
-    registry = SagaRegistry(dict(Settings.from_env({}).saga_modules))
+    settings = Settings.from_env({})
+    registry = SagaRegistry(dict(settings.saga_modules), pipelines=dict(settings.pipeline_modules))
     built: dict[str, Any] = json.loads(json.dumps(build_manifest(registry)))
     return built

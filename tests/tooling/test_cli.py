@@ -277,7 +277,15 @@ def test_manifest_describes_every_saga_step_queue_and_target(relay_data_dir: Pat
     manifest = json.loads(result.stdout)
     assert manifest["version"] == 2
     sagas = {saga["name"]: saga for saga in manifest["sagas"]}
-    assert set(sagas) == {"order", "onboarding", "fulfilment", "stock_report"}
+    assert set(sagas) == {"order", "onboarding", "fulfilment", "stock_report", "etl"}
+    etl_steps = sagas["etl"]["steps"]  # a pipeline runs as a saga of one step per task
+    assert [step["name"] for step in etl_steps] == ["extract", "audit", "transform", "load"]
+    assert not any(step["has_compensation"] for step in etl_steps)
+    assert sagas["etl"]["input_schema"]["properties"].keys() == {
+        "row_count",
+        "seed",
+        "eur_per_unit",
+    }
     order_entry = sagas["order"]
     assert [step["name"] for step in order_entry["steps"]] == ORDER_STEPS
     assert order_entry["input_schema"]["properties"].keys() >= {"customer_id", "items"}
@@ -287,7 +295,7 @@ def test_manifest_describes_every_saga_step_queue_and_target(relay_data_dir: Pat
         assert step["retry"]["max_attempts"] >= 1
     assert order_entry["steps"][1]["after"] == ["validate_order"]
     assert [(q["name"], q["sagas"]) for q in manifest["queues"]] == [
-        ("relay-steps", ["fulfilment", "onboarding", "order", "stock_report"])
+        ("relay-steps", ["etl", "fulfilment", "onboarding", "order", "stock_report"])
     ]
     targets = {target["name"]: target for target in manifest["functions"]}
     assert {name: t["gcp"]["entry_point"] for name, t in targets.items()} == {

@@ -37,10 +37,14 @@ def manifest() -> None:
     from core.registry import SagaRegistry
     from tooling.manifest import build_manifest
 
-    registry = SagaRegistry(dict(load_settings().saga_modules))
+    settings = load_settings()
     try:
+        # Pipelines run as sagas (one step per task), so they are listed among them.
+        registry = SagaRegistry(
+            dict(settings.saga_modules), pipelines=dict(settings.pipeline_modules)
+        )
         built = build_manifest(registry)
-    except EngineError as exc:  # a saga that does not import, an invalid definition
+    except EngineError as exc:  # a saga that does not import, an invalid definition, a clash
         fail(str(exc), code=EXIT_USAGE)
     print_json(built)
 

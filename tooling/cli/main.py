@@ -93,7 +93,13 @@ def dev(port: int, host: str, workers: int, in_process: bool, data_dir: Path | N
 
 @main.command()
 @click.argument("saga")
-@click.option("--input", "input_text", required=True, help="Run input as JSON (or @file.json).")
+@click.option(
+    "--input",
+    "input_text",
+    default="{}",
+    show_default=True,
+    help="Run input as JSON (or @file.json).",
+)
 @click.option("--idempotency-key", default=None, help="The same key always names the same run.")
 @click.option("--wait", is_flag=True, help="Wait until the run ends and show its timeline.")
 @click.option("--url", default=None, help="Start through the HTTP API at this base URL.")
@@ -116,7 +122,10 @@ def start(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Start a run of SAGA with the given input (idempotent with --idempotency-key)."""
+    """Start a run of SAGA (or pipeline) with the given input (idempotent with --idempotency-key).
+
+    A pipeline is started by its name like a saga: ``relay start etl --wait``.
+    """
     raw_input = parse_json(input_text)
     if url:
         from tooling.remote import RemoteRuns

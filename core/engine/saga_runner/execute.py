@@ -105,10 +105,7 @@ class ExecutePath:
                         saga, snapshot, "stale delivery of a failed attempt"
                     )
                 return HandleResult.retry_later(record.retry_at - now, "retry not due yet")
-            if not all(
-                snapshot.step(d).status is StepStatus.SUCCEEDED
-                for d in planner.deps_of(saga, snapshot.steps, record.name)
-            ):
+            if not planner.deps_done(saga, snapshot.steps, record.name):
                 return HandleResult.ack(
                     Outcome.DROPPED, "dependencies unfinished; they will enqueue this step"
                 )

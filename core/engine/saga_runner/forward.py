@@ -90,7 +90,11 @@ class ForwardChanges:
         outcome: AttemptOutcome,
         now: float,
     ) -> StateChange:
-        """A failed attempt: retry later if the policy allows, else fail and compensate."""
+        """A failed attempt: retry later if the policy allows, else fail and compensate.
+
+        A ``fail_safe`` step that fails for good does not compensate: it stays FAILED and
+        the run moves on as after a success.
+        """
         run = snapshot.run
         definition = saga.steps[record.name]
         used = record.attempts_in_budget
@@ -107,6 +111,9 @@ class ForwardChanges:
         failed = record.failed(now=now, error=outcome.error, error_detail=outcome.detail)
         if not is_running:
             return StateChange(run.run_id, steps=(failed,))
+        if definition.fail_safe:
+            # The run goes on without this step's output (``planner.is_done``).
+            return self._success_change(saga, snapshot, failed, now)
         why = f"step {record.name!r} failed after {record.execute_attempts} attempt(s)"
         new_run, changed, outbox = planner.begin_compensation(
             saga,

@@ -43,7 +43,7 @@ variable "alarm_sns_topic_arn" {
 }
 
 variable "environment" {
-  description = "Optional settings the code reads (RELAY_SAGAS, RELAY_SAGA_MODULES, RELAY_INLINE_OUTPUT_LIMIT, RELAY_LOG_LEVEL, RELAY_LOG_FORMAT, RELAY_METRICS), each given only to the functions whose manifest env.aws lists it."
+  description = "Optional settings the code reads (RELAY_SAGAS, RELAY_SAGA_MODULES, RELAY_PIPELINE_MODULES, RELAY_INLINE_OUTPUT_LIMIT, RELAY_LOG_LEVEL, RELAY_LOG_FORMAT, RELAY_METRICS), each given only to the functions whose manifest env.aws lists it."
   type        = map(string)
   default     = {}
 }

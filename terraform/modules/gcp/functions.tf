@@ -27,6 +27,7 @@ locals {
   optional_env = {
     RELAY_SAGAS               = ""
     RELAY_SAGA_MODULES        = ""
+    RELAY_PIPELINE_MODULES    = ""
     RELAY_INLINE_OUTPUT_LIMIT = "65536"
     RELAY_LOG_LEVEL           = "INFO"
     # With api_auth = "jwt" (or "api_key,jwt"): the issuer the app verifies bearer JWTs of.
