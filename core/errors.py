@@ -6,6 +6,7 @@ parsing messages::
 
     EngineError
     ├── ConfigurationError
+    │   └── MissingExtraError
     ├── DefinitionError
     │   ├── UnknownTaskError
     │   ├── DependencyCycleError
@@ -23,6 +24,8 @@ parsing messages::
     ├── InfrastructureError            (retryable)
     │   ├── StoreUnavailable           (retryable)
     │   └── QueueUnavailable           (retryable)
+    ├── ResultFormatError
+    ├── InputTooLargeError
     ├── NonRetryableStepError
     └── CompensationFailed
 """
@@ -42,6 +45,19 @@ class EngineError(Exception):
 
 class ConfigurationError(EngineError):
     """Raised when settings are missing or inconsistent (backend name, data dir, keys)."""
+
+
+class MissingExtraError(ConfigurationError):
+    """Raised when a feature needs an optional dependency that is not installed."""
+
+    def __init__(self, *, feature: str, module: str, extra: str) -> None:
+        self.feature = feature
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs {module}, which is not installed; install Relay's "
+            f"'{extra}' extra: pip install 'relay[{extra}]'"
+        )
 
 
 class DefinitionError(EngineError):
@@ -237,6 +253,35 @@ class StoreUnavailable(InfrastructureError):
 
 class QueueUnavailable(InfrastructureError):
     """Raised when the task queue cannot be reached or throttles."""
+
+
+class ResultFormatError(EngineError):
+    """Raised when a stored result cannot be read back in the format it claims to be in.
+
+    A pickled result is loaded only when Relay's codec wrote it (its framing is checked
+    before anything is unpickled); anything else stored under a ``.pkl`` name is refused.
+    """
+
+    def __init__(self, *, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"result {where} cannot be loaded: {reason}")
+
+
+class InputTooLargeError(EngineError):
+    """Raised when a run's input is too large to keep, inline or through the I/O manager.
+
+    Nothing is written: the start request is refused (HTTP 422 ``input_too_large``).
+    """
+
+    def __init__(self, *, saga: str, size_bytes: int, limit_bytes: int, reason: str) -> None:
+        self.saga = saga
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
+        super().__init__(
+            f"input for saga {saga!r} is {size_bytes} bytes as JSON: {reason} "
+            f"(limit {limit_bytes} bytes); send a smaller input or a reference to the data"
+        )
 
 
 class NonRetryableStepError(EngineError):

@@ -46,7 +46,9 @@ class Engine:
 
     def __post_init__(self) -> None:
         self.outputs = OutputStorage(
-            io_manager=self.io_manager, inline_limit_bytes=self.settings.inline_output_limit_bytes
+            io_manager=self.io_manager,
+            inline_limit_bytes=self.settings.inline_output_limit_bytes,
+            max_input_bytes=self.settings.max_input_bytes,
         )
         self.runner = SagaRunner(
             registry=self.registry,
@@ -64,6 +66,7 @@ class Engine:
             store=self.store,
             queue=self.queue,
             clock=self.clock,
+            outputs=self.outputs,
             conflict_retries=self.settings.conflict_retries,
         )
         self.sweeper = Sweeper(

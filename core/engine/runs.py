@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from core.domain.records import (
@@ -18,9 +19,11 @@ from core.domain.records import (
 from core.domain.run_ids import RunKey, new_run_id
 from core.domain.status import RunStatus, StepStatus
 from core.engine import planner
+from core.engine.outputs import OutputStorage
 from core.errors import (
     ConcurrencyConflict,
     IdempotencyKeyReusedError,
+    InfrastructureError,
     InvalidRunStateError,
     RunNotFoundError,
 )
@@ -52,12 +55,14 @@ class RunService:
         store: StateStore,
         queue: TaskQueue,
         clock: Clock,
+        outputs: OutputStorage,
         conflict_retries: int = 10,
     ) -> None:
         self._registry = registry
         self._store = store
         self._queue = queue
         self._clock = clock
+        self._outputs = outputs
         self._conflict_retries = conflict_retries
 
     def start(
@@ -72,6 +77,7 @@ class RunService:
             InvalidIdempotencyKeyError: the key is not 1-200 printable ASCII characters.
             UnknownSagaError: no saga of that name (nothing written).
             InputValidationError: the input does not match the model (nothing written).
+            InputTooLargeError: the input is too large to keep (nothing written).
             IdempotencyKeyReusedError: the key already started a run with other input.
         """
         key = RunKey.client(idempotency_key) if idempotency_key is not None else None
@@ -80,20 +86,27 @@ class RunService:
     def start_keyed(self, saga_name: str, raw_input: object, *, key: RunKey | None) -> StartResult:
         """``start`` with a key of any space (the engine's schedules and events use this).
 
+        An input over the inline limit is saved through the I/O manager first (under a
+        content-addressed id, so a request reusing a key with other input cannot overwrite
+        the run's) and the run record keeps a reference; steps and the run view see the
+        real input (``resolved``).
+
         Raises:
             UnknownSagaError: no saga of that name (nothing written).
             InputValidationError: the input does not match the model (nothing written).
+            InputTooLargeError: the input is too large to keep (nothing written).
             IdempotencyKeyReusedError: the key already started a run with other input.
         """
         saga = self._registry.get(saga_name)
         normalized = saga.validate_input(raw_input)
+        prepared = self._outputs.prepare_input(saga=saga.name, value=normalized)
         now = self._clock.now()
         run_id = key.run_id(saga.name) if key is not None else new_run_id(now)
         run = RunRecord(
             run_id=run_id,
             saga=saga.name,
             status=RunStatus.PENDING,
-            input=normalized,
+            input=self._outputs.store_input(run_id=run_id, prepared=prepared),
             definition_hash=saga.definition_hash,
             created_at=now,
             updated_at=now,
@@ -106,7 +119,7 @@ class RunService:
         stored, is_created = self._store.create_run(run=run, steps=steps, outbox=outbox)
         if not is_created:
             # The run id derives from saga and key, so only the input can differ.
-            if stored.input != normalized:
+            if not self._outputs.is_same_input(stored.input, prepared):
                 raise IdempotencyKeyReusedError(run_id=stored.run_id, saga=stored.saga)
             if stored.status is not RunStatus.PENDING:
                 return StartResult(stored, False)
@@ -125,6 +138,25 @@ class RunService:
         if snapshot is None:
             raise RunNotFoundError(run_id=run_id)
         return snapshot
+
+    def resolved(self, snapshot: RunSnapshot) -> RunSnapshot:
+        """``snapshot`` with the run's real input and output in place of references.
+
+        For reading only (the run view): never write the returned run back, its record
+        would carry the offloaded values. A value the I/O manager no longer has (deleted
+        by the bucket's lifecycle, docs/adr/0008) is left as its reference.
+        """
+        run = snapshot.run
+        try:
+            real_input = self._outputs.resolve_input(run)
+            real_output = self._outputs.resolve_run_output(run)
+        except KeyError:
+            log.warning("offloaded input or output of run %s is gone", run.run_id)
+            return snapshot
+        if real_input is run.input and real_output is run.output:
+            return snapshot
+        real = dataclasses.replace(run, input=real_input, output=real_output)
+        return RunSnapshot(real, snapshot.steps)
 
     def list(
         self,
@@ -220,17 +252,26 @@ class RunService:
                     outbox=tuple(outbox),
                 )
             try:
-                self._apply(change)
+                self._apply(change, snapshot.steps.values())
             except ConcurrencyConflict:
                 continue
             assert change.run is not None
             return change.run
         raise ConcurrencyConflict(run_id=run_id, detail="run kept changing during cancel")
 
-    def _apply(self, change: StateChange) -> None:
+    def _apply(self, change: StateChange, steps: Iterable[StepRecord] = ()) -> None:
         self._store.apply(change=change)
         if change.outbox and not self._store.delivers_outbox:
             self._queue.enqueue(messages=change.outbox)
+        if change.run is not None and change.run.status.is_terminal:
+            try:
+                self._outputs.on_run_ended(change.run, [*steps, *change.steps])
+            except InfrastructureError as exc:  # the run ended; a stray delivery heals it
+                log.warning(
+                    "run %s ended but its outputs' retention could not be started: %s",
+                    change.run.run_id,
+                    exc,
+                )
 
 
 _COMPENSATION_PHASE = frozenset(

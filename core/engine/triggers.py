@@ -24,6 +24,7 @@ from core.engine.saga_runner import SagaRunner
 from core.errors import (
     ConfigurationError,
     EngineError,
+    InputTooLargeError,
     InputValidationError,
     RequestRejected,
 )
@@ -85,7 +86,7 @@ class TriggerService:
                     result = self._runs.start_keyed(
                         saga.name, trigger.build_input(event), key=RunKey.event(event_id)
                     )
-                except InputValidationError as exc:
+                except (InputValidationError, InputTooLargeError) as exc:
                     log.warning(
                         "event rejected by saga input model",
                         extra={"saga": saga.name, "topic": topic, "event_id": event_id},

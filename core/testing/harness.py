@@ -94,7 +94,8 @@ class SagaHarness:
         queue: A pull queue whose clock is ``clock`` (the one the store delivers its
             outbox to, when the store does).
         clock: The one clock of the test; ``advance`` and an idle ``pump`` move it.
-        io_manager: Where outputs over the inline limit go; None refuses them.
+        io_manager: Where outputs and run inputs over the inline limit go; without one
+            a large output is refused and a large input stays inline.
         settings: Protocol tunables; by default a 1 s lease grace.
         faults: Injected faults (``RELAY_FAULTS`` rules), none by default.
         metrics: Where the engine's metrics go; dropped by default.

@@ -24,6 +24,7 @@ from core.errors import (
     EngineError,
     IdempotencyKeyReusedError,
     InfrastructureError,
+    InputTooLargeError,
     InputValidationError,
     InvalidRunStateError,
     RequestRejected,
@@ -78,6 +79,10 @@ def engine_error_response(exc: EngineError) -> HttpError | None:
         return HttpError(404, "run_not_found", str(exc), run_id=exc.run_id)
     if isinstance(exc, InputValidationError):
         return HttpError(422, "invalid_input", str(exc), detail=exc.errors)
+    if isinstance(exc, InputTooLargeError):
+        return HttpError(
+            422, "input_too_large", str(exc), size_bytes=exc.size_bytes, limit=exc.limit_bytes
+        )
     if isinstance(exc, IdempotencyKeyReusedError):
         return HttpError(409, "idempotency_key_reused", str(exc), run_id=exc.run_id)
     if isinstance(exc, InvalidRunStateError):

@@ -356,7 +356,7 @@ def _started(result: StartResult) -> Response:
 
 def _run_view_of(engine: Engine, run_id: str, *, readable: Grants | None = None) -> dict[str, Any]:
     """The run view; a run of a saga ``readable`` does not cover is "not found"."""
-    snapshot = engine.runs.get(run_id)
+    snapshot = engine.runs.resolved(engine.runs.get(run_id))
     if readable is not None and not readable.may("read", snapshot.run.saga):
         raise RunNotFoundError(run_id=run_id)
     return run_view(snapshot, [step.name for step in engine.ordered_steps(snapshot)])

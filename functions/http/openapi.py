@@ -40,7 +40,11 @@ _ERRORS: Final[Mapping[int, str]] = {
     409: "the idempotency key names a run with other input, or the run's status forbids it",
     413: "request body too large",
     415: "the body is not `application/json`",
-    422: "the input (or a query parameter) fails validation; `detail` lists the fields",
+    422: (
+        "the input (or a query parameter) fails validation (`detail` lists the fields), the "
+        "input is larger than a run keeps (`input_too_large`), or a store refuses the run "
+        "(`request_rejected`)"
+    ),
     503: "unavailable or misconfigured: retry after `Retry-After` seconds",
 }
 _SIGNATURE_HELP: Final = (

@@ -371,7 +371,7 @@ def test_s3_layout_and_calls(aws_clients: AwsClients, bucket: str) -> None:
     body = aws_clients.s3.get_object(Bucket=bucket, Key="relay/r-1/s/0.json")["Body"]
     with contextlib.closing(body):
         assert body.read() == b'{"a":1}'
-    assert save_calls == {"HeadObject": 1, "DeleteObject": 1, "PutObject": 1}
+    assert save_calls == {"HeadObject": 1, "DeleteObjects": 1, "PutObject": 1}
     assert load_calls == {"GetObject": 1}
     assert io.describe()["bucket"] == bucket
 
@@ -382,3 +382,27 @@ def test_s3_missing_bucket_is_a_configuration_error(aws_clients: AwsClients) -> 
 
     with pytest.raises(ConfigurationError, match="missing-"):
         io.save(run_id="r-1", step="s", result_id="0", value=1)
+
+
+def test_s3_marks_a_finished_run_with_the_lifecycle_tag(
+    aws_clients: AwsClients, bucket: str
+) -> None:
+    """Each object of the run is rewritten with the retention tag, its metadata and type kept."""
+    io = S3IOManager(aws_clients.s3, bucket=bucket, prefix="relay/")
+    io.save(run_id="r-1", step="s", result_id="0", value={"a": 1})
+    io.save(run_id="r-2", step="s", result_id="0", value=0)
+    before = aws_clients.s3.head_object(Bucket=bucket, Key="relay/r-1/s/0.json")
+
+    assert io.mark_run_finished(run_id="r-1", finished_at=T0) == 1
+    with counting(aws_clients.s3) as again:
+        assert io.mark_run_finished(run_id="r-1", finished_at=T0) == 1
+
+    head = aws_clients.s3.head_object(Bucket=bucket, Key="relay/r-1/s/0.json")
+    assert head["Metadata"] == {**before["Metadata"], "relay-finished-at": str(int(T0))}
+    assert head["ContentType"] == "application/json"
+    tags = aws_clients.s3.get_object_tagging(Bucket=bucket, Key="relay/r-1/s/0.json")["TagSet"]
+    assert tags == [{"Key": "relay-retention", "Value": "finished"}]
+    assert (
+        aws_clients.s3.get_object_tagging(Bucket=bucket, Key="relay/r-2/s/0.json")["TagSet"] == []
+    )
+    assert again == {"ListObjectsV2": 1, "HeadObject": 1}  # already marked: no copy

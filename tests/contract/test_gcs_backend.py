@@ -101,3 +101,29 @@ def test_describe_names_bucket_prefix_and_endpoint(
     assert described["bucket"] == bucket.name
     assert described["prefix"] == "p/"
     assert described["endpoint"] == storage_emulator.endpoint
+
+
+def test_marking_a_finished_run_rewrites_objects_as_they_were(
+    storage_client: Any, bucket: Any
+) -> None:
+    """Every object of the run (order markers too) is written again with its bytes and type.
+
+    The custom time it carries is what the lifecycle rule reads; the storage emulator drops
+    object metadata, so only the rewrite itself is visible here.
+    """
+    manager = GcsIOManager(storage_client, bucket=bucket.name, prefix="relay/")
+    manager.save(run_id="r-1", step="s", result_id="0", value={"a": 1})
+    manager.save(run_id="r-1", step="s", result_id="1", value={1}, serializer="pickle")
+    manager.save(run_id="r-2", step="s", result_id="0", value=0)
+    # The raw timeCreated: the emulator's is not RFC 3339, which the parsed property expects.
+    before = {b.name: b._properties["timeCreated"] for b in storage_client.list_blobs(bucket)}
+
+    assert manager.mark_run_finished(run_id="r-1", finished_at=1_800_000_000.0) == 2
+
+    after = {b.name: b for b in storage_client.list_blobs(bucket)}
+    assert sorted(after) == sorted(before)
+    rewritten = {n for n, b in after.items() if b._properties["timeCreated"] != before[n]}
+    assert rewritten == {n for n in before if n.startswith("relay/r-1/")}
+    assert after["relay/r-1/s/0.json"].content_type == "application/json"
+    assert after["relay/r-1/s/1.pkl"].content_type == "application/x-python-pickle"
+    assert manager.load(run_id="r-1", step="s", result_id="1") == {1}

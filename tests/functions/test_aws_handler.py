@@ -154,31 +154,64 @@ def test_sns_notification_starts_a_subscribed_run(greet_lambda: AwsStack) -> Non
     assert outcome["rejected"] == {}
 
 
-OVER_AN_ITEM = "x" * 500_000
-"""A name that makes a run's input larger than a DynamoDB item (400 KB)."""
+OVER_AN_ITEM = "x" * 1_000_000
+"""A name that makes the run's input about 1 MiB: under the HTTP body limit, over the
+400 KB of a DynamoDB item, so the input must go to S3."""
 
 
-def test_a_start_dynamodb_rejects_answers_422_and_writes_nothing(greet_lambda: AwsStack) -> None:
-    """A run too large for a DynamoDB item is refused for good (422), not deferred (503)."""
+def test_an_input_over_a_dynamodb_item_is_offloaded_and_runs(greet_lambda: AwsStack) -> None:
+    """A ~1 MiB input is kept in S3, the run record holds a reference, and steps see it."""
     response = start_greeting(name=OVER_AN_ITEM, key="greet-large-0001")
 
-    body = json.loads(response["body"])
-    assert response["statusCode"] == 422
-    assert (body["error"], body["service"]) == ("request_rejected", "DynamoDB")
-    assert "400 KB" in body["message"]
-    assert receive_all(greet_lambda) == []
-    assert wiring.get_engine().runs.list(saga="greet", statuses=None, limit=10) == []
+    assert response["statusCode"] == 202, response["body"]
+    run_id = json.loads(response["body"])["run_id"]
+    stored = wiring.get_engine().runs.get(run_id).run.input
+    assert stored["$ref"].startswith(f"s3://{greet_lambda.bucket}/{run_id}/$input/input-")
+    assert stored["bytes"] > 1_000_000
+    keys = greet_lambda.clients.s3.list_objects_v2(Bucket=greet_lambda.bucket, Prefix=run_id)
+    assert [o["Key"].split("/")[1] for o in keys["Contents"]] == ["$input"]
+
+    for _ in range(2):  # write_text, then deliver, each a real SQS batch
+        (message,) = receive_all(greet_lambda)
+        assert lambda_entry.handler(sqs_event(greet_lambda, [message]), CONTEXT) == {
+            "batchItemFailures": []
+        }
+
+    event = golden("function_url_get_run")
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/v1/runs/{run_id}"
+    view = json.loads(lambda_entry.handler(event, CONTEXT)["body"])
+    assert view["status"] == "COMPLETED"
+    assert view["input"] == {"name": OVER_AN_ITEM, "times": 2}
+    assert STEP_CALLS["write_text"] == STEP_CALLS["deliver"] == 1
 
 
-def test_an_event_dynamodb_rejects_is_reported_not_raised(greet_lambda: AwsStack) -> None:
-    """An event whose run DynamoDB refuses is answered as rejected, so Lambda does not retry."""
+def test_a_repeated_start_with_other_large_input_is_refused(greet_lambda: AwsStack) -> None:
+    """Reusing a key with another offloaded input is a 409 and leaves the run's input intact."""
+    first = start_greeting(name=OVER_AN_ITEM, key="greet-large-0002")
+    again = start_greeting(name=OVER_AN_ITEM, key="greet-large-0002")
+    other = start_greeting(name="y" * 1_000_000, key="greet-large-0002")
+
+    run_id = json.loads(first["body"])["run_id"]
+    assert (first["statusCode"], again["statusCode"], other["statusCode"]) == (202, 202, 409)
+    assert json.loads(again["body"])["run_id"] == run_id
+    assert json.loads(again["body"])["created"] is False
+    engine = wiring.get_engine()
+    resolved = engine.runs.resolved(engine.runs.get(run_id)).run.input
+    assert resolved == {"name": OVER_AN_ITEM, "times": 2}
+
+
+def test_an_event_with_a_large_input_starts_its_run(greet_lambda: AwsStack) -> None:
+    """An event whose run input exceeds a DynamoDB item starts the run, its input in S3."""
     event = golden("eventbridge_event")
     event["detail"]["name"] = OVER_AN_ITEM
 
     outcome = lambda_entry.handler(event, CONTEXT)
 
-    assert outcome["runs"] == []
-    assert "DynamoDB rejected" in outcome["rejected"]["greet"]  # the saga whose run it was
+    assert outcome["rejected"] == {}
+    (run_id,) = outcome["runs"]
+    engine = wiring.get_engine()
+    assert engine.runs.get(run_id).run.input["$ref"].startswith("s3://")
+    assert engine.runs.resolved(engine.runs.get(run_id)).run.input["name"] == OVER_AN_ITEM
 
 
 class Captured(logging.Handler):

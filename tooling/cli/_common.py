@@ -79,6 +79,7 @@ def snapshot_view(engine: Engine, snapshot: RunSnapshot) -> dict[str, Any]:
     """The ``GET /v1/runs/{id}`` view of ``snapshot``, steps in definition order."""
     from functions.http.views import run_view
 
+    snapshot = engine.runs.resolved(snapshot)  # offloaded input and output, shown for real
     return run_view(snapshot, [step.name for step in engine.ordered_steps(snapshot)])
 
 

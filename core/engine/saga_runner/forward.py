@@ -70,11 +70,17 @@ class ForwardChanges:
         )
 
     def _run_output(self, saga: Saga, run: RunRecord, steps: dict[StepName, StepRecord]) -> Any:
-        """The run's output; a custom builder sees real outputs, references loaded."""
+        """The run's stored output; a custom builder sees real outputs, references loaded.
+
+        Over the inline limit it goes through the I/O manager like a step's output.
+        """
+        storage = self._shared.ports.outputs
         if saga.output is None:
-            return {name: record.output for name, record in steps.items()}
-        outputs = self._shared.ports.outputs.outputs_of(RunSnapshot(run, steps))
-        return to_json_value(saga.build_output(outputs), step="<run output>")
+            value: Any = {name: record.output for name, record in steps.items()}
+        else:
+            built = saga.build_output(storage.outputs_of(RunSnapshot(run, steps)))
+            value = to_json_value(built, step="<run output>")
+        return storage.store_run_output(run_id=run.run_id, value=value)
 
     def failure_change(
         self,

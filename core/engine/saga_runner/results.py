@@ -73,3 +73,6 @@ class RunnerSettings:
     lease_grace_seconds: float = 5.0
     conflict_retries: int = 10
     inline_output_limit_bytes: int = 64 * 1024
+    """Larger step outputs, and run inputs, go through the I/O manager."""
+    max_input_bytes: int = 10 * 1024 * 1024
+    """Larger run inputs are refused at the start (``InputTooLargeError``), nothing written."""

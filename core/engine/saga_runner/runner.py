@@ -105,6 +105,8 @@ class SagaRunner:
                 Outcome.DROPPED, f"run {run.run_id} has no step {message.step!r}"
             )
         if run.status.is_terminal:
+            # A redelivery after a crash between the final commit and the retention mark.
+            self._ports.outputs.on_run_ended(run, snapshot.steps.values())
             return HandleResult.ack(Outcome.DROPPED, f"run is {run.status}")
         try:
             saga = self._ports.registry.get(run.saga)

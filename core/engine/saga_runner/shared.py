@@ -96,6 +96,7 @@ class SharedSteps:
     ) -> AttemptOutcome:
         """Run one attempt of ``fn`` for the claimed step and record its metrics."""
         run, outputs = snapshot.run, self.ports.outputs
+        run_input = outputs.resolve_input(run)
         started = time.perf_counter()
         own_output = None
         if action is Action.COMPENSATE and claimed.output is not None:
@@ -114,7 +115,7 @@ class SharedSteps:
                 else claimed.execute_attempts
             ),
             idempotency_key=f"{run.run_id}:{claimed.name}",
-            input=saga.parse_input(run.input),
+            input=saga.parse_input(run_input),
             outputs=outputs.outputs_of(snapshot),
             deadline_at=self.now() + timeout_seconds,
             output=own_output,
@@ -124,7 +125,7 @@ class SharedSteps:
         if not outcome.is_success:
             # Before anything stores or logs it: the run's secret input values and
             # credential-shaped text leave neither the public error nor the detail.
-            outcome = outcome.redacted(Redactor.for_values(run.input, ctx.input))
+            outcome = outcome.redacted(Redactor.for_values(run_input, ctx.input))
             log.warning(
                 "%s attempt %d of step %r failed: %s",
                 action.value,
@@ -191,6 +192,9 @@ class SharedSteps:
                 continue
             if change.run is not None and change.run.status.is_terminal:
                 self.ports.metrics.record_run(saga=saga.name, status=change.run.status.value)
+                self.ports.outputs.on_run_ended(
+                    change.run, [*snapshot.steps.values(), *change.steps]
+                )
             return HandleResult.ack(Outcome.COMMITTED, "committed")
         return HandleResult.retry_later(1.0, "commit kept conflicting")
 
@@ -206,7 +210,10 @@ class SharedSteps:
         if snapshot.run.status is RunStatus.COMPENSATING and (
             planner.next_compensation_target(saga, snapshot.steps) is None
         ):
-            self.store_change(planner.finish_compensation(snapshot.run, now=now))
+            finished = planner.finish_compensation(snapshot.run, now=now)
+            self.store_change(finished)
+            if finished.run is not None:
+                self.ports.outputs.on_run_ended(finished.run, snapshot.steps.values())
             return HandleResult.ack(Outcome.FINISHED, f"{reason}; compensation finished")
         messages = planner.expected_messages(saga, snapshot, now=now)
         if messages:
@@ -219,6 +226,7 @@ class SharedSteps:
         log.error("run failed: %s", error, extra={"run_id": run.run_id})
         failed = run.failed(now=self.now(), error=error)
         self.ports.store.apply(change=StateChange(run.run_id, run=failed))
+        self.ports.outputs.on_run_ended(failed, snapshot.steps.values())
         return HandleResult.ack(Outcome.RUN_FAILED, error)
 
 

@@ -90,7 +90,7 @@ data "aws_iam_policy_document" "function" {
     for_each = contains(each.value.env.aws, "RELAY_S3_BUCKET") ? [1] : []
     content {
       sid       = "ReadWriteOutputs"
-      actions   = ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
+      actions   = ["s3:DeleteObject", "s3:GetObject", "s3:PutObject", "s3:PutObjectTagging"]
       resources = ["${aws_s3_bucket.io.arn}/*"]
     }
   }

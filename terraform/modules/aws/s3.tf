@@ -46,20 +46,42 @@ resource "aws_s3_bucket_versioning" "io" {
   }
 }
 
+# Outputs expire with their run (docs/adr/0008): when a run ends, the engine rewrites its
+# objects tagged relay-retention=finished (infra/aws/s3_io.py, mark_run_finished), so
+# they are deleted output_retention_days after the run ended, when DynamoDB's TTL deletes
+# the run record. Objects of runs still in flight carry no tag and stay, up to
+# output_max_age_days (a backstop for runs that never end).
 resource "aws_s3_bucket_lifecycle_configuration" "io" {
   bucket = aws_s3_bucket.io.id
 
   rule {
-    id     = "expire-outputs"
+    id     = "expire-outputs-of-finished-runs"
+    status = "Enabled"
+
+    filter {
+      tag {
+        key   = "relay-retention"
+        value = "finished"
+      }
+    }
+
+    expiration {
+      days = var.output_retention_days
+    }
+  }
+
+  rule {
+    id     = "expire-outputs-backstop"
     status = "Enabled"
 
     filter {}
 
     expiration {
-      days = var.output_retention_days
+      days = var.output_max_age_days
     }
 
-    # Overwritten and deleted outputs (a retried step, clear_run) are kept a week only.
+    # Overwritten and deleted outputs (a retried step, clear_run, the rewrite at the end
+    # of a run) are kept a week only.
     noncurrent_version_expiration {
       noncurrent_days = 7
     }

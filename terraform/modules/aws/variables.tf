@@ -49,9 +49,20 @@ variable "environment" {
 }
 
 variable "output_retention_days" {
-  description = "Days large step outputs stay in the I/O bucket (finished runs expire from DynamoDB after 30 days)."
+  description = "Days the I/O bucket keeps a finished run's outputs and input after the run ended; match the state store's run retention (DynamoDBStateStore retention_seconds, 30 days by default)."
   type        = number
   default     = 30
+}
+
+variable "output_max_age_days" {
+  description = "Days after its last write any object in the I/O bucket is deleted, finished or not: a backstop for runs that never end. Keep it above the longest run."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = var.output_max_age_days > 0
+    error_message = "output_max_age_days must be positive."
+  }
 }
 
 variable "reserve_concurrency" {

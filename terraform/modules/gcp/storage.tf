@@ -1,5 +1,8 @@
-# Large step outputs (over RELAY_INLINE_OUTPUT_LIMIT) live here; they are deleted with the
-# runs they belong to (io_retention_days, the run retention).
+# Large step outputs and run inputs (over RELAY_INLINE_OUTPUT_LIMIT) live here. They expire
+# with their run (docs/adr/0008): when a run ends, the engine sets the custom time of its
+# objects to the end (infra/gcp/gcs_io.py, mark_run_finished), so they are deleted
+# io_retention_days after the run ended, when Firestore's TTL deletes the run record.
+# Objects of runs in flight have no custom time and stay, up to io_max_age_days.
 resource "google_storage_bucket" "io" {
   #checkov:skip=CKV_GCP_62:access logs would record every step output read and written, a second copy of the traffic to pay for; Cloud Audit Logs cover admin activity
   project                     = var.project
@@ -16,7 +19,17 @@ resource "google_storage_bucket" "io" {
 
   lifecycle_rule {
     condition {
-      age = var.io_retention_days
+      days_since_custom_time = var.io_retention_days
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  # A backstop for runs that never end.
+  lifecycle_rule {
+    condition {
+      age = var.io_max_age_days
     }
     action {
       type = "Delete"

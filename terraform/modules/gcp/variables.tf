@@ -60,9 +60,20 @@ variable "firestore_indexes_path" {
 }
 
 variable "io_retention_days" {
-  description = "Days after which large step outputs are deleted from the I/O bucket; match the run retention (30 days by default)."
+  description = "Days the I/O bucket keeps a finished run's outputs and input after the run ended; match the state store's run retention (FirestoreStateStore retention_seconds, 30 days by default)."
   type        = number
   default     = 30
+}
+
+variable "io_max_age_days" {
+  description = "Days after its creation any object in the I/O bucket is deleted, finished or not: a backstop for runs that never end. Keep it above the longest run."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = var.io_max_age_days > 0
+    error_message = "io_max_age_days must be positive."
+  }
 }
 
 variable "worker_ingress" {
