@@ -3,9 +3,11 @@
 It starts ``relay dev`` (HTTP API, queue dispatcher, sweeper and worker processes that
 receive signed deliveries, as Cloud Tasks would send them) on a fresh data directory,
 starts order runs over HTTP (most complete; a declined payment or an unknown SKU makes
-some compensate) and one onboarding run, waits for them, stops the stack, and then shows
-the runs, the timelines of one completed and one compensated order with what each did
-to the demo services, and the result of every invariant the sagas declare.
+some compensate), one onboarding run and one run of the ETL pipeline
+(``functions/pipelines/etl.py``), waits for them, stops the stack, and then shows the
+runs, the timelines of one completed and one compensated order with what each did to the
+demo services, the pipeline's timeline with its result, and the result of every invariant
+the sagas declare.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from tooling.remote import RemoteError, RemoteRuns
 from tooling.timeline import TERMINAL_RUN_STATUSES, make_console, run_timeline, runs_table
 
 ONBOARDING_INPUT: Final = {"email": "ada@example.com", "name": "Ada Lovelace"}
+ETL_INPUT: Final = {"row_count": 500, "seed": 11}
+"""The pipeline's input: 500 generated sales rows (its tasks run in parallel levels)."""
 _POLL_SECONDS: Final = 0.2
 
 
@@ -44,10 +48,11 @@ def run_demo(*, count: int, seed: int, workers: int, data_dir: Path, timeout: fl
         return 2
     requests: list[tuple[str, Any]] = [("order", item) for item in demo_inputs(count, seed)]
     requests.append(("onboarding", ONBOARDING_INPUT))
+    requests.append(("etl", ETL_INPUT))
     console.print(
         Text.assemble(
             ("Relay demo", "bold"),
-            f": {count} order runs and 1 onboarding run through `relay dev` "
+            f": {count} order runs, 1 onboarding run and 1 ETL pipeline run through `relay dev` "
             f"(HTTP API, dispatcher, sweeper, {workers} HTTP worker processes)\n",
             ("data: ", "dim"),
             str(data_dir.resolve()),
@@ -133,6 +138,9 @@ def _report(console: Console, data_dir: Path, run_ids: Sequence[str], elapsed: f
             if view is not None:
                 console.print(run_timeline(view))
                 console.print(_effects(view["run_id"]))
+    pipeline = next((v for v in views.values() if v["saga"] == "etl"), None)
+    if pipeline is not None:
+        console.print(run_timeline(pipeline))
     console.print(_checks_table(checks))
     problems = [
         f"run {b['run_id']} ({b['saga']}) ended {b['status']}: {b['error']}"
@@ -143,6 +151,8 @@ def _report(console: Console, data_dir: Path, run_ids: Sequence[str], elapsed: f
         problems.append("no order run COMPLETED")
     if compensated is None:
         problems.append("no order run COMPENSATED")
+    if pipeline is None or pipeline["status"] != "COMPLETED":
+        problems.append("the ETL pipeline run did not COMPLETE")
     for line in problems:
         console.print(f"[red]✗[/] {line}", highlight=False)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(checks.statuses.items()))

@@ -41,6 +41,7 @@ def test_relay_demo_exits_0_showing_completed_and_compensated_runs(tmp_path: Pat
     assert elapsed < 60
     assert "COMPLETED" in output and "COMPENSATED" in output
     assert "onboarding" in output
+    assert "etl" in output and "1 ETL pipeline run" in output  # the pipeline beside the sagas
     assert "effects of" in output  # what each shown run did to the demo services
     assert "holds" in output and "balanced" in output and "violated" not in output
     assert str(tmp_path / "relay") in output  # it says where the data went
