@@ -120,6 +120,11 @@ class SharedSteps:
             deadline_at=self.now() + timeout_seconds,
             output=own_output,
             error=reason if action is Action.COMPENSATE else None,
+            chunks=(
+                outputs.chunks_of(run_id=run.run_id, step=claimed.name)
+                if action is Action.EXECUTE
+                else None
+            ),
         )
         outcome = self.ports.executor.run(fn, ctx, timeout_seconds=timeout_seconds, retry=retry)
         if not outcome.is_success:
