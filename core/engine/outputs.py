@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -237,13 +237,17 @@ class OutputStorage:
             return bool(stored["sha256"] == prepared.sha256)
         return bool(stored == prepared.value)
 
-    def on_run_ended(self, run: RunRecord, steps: Iterable[StepRecord]) -> None:
+    def on_run_ended(
+        self, run: RunRecord, steps: Iterable[StepRecord], *, streaming: Collection[str] = ()
+    ) -> None:
         """Start the retention of a terminal run's offloaded data (outputs, input).
 
         The state store stamps the run record to expire ``updated_at`` plus its retention;
         the I/O manager's ``mark_run_finished`` makes the bucket delete the run's objects
         the same retention after the same time (docs/adr/0008). Only runs that offloaded
-        something pay for it (a listing and a rewrite per object). Idempotent: a
+        something pay for it (a listing and a rewrite per object); a step in ``streaming``
+        (the saga's streaming steps) that was attempted may have committed chunks even if
+        it failed, so it counts too. Idempotent: a
         redelivered message of an ended run calls it again, which heals a crash between
         the final commit and this call.
 
@@ -255,7 +259,12 @@ class OutputStorage:
         if (
             is_reference(run.input)
             or is_reference(run.output)
-            or any(is_reference(step.output) or is_stream_reference(step.output) for step in steps)
+            or any(
+                is_reference(step.output)
+                or is_stream_reference(step.output)
+                or (step.name in streaming and step.execute_attempts > 0)
+                for step in steps
+            )
         ):
             self._io.mark_run_finished(run_id=run.run_id, finished_at=run.updated_at)
 

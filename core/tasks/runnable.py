@@ -96,6 +96,11 @@ class PipelineSaga(Saga[JSONValue]):
             )
         self.freeze()
 
+    @property
+    def streaming_steps(self) -> frozenset[str]:
+        """The steps of ``stream_output`` tasks: their chunks expire with the run."""
+        return frozenset(name for name in self.plan.order if self.plan.nodes[name].stream_output)
+
     def __repr__(self) -> str:
         return f"PipelineSaga(name={self.name!r}, tasks={list(self.plan.order)})"
 
