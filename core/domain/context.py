@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Generic
+from typing import Any, Generic, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypeVar
@@ -25,6 +25,35 @@ InputT_co = TypeVar("InputT_co", covariant=True, default=Any)
 """The saga's input type: its input model, or ``JSONValue`` for a saga without one."""
 
 T = TypeVar("T")
+
+
+class ChunkStream(Protocol):
+    """Where a streaming step commits its chunks (the I/O manager, for one run and step).
+
+    A chunk is committed once ``commit`` returns: it is stored under its index and
+    replaces any earlier save of that index, so committing the same chunk again is
+    harmless. ``committed`` counts the chunks stored from index 0 without a gap; a
+    redelivered attempt produces chunk ``committed()`` next.
+    """
+
+    def committed(self) -> int:
+        """How many chunks are stored, counted from index 0 up to the first gap."""
+        ...
+
+    def commit(self, index: int, value: JSONValue) -> None:
+        """Store chunk ``index`` (JSON), replacing an earlier save of the same index."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedOutput:
+    """What a streaming step returns: its output is its ``count`` committed chunks.
+
+    The step record keeps only the count (``{"$chunks": count}``); readers load the
+    chunks from the I/O manager in index order.
+    """
+
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +69,8 @@ class StepContext(Generic[InputT_co]):
     them as a given type (a pydantic model, ``dict[str, int]``...).
     In a compensation, ``output`` is this step's own output (None when the step failed)
     and ``error`` says why the run is compensating.
+    ``chunks`` is where a streaming step commits its chunks (None without an I/O
+    manager, and in compensations).
     ``attempt`` counts this function's own attempts from 1: the step's when it executes,
     the compensation's when it compensates (so a compensation with ``max_attempts=2``
     never sees 3, whatever the step went through before).
@@ -56,6 +87,7 @@ class StepContext(Generic[InputT_co]):
     deadline_at: float
     output: JSONValue = None
     error: str | None = None
+    chunks: ChunkStream | None = None
 
     @property
     def is_compensation(self) -> bool:

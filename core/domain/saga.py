@@ -439,6 +439,11 @@ class Saga(Generic[InputT]):
         return self._steps
 
     @property
+    def streaming_steps(self) -> frozenset[str]:
+        """Steps that commit chunks through the I/O manager (a pipeline's streaming tasks)."""
+        return frozenset()
+
+    @property
     def invariants(self) -> Sequence[Invariant]:
         """Checks declared with ``@saga.invariant``."""
         return tuple(self._invariants)

@@ -3,13 +3,20 @@
 A stored reference is ``{"$ref": <url>, "bytes": <size>}`` (plus ``"sha256"`` for an
 input). A value that merely looks like one (user data with exactly those keys) is
 offloaded whatever its size, so a record holding that shape is always a real reference.
+
+A streaming step's output is its chunks, stored one by one through the I/O manager as the
+step produces them (``{run}/{step}/chunk-NNNNNNNNNN``); its record keeps only
+``{"$chunks": <count>}``, so the record does not grow with the stream, and a reader loads
+chunks ``0..count-1`` in order. Which chunks are committed is what ``list_chunks`` shows
+(``save_chunk`` is an idempotent replace): an attempt lists them once, at its start, and
+no state-store write is paid per chunk (see :class:`StepChunks`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,6 +36,8 @@ INPUT_STEP: Final = "$input"
 ``$`` is not allowed in step names, so no step's results can collide with it."""
 DEFAULT_MAX_INPUT_BYTES: Final = 10 * 1024 * 1024
 _REFERENCE_KEYS: Final = (frozenset({REF_KEY, "bytes"}), frozenset({REF_KEY, "bytes", "sha256"}))
+CHUNKS_KEY: Final = "$chunks"
+"""The one key of a streaming step's stored output: ``{"$chunks": <count>}``."""
 
 
 def to_json_value(value: Any, *, step: str) -> Any:
@@ -57,6 +66,50 @@ def is_reference(stored: object) -> bool:
         and frozenset(stored) in _REFERENCE_KEYS
         and isinstance(stored[REF_KEY], str)
     )
+
+
+def is_stream_reference(stored: object) -> bool:
+    """Whether a stored value is a streaming step's output, ``{"$chunks": <count>}``."""
+    return (
+        isinstance(stored, dict)
+        and len(stored) == 1
+        and isinstance(stored.get(CHUNKS_KEY), int)
+        and not isinstance(stored[CHUNKS_KEY], bool)
+    )
+
+
+def stream_reference(count: int) -> dict[str, int]:
+    """The stored output of a streaming step that committed ``count`` chunks."""
+    return {CHUNKS_KEY: count}
+
+
+class StepChunks:
+    """The chunks of one streaming step of one run, in the I/O manager (a ``ChunkStream``).
+
+    ``committed`` lists the step's chunks (one listing per attempt) and counts the
+    gap-free prefix from index 0: chunks are saved in order, so a gap only follows a
+    crash between two saves, and the chunk at the gap is the next one to produce.
+    """
+
+    def __init__(self, io: IOManager, *, run_id: str, step: str) -> None:
+        self._io = io
+        self._run_id = run_id
+        self._step = step
+
+    def committed(self) -> int:
+        """How many chunks are stored, from index 0 up to the first gap."""
+        count = 0
+        for index in self._io.list_chunks(run_id=self._run_id, step=self._step):
+            if index != count:
+                break
+            count += 1
+        return count
+
+    def commit(self, index: int, value: Any) -> None:
+        """Store chunk ``index`` (JSON), replacing an earlier save of it."""
+        self._io.save_chunk(
+            run_id=self._run_id, step=self._step, index=index, value=value, serializer="json"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +144,8 @@ class OutputStorage:
     def store(self, *, run_id: str, step: str, value: Any) -> Any:
         """The value to put in the step record: the output itself or a reference to it."""
         encoded = json.dumps(value, separators=(",", ":"))
-        if len(encoded) <= self._limit and not (is_reference(value) and self._io is not None):
+        looks_stored = is_reference(value) or is_stream_reference(value)
+        if len(encoded) <= self._limit and not (looks_stored and self._io is not None):
             return value
         if self._io is None:
             raise ConfigurationError(
@@ -105,7 +159,16 @@ class OutputStorage:
         """The real output for a stored value (loads references)."""
         if is_reference(stored) and self._io is not None:
             return self._io.load(run_id=run_id, step=step, result_id=OUTPUT_RESULT_ID)
+        if is_stream_reference(stored) and self._io is not None:
+            io, count = self._io, int(stored[CHUNKS_KEY])
+            return [io.load_chunk(run_id=run_id, step=step, index=i) for i in range(count)]
         return stored
+
+    def chunks_of(self, *, run_id: str, step: str) -> StepChunks | None:
+        """Where a streaming step of ``run_id`` commits its chunks (None: no I/O manager)."""
+        if self._io is None:
+            return None
+        return StepChunks(self._io, run_id=run_id, step=step)
 
     def store_run_output(self, *, run_id: str, value: Any) -> Any:
         """The value to put in the run header: the run's output or a reference to it.
@@ -174,13 +237,17 @@ class OutputStorage:
             return bool(stored["sha256"] == prepared.sha256)
         return bool(stored == prepared.value)
 
-    def on_run_ended(self, run: RunRecord, steps: Iterable[StepRecord]) -> None:
+    def on_run_ended(
+        self, run: RunRecord, steps: Iterable[StepRecord], *, streaming: Collection[str] = ()
+    ) -> None:
         """Start the retention of a terminal run's offloaded data (outputs, input).
 
         The state store stamps the run record to expire ``updated_at`` plus its retention;
         the I/O manager's ``mark_run_finished`` makes the bucket delete the run's objects
         the same retention after the same time (docs/adr/0008). Only runs that offloaded
-        something pay for it (a listing and a rewrite per object). Idempotent: a
+        something pay for it (a listing and a rewrite per object); a step in ``streaming``
+        (the saga's streaming steps) that was attempted may have committed chunks even if
+        it failed, so it counts too. Idempotent: a
         redelivered message of an ended run calls it again, which heals a crash between
         the final commit and this call.
 
@@ -192,7 +259,12 @@ class OutputStorage:
         if (
             is_reference(run.input)
             or is_reference(run.output)
-            or any(is_reference(step.output) for step in steps)
+            or any(
+                is_reference(step.output)
+                or is_stream_reference(step.output)
+                or (step.name in streaming and step.execute_attempts > 0)
+                for step in steps
+            )
         ):
             self._io.mark_run_finished(run_id=run.run_id, finished_at=run.updated_at)
 

@@ -238,10 +238,12 @@ class RunService:
                     allowed=[s.value for s in _ACTIVE],
                 )
             now = self._clock.now()
+            streaming: frozenset[str] = frozenset()
             if run.status is RunStatus.COMPENSATING:
                 change = StateChange(run.run_id, run=run.cancel_requested(now=now).audited(audit))
             else:
                 saga = self._registry.get(run.saga)
+                streaming = saga.streaming_steps
                 new_run, changed, outbox = planner.begin_compensation(
                     saga, run, snapshot.steps, now=now, error="cancelled by request", is_cancel=True
                 )
@@ -252,20 +254,26 @@ class RunService:
                     outbox=tuple(outbox),
                 )
             try:
-                self._apply(change, snapshot.steps.values())
+                self._apply(change, snapshot.steps.values(), streaming=streaming)
             except ConcurrencyConflict:
                 continue
             assert change.run is not None
             return change.run
         raise ConcurrencyConflict(run_id=run_id, detail="run kept changing during cancel")
 
-    def _apply(self, change: StateChange, steps: Iterable[StepRecord] = ()) -> None:
+    def _apply(
+        self,
+        change: StateChange,
+        steps: Iterable[StepRecord] = (),
+        *,
+        streaming: frozenset[str] = frozenset(),
+    ) -> None:
         self._store.apply(change=change)
         if change.outbox and not self._store.delivers_outbox:
             self._queue.enqueue(messages=change.outbox)
         if change.run is not None and change.run.status.is_terminal:
             try:
-                self._outputs.on_run_ended(change.run, [*steps, *change.steps])
+                self._outputs.on_run_ended(change.run, [*steps, *change.steps], streaming=streaming)
             except InfrastructureError as exc:  # the run ended; a stray delivery heals it
                 log.warning(
                     "run %s ended but its outputs' retention could not be started: %s",

@@ -28,8 +28,15 @@ it *is* a saga to the engine: :func:`compile_pipeline` turns its plan into a
 The definition hash covers the plan's structure hash and the code of every task, so a
 redeploy that changes a task is versioned as a saga's is.
 
-Streaming tasks (``stream_output=True``) and per-item fan-out are not run yet: compiling
-a pipeline with a streaming task raises ``DefinitionError``.
+Streaming tasks (``stream_output=True``) run their generator inside their step: each
+yielded chunk is serialized through the task's item type and committed through the I/O
+manager as it is produced (``{run}/{task}/chunk-NNNNNNNNNN``), in order; the step's
+record keeps only the count (``{"$chunks": N}``) and a downstream parameter named after
+the task receives the N chunks, loaded in order. A redelivered attempt (the worker died
+mid-stream) resumes after the last committed chunk: it passes that index as
+``resume_from`` when the task declares it, and otherwise replays the generator and drops
+the chunks already committed (the resume contract is in ``core/tasks/task.py``). A
+streaming pipeline needs an I/O manager. Per-item fan-out is not run yet.
 """
 
 from __future__ import annotations
@@ -48,8 +55,9 @@ from core.domain.definition_hash import definition_hash
 from core.domain.json_types import JSONValue
 from core.domain.retry_policy import RetryPolicy
 from core.domain.saga import Saga
-from core.errors import DefinitionError, InputValidationError, NonRetryableStepError
+from core.errors import InputValidationError, NonRetryableStepError
 from core.tasks.plan import PipelinePlan, PlanNode
+from core.tasks.streaming import stream_step_function
 from core.tasks.task import Task
 
 if TYPE_CHECKING:
@@ -66,18 +74,9 @@ class PipelineSaga(Saga[JSONValue]):
     Attributes:
         plan: The pipeline's validated plan.
 
-    Raises:
-        DefinitionError: a task streams its output, which the engine cannot run yet.
     """
 
     def __init__(self, plan: PipelinePlan) -> None:
-        streaming = [name for name in plan.order if plan.nodes[name].stream_output]
-        if streaming:
-            raise DefinitionError(
-                f"pipeline {plan.name!r} cannot run yet: task(s) {', '.join(streaming)} declare "
-                "stream_output=True, and streaming outputs are not supported by the engine yet; "
-                "return a list instead of yielding chunks"
-            )
         super().__init__(plan.name, description=plan.description)
         self.plan = plan
         # Documents the input (OpenAPI, the manifest); validation is ``validate_input``'s.
@@ -96,6 +95,11 @@ class PipelineSaga(Saga[JSONValue]):
                 fail_safe=task.fail_safe,
             )
         self.freeze()
+
+    @property
+    def streaming_steps(self) -> frozenset[str]:
+        """The steps of ``stream_output`` tasks: their chunks expire with the run."""
+        return frozenset(name for name in self.plan.order if self.plan.nodes[name].stream_output)
 
     def __repr__(self) -> str:
         return f"PipelineSaga(name={self.name!r}, tasks={list(self.plan.order)})"
@@ -134,8 +138,7 @@ def compile_pipeline(pipeline: Pipeline | PipelinePlan) -> PipelineSaga:
     """The saga that runs ``pipeline`` (planning it first when given a ``Pipeline``).
 
     Raises:
-        DefinitionError: the plan is invalid (see ``Pipeline.plan``), or a task streams
-            its output, which the engine cannot run yet.
+        DefinitionError: the plan is invalid (see ``Pipeline.plan``).
     """
     plan = pipeline if isinstance(pipeline, PipelinePlan) else pipeline.plan()
     return PipelineSaga(plan)
@@ -143,6 +146,8 @@ def compile_pipeline(pipeline: Pipeline | PipelinePlan) -> PipelineSaga:
 
 def _step_function(node: PlanNode) -> StepFn:
     """The step function of ``node``: sync for a sync task, a coroutine for an async one."""
+    if node.task.stream_output:
+        return stream_step_function(node, _arguments)
     if node.task.is_async:
 
         async def run_async_task(ctx: StepContext[Any]) -> Any:

@@ -19,6 +19,21 @@ several pipelines and registries. Calling it calls the function, so it stays uni
 Streaming: with ``stream_output=True`` the function is a generator (sync or async) and
 each yielded value is one chunk; a downstream parameter named after it receives the
 chunks collected in order, so its output type is ``list[<yielded type>]``.
+
+The engine commits each chunk through the I/O manager as it is yielded, and an attempt
+redelivered after a crash resumes after the last committed chunk. The **resume
+contract** a streaming task honours:
+
+* the chunk at index ``i`` is the same on every attempt for the same inputs
+  (deterministic per index: no clock, no randomness, no source that moves under it);
+* to skip the work already done, declare ``resume_from: int = 0``: the engine passes
+  the index of the chunk to produce next, and the generator's first yield must be that
+  chunk. ``resume_from`` is not a pipeline input (``Task.cursor_parameter``);
+* without ``resume_from`` the generator restarts at chunk 0 and the engine drops the
+  chunks already committed, unsaved: correct, but the work is done again.
+
+A chunk stored twice (a retried save, two workers racing on a redelivery) replaces
+itself, so nothing is doubled; a downstream task receives exactly ``count`` chunks.
 """
 
 from __future__ import annotations
@@ -45,6 +60,8 @@ DEFAULT_MAX_RETRIES = 2
 """Retries after the first attempt (three attempts in all, as a saga step's default)."""
 DEFAULT_TIMEOUT_SECONDS = 30.0
 """Longest one attempt may run, as a saga step's default."""
+CURSOR_PARAMETER = "resume_from"
+"""The parameter through which a streaming task learns which chunk to produce next."""
 _TAG = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
 _STREAM_ORIGINS = frozenset(
     {
@@ -87,6 +104,8 @@ class Task(Generic[P, R]):
         item_type: What each chunk is, for a streaming task (else None).
         is_async: The function is a coroutine or async generator function.
         description: The first line of the function's docstring.
+        cursor_parameter: ``resume_from`` when a streaming task takes the index of the
+            chunk to produce next (not in ``parameters``; see the module), else None.
     """
 
     name: str
@@ -103,6 +122,7 @@ class Task(Generic[P, R]):
     item_type: object = field(repr=False)
     is_async: bool = field(repr=False)
     description: str = field(repr=False)
+    cursor_parameter: str | None = field(default=None, repr=False)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the function (a task stays a plain function in unit tests)."""
@@ -258,6 +278,8 @@ def build_task(
     hints = _type_hints(task_name, func)
     returns = hints.get("return", Any)
     item_type: object = _yielded_type(returns) if stream_output else None
+    parameters = _parameters(task_name, func, hints)
+    cursor = _cursor(task_name, parameters) if stream_output else None
     return Task(
         name=task_name,
         fn=func,
@@ -268,12 +290,32 @@ def build_task(
         fail_safe=fail_safe,
         stream_output=stream_output,
         max_parallel=max_parallel,
-        parameters=_parameters(task_name, func, hints),
+        parameters=tuple(p for p in parameters if cursor is None or p.name != cursor),
         output_type=list[item_type] if stream_output else returns,  # type: ignore[valid-type]
         item_type=item_type,
         is_async=inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func),
         description=(inspect.getdoc(func) or "").strip().split("\n", 1)[0],
+        cursor_parameter=cursor,
     )
+
+
+def _cursor(task_name: str, parameters: tuple[TaskParameter, ...]) -> str | None:
+    """``resume_from`` if the streaming task declares it as ``resume_from: int = 0``.
+
+    Raises:
+        DefinitionError: it is declared another way (the engine passes an int, and the
+            default 0 keeps the task callable as a plain function).
+    """
+    found = next((p for p in parameters if p.name == CURSOR_PARAMETER), None)
+    if found is None:
+        return None
+    if found.annotation not in (int, Any) or not found.has_default or found.default != 0:
+        raise DefinitionError(
+            f"task {task_name!r} declares {CURSOR_PARAMETER!r}, the streaming cursor, as "
+            f"{found.annotation!r} with default {found.default!r}; declare it "
+            f"'{CURSOR_PARAMETER}: int = 0' (the index of the next chunk to yield)"
+        )
+    return CURSOR_PARAMETER
 
 
 def check_tag(task_name: str, tag: str) -> str:

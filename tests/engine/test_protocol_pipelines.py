@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from core import RunStatus, StepStatus
 from core.domain.records import Message
-from core.engine.outputs import REF_KEY
+from core.engine.outputs import CHUNKS_KEY, REF_KEY
 from core.engine.saga_runner import RunnerSettings
 from core.errors import InputValidationError
 from core.faults import FaultPlan
@@ -100,7 +100,7 @@ def test_large_task_outputs_go_through_the_io_manager_and_feed_downstream_tasks(
     h = saga_harness([compile_pipeline(etl_pipeline)], settings=settings)
     snap = h.run("etl", {"row_count": 60, "seed": 3})
     assert snap.run.status is RunStatus.COMPLETED, snap.run.error
-    assert REF_KEY in snap.step("extract").output
+    assert snap.step("extract").output == {CHUNKS_KEY: 2}  # 60 rows in batches of 50
     assert REF_KEY in snap.step("transform").output
     assert snap.step("load").output["orders"] + snap.step("load").output["rejected"] == 60
 

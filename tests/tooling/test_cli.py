@@ -284,6 +284,7 @@ def test_manifest_describes_every_saga_step_queue_and_target(relay_data_dir: Pat
     assert sagas["etl"]["input_schema"]["properties"].keys() == {
         "row_count",
         "seed",
+        "batch_size",
         "eur_per_unit",
     }
     order_entry = sagas["order"]

@@ -89,7 +89,8 @@ def test_plan_prints_a_table_and_a_mermaid_diagram() -> None:
     for name in ("extract", "audit", "transform", "load"):
         assert name in out
     assert "list[CleanSale]" in out and "fail_safe" in out
-    assert "input: eur_per_unit: dict[str, float] | None = None, row_count: int = 200" in out
+    assert "input: batch_size: int = 50, eur_per_unit: dict[str, float] | None = None," in out
+    assert 't0 -->|"list[list[Sale]]"| t2' in out  # extract streams batches
     assert "```mermaid\nflowchart TD" in out
     assert 't2 -->|"list[CleanSale]"| t3' in out
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from core import RunStatus, Saga, StepContext
 from core.ports.clock import FixedClock
+from core.tasks import Pipeline, task
+from core.tasks.runnable import compile_pipeline
 from core.testing import SagaHarness
 from infra.memory.io_manager import MemoryIOManager
 from infra.memory.state_store import MemoryStateStore
@@ -91,3 +94,47 @@ def test_a_redelivery_to_an_ended_run_marks_it_again() -> None:
     harness.deliver(last_message)
 
     assert io.marks == [(done.run.run_id, done.run.updated_at)] * 2
+
+
+def test_a_run_whose_task_streamed_is_marked_when_it_completes() -> None:
+    """A streaming task's chunks are offloaded data: the run that ends marks them."""
+
+    @task(stream_output=True)
+    def numbers(count: int = 3) -> Iterator[int]:
+        yield from range(count)
+
+    @task
+    def total(numbers: list[int]) -> int:
+        return sum(numbers)
+
+    io = RecordingIOManager()
+    harness = harness_with(io, compile_pipeline(Pipeline("sums", tasks=[numbers, total])))
+
+    done = harness.run("sums", {})
+
+    assert done.run.status is RunStatus.COMPLETED
+    assert done.step("total").output == 3
+    assert io.marks == [(done.run.run_id, done.run.updated_at)]
+
+
+def test_a_run_whose_streaming_task_failed_after_some_chunks_is_marked_too() -> None:
+    """Its step record has no output, but chunks were committed: they must expire too."""
+
+    @task(stream_output=True, max_retries=0)
+    def numbers(count: int = 5) -> Iterator[int]:
+        yield 0
+        yield 1
+        raise ValueError("source went away")
+
+    @task
+    def total(numbers: list[int]) -> int:
+        return sum(numbers)
+
+    io = RecordingIOManager()
+    harness = harness_with(io, compile_pipeline(Pipeline("sums", tasks=[numbers, total])))
+
+    done = harness.run("sums", {})
+
+    assert done.run.status is RunStatus.COMPENSATED
+    assert io.list_chunks(run_id=done.run.run_id, step="numbers") == [0, 1]
+    assert io.marks == [(done.run.run_id, done.run.updated_at)]

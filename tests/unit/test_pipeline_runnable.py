@@ -64,9 +64,10 @@ def test_a_parameter_fed_by_a_fail_safe_task_must_accept_none() -> None:
     assert "None" in message
 
 
-def test_a_pipeline_with_a_streaming_task_is_refused_with_a_clear_error() -> None:
-    with pytest.raises(DefinitionError, match=r"chunks.*stream_output=True"):
-        compile_pipeline(Pipeline("streams", tasks=[chunks]))
+def test_a_pipeline_with_a_streaming_task_compiles_to_one_step() -> None:
+    saga = compile_pipeline(Pipeline("streams", tasks=[chunks]))
+    assert list(saga.steps) == ["chunks"]
+    assert saga.validate_input({}) == {"count": 3}
 
 
 def test_the_definition_hash_covers_the_structure_and_the_task_code() -> None:

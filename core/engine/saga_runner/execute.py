@@ -7,12 +7,13 @@ finished step) is answered without claiming.
 
 from __future__ import annotations
 
+from core.domain.context import StreamedOutput
 from core.domain.records import Message, RunSnapshot, StateChange, StepRecord
 from core.domain.saga import Saga
 from core.domain.status import Action, RunStatus, StepStatus
 from core.engine import planner
 from core.engine.executor import AttemptOutcome
-from core.engine.outputs import to_json_value
+from core.engine.outputs import stream_reference, to_json_value
 from core.engine.retry import has_attempts_left
 from core.engine.saga_runner.forward import ForwardChanges
 from core.engine.saga_runner.results import HandleResult, Outcome
@@ -73,10 +74,13 @@ class ExecutePath:
         )
         if outcome.is_success:
             try:
-                value = to_json_value(outcome.value, step=claimed.name)
-                stored = shared.ports.outputs.store(
-                    run_id=run.run_id, step=claimed.name, value=value
-                )
+                if isinstance(outcome.value, StreamedOutput):
+                    stored = stream_reference(outcome.value.count)
+                else:
+                    value = to_json_value(outcome.value, step=claimed.name)
+                    stored = shared.ports.outputs.store(
+                        run_id=run.run_id, step=claimed.name, value=value
+                    )
                 outcome = AttemptOutcome(is_success=True, value=stored)
             except (NonRetryableStepError, ConfigurationError, RequestRejected) as exc:
                 # The output cannot be kept (not JSON, no I/O manager, refused by it):

@@ -106,7 +106,11 @@ class SagaRunner:
             )
         if run.status.is_terminal:
             # A redelivery after a crash between the final commit and the retention mark.
-            self._ports.outputs.on_run_ended(run, snapshot.steps.values())
+            try:
+                streaming = self._ports.registry.get(run.saga).streaming_steps
+            except (UnknownSagaError, ConfigurationError):
+                streaming = frozenset()  # not served here: marks what the records show
+            self._ports.outputs.on_run_ended(run, snapshot.steps.values(), streaming=streaming)
             return HandleResult.ack(Outcome.DROPPED, f"run is {run.status}")
         try:
             saga = self._ports.registry.get(run.saga)

@@ -120,6 +120,11 @@ class SharedSteps:
             deadline_at=self.now() + timeout_seconds,
             output=own_output,
             error=reason if action is Action.COMPENSATE else None,
+            chunks=(
+                outputs.chunks_of(run_id=run.run_id, step=claimed.name)
+                if action is Action.EXECUTE
+                else None
+            ),
         )
         outcome = self.ports.executor.run(fn, ctx, timeout_seconds=timeout_seconds, retry=retry)
         if not outcome.is_success:
@@ -193,7 +198,9 @@ class SharedSteps:
             if change.run is not None and change.run.status.is_terminal:
                 self.ports.metrics.record_run(saga=saga.name, status=change.run.status.value)
                 self.ports.outputs.on_run_ended(
-                    change.run, [*snapshot.steps.values(), *change.steps]
+                    change.run,
+                    [*snapshot.steps.values(), *change.steps],
+                    streaming=saga.streaming_steps,
                 )
             return HandleResult.ack(Outcome.COMMITTED, "committed")
         return HandleResult.retry_later(1.0, "commit kept conflicting")
@@ -213,7 +220,9 @@ class SharedSteps:
             finished = planner.finish_compensation(snapshot.run, now=now)
             self.store_change(finished)
             if finished.run is not None:
-                self.ports.outputs.on_run_ended(finished.run, snapshot.steps.values())
+                self.ports.outputs.on_run_ended(
+                    finished.run, snapshot.steps.values(), streaming=saga.streaming_steps
+                )
             return HandleResult.ack(Outcome.FINISHED, f"{reason}; compensation finished")
         messages = planner.expected_messages(saga, snapshot, now=now)
         if messages:
