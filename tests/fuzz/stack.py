@@ -282,6 +282,18 @@ def diff(before: Snapshot, after: Snapshot) -> list[str]:
     return changes
 
 
+def post_once(
+    client: httpx.Client, path: str, body: bytes, headers: Any
+) -> Callable[[], tuple[int, bytes]]:
+    """What ``check_outcome`` sends: one POST, answered as its status and body."""
+
+    def send() -> tuple[int, bytes]:
+        response = client.post(path, content=body, headers=headers)
+        return response.status_code, response.content
+
+    return send
+
+
 def check_outcome(stack: FuzzStack, send: Callable[[], tuple[int, bytes]]) -> tuple[int, bytes]:
     """Send one request to a quiet stack; a refusal (>= 400) must have written nothing.
 

@@ -20,6 +20,7 @@ from tests.fuzz.stack import (
     FuzzStack,
     check_outcome,
     json_of,
+    post_once,
     raw_request,
     start_stack,
 )
@@ -36,14 +37,6 @@ MIB = 1024 * 1024
 def client(fuzz_stack: FuzzStack) -> Iterator[httpx.Client]:
     with fuzz_stack.client() as http:
         yield http
-
-
-def post(client: httpx.Client, path: str, body: Any, headers: dict[str, Any]) -> Callable[[], Any]:
-    def send() -> tuple[int, bytes]:
-        response = client.post(path, content=body, headers=headers)
-        return response.status_code, response.content
-
-    return send
 
 
 def chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
@@ -96,7 +89,7 @@ def test_bad_body_is_refused_without_writes(
     quiet: FuzzStack, client: httpx.Client, path: str, body: Any, headers: Any, expected: set[int]
 ) -> None:
     """A body no saga can take gets its 4xx, and the database does not change."""
-    status, _ = check_outcome(quiet, post(client, path, body, headers))
+    status, _ = check_outcome(quiet, post_once(client, path, body, headers))
     assert status in expected
 
 
@@ -121,7 +114,7 @@ def test_odd_but_valid_body_starts_one_run_that_reads_back(
     """Unicode and escaped NUL are JSON: the start writes its run only, which reads back."""
     body = text.encode("utf-8", "surrogatepass")
     headers = {"Content-Type": "application/json; charset=utf-8"}
-    status, answer = check_outcome(quiet, post(client, path, body, headers))
+    status, answer = check_outcome(quiet, post_once(client, path, body, headers))
     assert status in (202, 400, 422)
     if status == 202:
         run_id = json_of(answer)["run_id"]
@@ -145,7 +138,7 @@ def test_json_that_cannot_be_stored_or_answered_is_refused(tmp_path: Path, body:
     stack = start_stack(tmp_path)
     try:
         with stack.client() as client:
-            status, _ = check_outcome(stack, post(client, FREE, body, JSON))
+            status, _ = check_outcome(stack, post_once(client, FREE, body, JSON))
             assert status == 400
             assert client.get("/v1/runs").status_code == 200
     finally:
@@ -172,7 +165,7 @@ def test_odd_idempotency_key_is_refused_without_writes(
 ) -> None:
     """A key that cannot be part of a run id is a 400 naming the header; nothing is written."""
     headers = [(b"Content-Type", b"application/json")] + [(b"Idempotency-Key", v) for v in values]
-    status, answer = check_outcome(quiet, post(client, FREE, b"{}", headers))  # type: ignore[arg-type]
+    status, answer = check_outcome(quiet, post_once(client, FREE, b"{}", headers))  # type: ignore[arg-type]
     assert status in expected
     assert json_of(answer).get("header") == "Idempotency-Key"
 
@@ -186,7 +179,7 @@ def test_printable_idempotency_key_is_accepted(
 ) -> None:
     """Printable ASCII keys up to 200 characters start (or find) one run."""
     headers = {"Content-Type": "application/json", "Idempotency-Key": key}
-    status, _ = check_outcome(quiet, post(client, FREE, b"{}", headers))
+    status, _ = check_outcome(quiet, post_once(client, FREE, b"{}", headers))
     assert status == 202
 
 

@@ -23,7 +23,14 @@ from schemathesis import GenerationMode
 
 from functions.http.app import PUBLIC_API
 from tests.fuzz.generated import MODES, fuzz_operation, load_schema, operations
-from tests.fuzz.stack import ROOT, FuzzStack, check_outcome, stack_environment, start_stack
+from tests.fuzz.stack import (
+    ROOT,
+    FuzzStack,
+    check_outcome,
+    post_once,
+    stack_environment,
+    start_stack,
+)
 
 FREE = "/v1/sagas/fuzz-free/runs"
 ORDER = "/v1/sagas/fuzz-order/runs"
@@ -131,11 +138,7 @@ def test_start_without_a_valid_granted_key_is_refused_without_writes(
     headers = [(b"Content-Type", b"application/json"), *_credentials(keys)[credential]]
     path = FREE + (f"?api_key={keys.free}" if credential == "key-in-query-only" else "")
 
-    def send() -> tuple[int, bytes]:
-        response = client.post(path, content=b"{}", headers=headers)
-        return response.status_code, response.content
-
-    status, _ = check_outcome(stack, send)
+    status, _ = check_outcome(stack, post_once(client, path, b"{}", headers))
     assert status in (401, 403)
 
 

@@ -29,6 +29,7 @@ from tests.fuzz.stack import (
     FuzzStack,
     check_outcome,
     json_of,
+    post_once,
     signature,
 )
 
@@ -143,11 +144,7 @@ def test_forged_signature_is_refused_without_writes(
     values = FORGERIES[forgery][0](quiet, path, body)
     headers = [(b"Content-Type", b"application/json")] + [(HEADER, v) for v in values]
 
-    def send() -> tuple[int, bytes]:
-        response = client.post(path, content=body, headers=headers)
-        return response.status_code, response.content
-
-    status, _ = check_outcome(quiet, send)
+    status, _ = check_outcome(quiet, post_once(client, path, body, headers))
     _count_forgery(status, f"{forgery} signature on {path}")
     assert status in (401, 403)
 
@@ -166,11 +163,7 @@ def test_replayed_signature_is_refused_without_writes(
     first = client.post(path, content=body, headers=headers)
     assert first.status_code not in (401, 403), first.text
 
-    def replay() -> tuple[int, bytes]:
-        response = client.post(path, content=body, headers=headers)
-        return response.status_code, response.content
-
-    status, _ = check_outcome(quiet, replay)
+    status, _ = check_outcome(quiet, post_once(client, path, body, headers))
     _count_forgery(status, f"replay on {path}")
     assert status in (401, 403)
 
@@ -307,11 +300,7 @@ def test_signed_junk_is_refused_without_writes(
     signed = quiet.sign("POST", path, body)
     headers = {"Content-Type": "application/json", "X-Relay-Signature": signed}
 
-    def send() -> tuple[int, bytes]:
-        response = client.post(path, content=body, headers=headers)
-        return response.status_code, response.content
-
-    status, answer = check_outcome(quiet, send)
+    status, answer = check_outcome(quiet, post_once(client, path, body, headers))
     dead_letter = status == 200 and json_of(answer).get("status") == "dead_lettered"
     harmless = (route_name, status) in {("sweep", 200), ("schedules", 202), ("events", 202)}
     assert 400 <= status < 500 or dead_letter or harmless
@@ -342,9 +331,5 @@ def test_scheduled_time_out_of_range_is_refused(
     if header is not None:
         headers["X-CloudScheduler-ScheduleTime"] = header
 
-    def send() -> tuple[int, bytes]:
-        response = client.post(path, content=body, headers=headers)
-        return response.status_code, response.content
-
-    status, _ = check_outcome(quiet, send)
+    status, _ = check_outcome(quiet, post_once(client, path, body, headers))
     assert status == 400
